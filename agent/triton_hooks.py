@@ -1,0 +1,123 @@
+"""Hooks into Triton's runtime, installed in a worker process before a candidate is imported.
+
+- Launch recording: which Triton kernels ran, how often, and from which module. This is how the
+  evaluator knows the work was done by the candidate's own kernels and which kernels to profile.
+- Autotune under the interpreter: `@triton.autotune` benchmarks its configs, which the interpreter
+  cannot do ("0 active drivers"). Under the interpreter each autotuned kernel instead runs the config
+  selected by `select_config(k)`, so the evaluator can check every config for correctness in turn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class _State:
+    recording: bool = False
+    launches: Counter[str] = field(default_factory=Counter)
+    modules: dict[str, str] = field(default_factory=dict)
+    config_index: int = 0
+    autotuners: list[Any] = field(default_factory=list)
+
+
+STATE = _State()
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _kernel_fn(kernel: Any) -> Any:
+    return getattr(kernel, "fn", None)
+
+
+def _record(kernel: Any, warmup: bool) -> None:
+    if STATE.recording and not warmup:
+        fn = _kernel_fn(kernel)
+        name = getattr(fn, "__name__", type(kernel).__name__)
+        STATE.launches[name] += 1
+        STATE.modules[name] = getattr(fn, "__module__", "?")
+
+
+def install() -> None:
+    """Patch Triton once per process. Must run before any candidate module is imported."""
+    if getattr(install, "done", False):
+        return
+    from triton.runtime import autotuner, jit
+
+    targets: list[Any] = [jit.JITFunction]
+    if interpreting():
+        from triton.runtime import interpreter
+
+        targets.append(interpreter.InterpretedFunction)
+    for cls in targets:
+        original = cls.run
+
+        def run(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            _record(self, kwargs.get("warmup", False))
+            return _original(self, *args, **kwargs)
+
+        cls.run = run
+
+    original_init = autotuner.Autotuner.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        STATE.autotuners.append(self)
+
+    autotuner.Autotuner.__init__ = init
+    if interpreting():
+        autotuner.Autotuner.run = _interpreted_autotune_run
+    install.done = True  # type: ignore[attr-defined]
+
+
+def _interpreted_autotune_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+    self.nargs = dict(zip(self.arg_names, args, strict=False))
+    config = self.configs[STATE.config_index % len(self.configs)]
+    self.best_config = config
+    if config.pre_hook is not None:
+        config.pre_hook({**self.nargs, **kwargs, **config.all_kwargs()})
+    extra = {k: v for k, v in config.all_kwargs().items() if k in config.kwargs}
+    ret = self.fn.run(*args, **kwargs, **extra)
+    self.nargs = None
+    return ret
+
+
+def max_configs() -> int:
+    """The most configs any autotuned kernel of this process has (1 when none is autotuned)."""
+    return max((len(a.configs) for a in STATE.autotuners), default=1)
+
+
+def select_config(index: int) -> None:
+    STATE.config_index = index
+
+
+def start_recording() -> None:
+    STATE.launches.clear()
+    STATE.recording = True
+
+
+def stop_recording() -> dict[str, int]:
+    STATE.recording = False
+    return dict(STATE.launches)
+
+
+def launch_modules() -> dict[str, str]:
+    """Kernel name to the module that defined it, for every kernel recorded so far."""
+    return dict(STATE.modules)
+
+
+def chosen_configs() -> dict[str, dict[str, Any]]:
+    """Per autotuned kernel, the config its autotuner picked last (what the timed run used)."""
+    out: dict[str, dict[str, Any]] = {}
+    for tuner in STATE.autotuners:
+        best = getattr(tuner, "best_config", None)
+        if best is None:
+            continue
+        name = getattr(tuner, "base_fn", tuner.fn).__name__
+        out[name] = {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
+    return out
