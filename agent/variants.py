@@ -1,0 +1,173 @@
+"""Source-level variants of a kernel: the same code with other num_warps / num_stages.
+
+The built-in search proposes real source files (a user can take any of them away), made by editing the
+candidate's text at the positions Python's AST gives, so formatting and comments are kept:
+- for an autotuned kernel, every `triton.Config(...)` of its `@triton.autotune(configs=[...])` list;
+- for a plain `@triton.jit` kernel, every launch `kernel[grid](..., num_warps=..., num_stages=...)`.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from dataclasses import dataclass
+
+from agent.models import LaunchConfig
+
+DEFAULT_NUM_WARPS = 4
+DEFAULT_NUM_STAGES = 3  # triton.Config's and a plain launch's default
+
+
+class VariantError(ValueError):
+    """The source cannot be varied as asked (no such kernel, unparseable code...)."""
+
+
+@dataclass(frozen=True)
+class _Site:
+    """A call whose keywords carry launch parameters, with the text span to edit."""
+
+    call: ast.Call
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def _decorator_name(dec: ast.expr) -> str:
+    return _dotted(dec.func if isinstance(dec, ast.Call) else dec)
+
+
+def _kernels(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any(
+            _decorator_name(d).endswith("jit") for d in node.decorator_list
+        ):
+            out[node.name] = node
+    return out
+
+
+def _autotune_configs(fn: ast.FunctionDef) -> list[ast.Call] | None:
+    for dec in fn.decorator_list:
+        if isinstance(dec, ast.Call) and _decorator_name(dec).endswith("autotune"):
+            configs = next((k.value for k in dec.keywords if k.arg == "configs"), None)
+            if configs is None and dec.args:
+                configs = dec.args[0]
+            if isinstance(configs, ast.List | ast.Tuple):
+                return [c for c in configs.elts if isinstance(c, ast.Call) and _dotted(c.func).endswith("Config")]
+            raise VariantError(f"autotune configs of {fn.name} are not a literal list")
+    return None
+
+
+def _launch_sites(tree: ast.Module, kernel: str) -> list[ast.Call]:
+    """Calls of the form kernel[grid](...)."""
+    sites = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Subscript)
+            and _dotted(node.func.value) == kernel
+        ):
+            sites.append(node)
+    return sites
+
+
+def _sites(source: str, kernel: str) -> tuple[list[ast.Call], bool]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise VariantError(f"source does not parse: {e.msg} (line {e.lineno})") from None
+    kernels = _kernels(tree)
+    if kernel not in kernels:
+        raise VariantError(f"no @triton.jit kernel named {kernel!r} (found: {', '.join(sorted(kernels)) or 'none'})")
+    configs = _autotune_configs(kernels[kernel])
+    if configs is not None:
+        return configs, True
+    sites = _launch_sites(tree, kernel)
+    if not sites:
+        raise VariantError(f"kernel {kernel!r} is never launched as {kernel}[grid](...) in this source")
+    return sites, False
+
+
+def _int_kw(call: ast.Call, name: str) -> int | None:
+    for k in call.keywords:
+        if k.arg == name and isinstance(k.value, ast.Constant) and isinstance(k.value.value, int):
+            return k.value.value
+    return None
+
+
+def current_config(source: str, kernel: str) -> LaunchConfig:
+    """The kernel's current (num_warps, num_stages): the most common value over its configs or launches."""
+    sites, _ = _sites(source, kernel)
+    warps = Counter(_int_kw(s, "num_warps") or DEFAULT_NUM_WARPS for s in sites)
+    stages = Counter(_int_kw(s, "num_stages") or DEFAULT_NUM_STAGES for s in sites)
+    return LaunchConfig(num_warps=warps.most_common(1)[0][0], num_stages=stages.most_common(1)[0][0])
+
+
+def _line_offsets(source: str) -> list[int]:
+    offsets, pos = [], 0
+    for line in source.splitlines(keepends=True):
+        offsets.append(pos)
+        pos += len(line)
+    offsets.append(pos)
+    return offsets
+
+
+def with_launch_config(source: str, kernel: str, config: LaunchConfig) -> str:
+    """The source with every config / launch of `kernel` set to `config`'s num_warps and num_stages."""
+    sites, _ = _sites(source, kernel)
+    offsets = _line_offsets(source)
+
+    def pos(line: int, col: int) -> int:
+        # ast columns are UTF-8 byte offsets; kernels are ASCII in practice, and we check below.
+        return offsets[line - 1] + col
+
+    if not source.isascii():
+        raise VariantError("non-ASCII source: refusing to edit by AST byte offsets")
+    edits: list[tuple[int, int, str]] = []
+    for call in sites:
+        for name, value in (("num_warps", config.num_warps), ("num_stages", config.num_stages)):
+            kw = next((k for k in call.keywords if k.arg == name), None)
+            if kw is not None:
+                v = kw.value
+                edits.append((pos(v.lineno, v.col_offset), pos(v.end_lineno, v.end_col_offset), str(value)))  # type: ignore[arg-type]
+            else:
+                edits.append(_insertion(source, call, pos, f"{name}={value}"))
+    # Right to left, so earlier offsets stay valid; at one position the first edit ends up first.
+    for _, (start, end, text) in sorted(enumerate(edits), key=lambda e: (e[1][0], e[0]), reverse=True):
+        source = source[:start] + text + source[end:]
+    ast.parse(source)  # an edit that breaks the syntax is a bug here, not the user's
+    return source
+
+
+def _insertion(source: str, call: ast.Call, pos, text: str) -> tuple[int, int, str]:
+    """Where and how to add a keyword to a call, in the call's own layout (one line, or one per line)."""
+    closing = pos(call.end_lineno, call.end_col_offset) - 1
+    items = [*call.args, *call.keywords]
+    if not items:
+        return closing, closing, text
+    last = max(items, key=lambda n: (n.end_lineno, n.end_col_offset))
+    after_last = pos(last.end_lineno, last.end_col_offset)
+    between = source[after_last:closing]
+    if "\n" not in between:  # single-line call, or closing paren on the last argument's line
+        comma = between.find(",")
+        if comma >= 0:
+            return after_last + comma + 1, after_last + comma + 1, f" {text},"
+        return after_last, after_last, f", {text}"
+    line_start = source.rfind("\n", 0, after_last) + 1
+    indent = source[line_start:after_last][: len(source[line_start:after_last]) - len(source[line_start:after_last].lstrip())]
+    comma = between.find(",")
+    if comma >= 0:
+        at = after_last + comma + 1
+        return at, at, f"\n{indent}{text},"
+    return after_last, after_last, f",\n{indent}{text}"
+
+
+def micro_space(current: LaunchConfig, warps: list[int], stages: list[int]) -> list[LaunchConfig]:
+    """The micro stage's space: any allowed num_warps, num_stages within ±1 of the current value."""
+    near = [s for s in stages if abs(s - current.num_stages) <= 1] or [current.num_stages]
+    return [LaunchConfig(num_warps=w, num_stages=s) for w in warps for s in near]
