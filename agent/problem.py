@@ -38,8 +38,9 @@ def resolve_problem_path(path: Path | str) -> Path:
     p = Path(path)
     if p.exists():
         return p.resolve()
+    bare = len(p.parts) == 1 or (len(p.parts) == 2 and p.parts[0] == "kernels")
     bundled = kernels_dir() / p.name
-    if bundled.exists():
+    if bare and bundled.exists():
         return bundled.resolve()
     raise ProblemError(p, "no such file or folder (and no bundled problem of that name)")
 
@@ -70,11 +71,16 @@ def _load_folder(folder: Path) -> ProblemSpec:
     reference = folder / data.pop("reference", "reference.py")
     if not reference.exists():
         raise ProblemError(folder, f"no reference module ({reference.name}) in the problem folder")
-    kernel_name = data.pop("kernel", "kernel.py")
-    kernel = folder / kernel_name if kernel_name else None
-    if kernel is not None and not kernel.exists():
+    explicit_kernel = "kernel" in data
+    kernel: Path | None = folder / data.pop("kernel", "kernel.py")
+    if not kernel.exists():
+        if explicit_kernel:
+            raise ProblemError(toml_path, f"kernel = {kernel.name!r} does not exist")
         kernel = None
     tol = data.pop("tolerance", {})
+    if not isinstance(tol, dict) or set(tol) - {"atol", "rtol"}:
+        extra = sorted(set(tol) - {"atol", "rtol"}) if isinstance(tol, dict) else tol
+        raise ProblemError(toml_path, f"[tolerance] takes only `atol` and `rtol` (got {extra!r})")
     fields = {
         "name": data.pop("name", folder.name),
         "description": data.pop("description", ""),
@@ -103,6 +109,8 @@ def import_file(path: Path, module_name: str | None = None) -> ModuleType:
         raise ProblemError(path, "cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # never leave __pycache__ in a user's problem folder
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
@@ -111,6 +119,8 @@ def import_file(path: Path, module_name: str | None = None) -> ModuleType:
     except Exception as e:
         sys.modules.pop(name, None)
         raise ProblemError(path, f"importing it raised {type(e).__name__}: {e}") from None
+    finally:
+        sys.dont_write_bytecode = dont_write
     return module
 
 
@@ -119,6 +129,7 @@ def load_reference(spec: ProblemSpec, small: bool) -> ModuleType:
     module = import_file(spec.reference_path)
     for attr in ("Model", "get_inputs", "get_init_inputs"):
         if not hasattr(module, attr):
+            sys.modules.pop(module.__name__, None)
             raise ProblemError(spec.reference_path, f"defines no `{attr}` (KernelBench convention)")
     if small:
         for key, value in spec.small_shapes.items():
@@ -207,8 +218,10 @@ def inspect_problem(spec: ProblemSpec, small: bool) -> ProblemShapes:
             with default_device("meta"):
                 out = model(*inputs)
             outputs = [tensor_info(t) for t in flatten_outputs(out)]
-        except Exception:
-            outputs = []  # some ops have no meta kernel; the worker learns the outputs on the real device
+        except NotImplementedError:
+            outputs = []  # an op with no meta kernel; the worker learns the outputs on the real device
+        except Exception as e:
+            raise ProblemError(path, f"Model.forward raised {type(e).__name__}: {e}") from None
     flops = None
     if spec.flops:
         try:
