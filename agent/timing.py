@@ -1,0 +1,157 @@
+"""GPU timing, run inside the worker process (see docs on why: ../shared/research/eval_rigor.md §1, §4).
+
+- CUDA events on the current stream, one window per call, one synchronize at the very end.
+- L2 flushed before every timed call by zeroing a 256 MiB buffer (as `triton.testing.do_bench`),
+  outside the window: the numbers are cold-cache numbers.
+- Candidate and baselines interleaved call by call (ABCABC...), so drift in clocks or temperature
+  hits all of them alike.
+- Statistics: every time is kept; `TimingStats` reports the median and IQR.
+- The roofline is built from ceilings measured in the same process (a device-to-device copy, and an
+  fp16 matmul for problems that state FLOPs), not datasheet numbers.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from agent.models import Check, Timings, TimingStats
+
+FLUSH_BYTES = 256 * 1024**2
+METHOD = "cuda-events on the current stream, L2 flushed (256 MiB zeroed) before each call, interleaved"
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 3) -> dict[str, TimingStats]:
+    """Time each fn `reps` times, interleaved round by round, with a cold L2 before every call."""
+    import torch
+
+    for fn in fns.values():
+        for _ in range(max(1, warmup)):  # the first call compiles and autotunes
+            fn()
+    torch.cuda.synchronize()
+    flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    events: dict[str, list[tuple[Any, Any]]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            flush.zero_()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            events[name].append((start, end))
+    torch.cuda.synchronize()
+    return {
+        name: TimingStats(times_ms=[s.elapsed_time(e) for s, e in pairs], method=METHOD)
+        for name, pairs in events.items()
+    }
+
+
+def _median_ms(fn: Callable[[], Any], reps: int = 10, warmup: int = 2) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    pairs = []
+    for _ in range(reps):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        pairs.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in pairs)
+
+
+def measure_copy_bandwidth(nbytes: int = 1024**3, reps: int = 10) -> float:
+    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    import torch
+
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").fill_(1.0)
+    dst = torch.empty_like(src)
+    ms = _median_ms(lambda: dst.copy_(src), reps)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def measure_matmul_tflops(n: int = 8192, reps: int = 10) -> float:
+    """Dense fp16 matmul throughput in TFLOP/s (n x n x n, torch.mm)."""
+    import torch
+
+    a = torch.randn(n, n, dtype=torch.float16, device="cuda")
+    b = torch.randn(n, n, dtype=torch.float16, device="cuda")
+    out = torch.empty(n, n, dtype=torch.float16, device="cuda")
+    ms = _median_ms(lambda: torch.mm(a, b, out=out), reps)
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+def roofline_ms(
+    bytes_moved: float, bw_gbps: float, flops: float | None = None, tflops: float | None = None
+) -> float:
+    """The floor on one call's time: the larger of moving the bytes and doing the FLOPs."""
+    t = bytes_moved / (bw_gbps * 1e9) * 1e3
+    if flops is not None and tflops:
+        t = max(t, flops / (tflops * 1e12) * 1e3)
+    return t
+
+
+def time_models(
+    candidate: Callable[..., Any],
+    reference: Callable[..., Any],
+    inputs: list[Any],
+    *,
+    reps: int,
+    baselines: bool = True,
+    bytes_moved: int,
+    flops: float | None = None,
+) -> Timings:
+    """Candidate, eager reference and torch.compile of the reference, interleaved, plus the roofline.
+
+    A torch.compile failure is recorded in `compile_error`; a candidate failure propagates.
+    """
+    import torch
+
+    torch.cuda.empty_cache()
+    fns: dict[str, Callable[[], Any]] = {"candidate": lambda: candidate(*inputs)}
+    compile_error = None
+    with torch.no_grad():
+        if baselines:
+            fns["eager"] = lambda: reference(*inputs)
+            try:
+                torch._dynamo.reset()
+                compiled = torch.compile(reference)
+                compiled(*inputs)  # compiles now, so its failure is the baseline's and not the timing's
+                torch.cuda.synchronize()
+                fns["compiled"] = lambda: compiled(*inputs)
+            except Exception as e:
+                compile_error = f"{type(e).__name__}: {e}"[:2000]
+        stats = time_interleaved(fns, reps=reps, warmup=3)
+    bw = measure_copy_bandwidth()
+    tflops = measure_matmul_tflops() if flops else None
+    return Timings(
+        candidate=stats["candidate"],
+        eager=stats.get("eager"),
+        compiled=stats.get("compiled"),
+        compile_error=compile_error,
+        copy_bandwidth_gbps=bw,
+        bytes_moved=bytes_moved,
+        roofline_ms=roofline_ms(bytes_moved, bw, flops, tflops),
+        device_name=torch.cuda.get_device_name(),
+    )
+
+
+def plausibility(t: Timings) -> Check:
+    """A warning (never a failure) when the candidate beats the measured floor or eager by over 10x."""
+    notes = []
+    if t.pct_roofline is not None and t.pct_roofline > 110:
+        notes.append(f"faster than the measured floor ({t.pct_roofline:.0f}% of roofline)")
+    if t.speedup_eager is not None and t.speedup_eager > 10:
+        notes.append(f"{t.speedup_eager:.1f}x faster than eager")
+    if notes:
+        detail = (
+            "warning: " + "; ".join(notes) + ": check for work off the timed stream or a wrong byte count"
+        )
+        return Check(name="timing-plausible", passed=True, detail=detail)
+    return Check(name="timing-plausible", passed=True, detail="within the measured floor")

@@ -1,0 +1,359 @@
+"""The evaluator against good and adversarial candidates (tests/candidates/), on the CPU interpreter.
+
+Each `evaluate` call starts a worker process (~4 s on the CPU: importing torch and triton dominates).
+The comparison functions of `agent.verify` are tested directly, without a worker.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent import verify
+from agent.evaluate import evaluate, to_result
+from agent.models import ProblemSpec, Status
+from agent.problem import load_problem
+from agent.sandbox import WorkerOutcome, is_secret, read_tail, worker_env
+
+CANDIDATES = Path(__file__).parent / "candidates"
+
+
+@pytest.fixture(scope="module")
+def l1() -> ProblemSpec:
+    return load_problem("kernels/l1_norm")
+
+
+def source(name: str) -> str:
+    return (CANDIDATES / name).read_text()
+
+
+def failed(result) -> set[str]:
+    return {c.name for c in result.checks if not c.passed}
+
+
+# --- whole evaluations, one per candidate ------------------------------------------------------------
+
+
+def test_starting_kernel_is_accepted(l1):
+    result = evaluate(l1, l1.kernel_path.read_text(), "cpu")
+    assert result.status == Status.ACCEPTED, result.reason
+    assert result.kernels_launched == {"l1_norm_kernel_autotune": 1}
+    assert not failed(result)
+    names = {c.name for c in result.checks}
+    assert {
+        "values",
+        "written",
+        "nan-inf",
+        "input-mutation",
+        "output-aliases-input",
+        "deterministic",
+        "no-triton-kernel",
+        "shape",
+        "dtype",
+        "device",
+        "output-count",
+    } <= names
+    # seed 0 under each of the 5 autotune configs, seeds 1 and 2 under config 0; two calls each
+    no_triton = next(c for c in result.checks if c.name == "no-triton-kernel")
+    assert no_triton.detail.startswith("14 passed")
+    assert result.interpreter and result.device == "cpu"
+    assert result.timings is not None and result.timings.candidate is None
+    assert "no GPU" in (result.timings.skipped_reason or "")
+    assert result.max_abs_err is not None and result.max_abs_err < 1e-4
+    assert result.wall_s > 0
+
+
+def test_plain_kernel_is_accepted(l1):
+    result = evaluate(l1, source("simple_l1.py"), "cpu", seeds=(0,))
+    assert result.status == Status.ACCEPTED, result.reason
+    assert result.kernels_launched == {"l1_rows": 1}
+
+
+def test_raising_candidate_crashes(l1):
+    result = evaluate(l1, source("raises.py"), "cpu", seeds=(0,))
+    assert result.status == Status.CRASHED
+    assert "ValueError: this candidate always fails" in result.reason
+    assert "forward" in result.reason  # names the frame it came from
+
+
+def test_hanging_candidate_times_out_and_the_next_evaluation_works(l1):
+    start = time.perf_counter()
+    result = evaluate(l1, source("hangs.py"), "cpu", seeds=(0,), timeout_s=8)
+    assert result.status == Status.TIMEOUT
+    assert "killed after 8 s" in result.reason
+    assert time.perf_counter() - start < 8 + 5
+    assert evaluate(l1, source("simple_l1.py"), "cpu", seeds=(0,)).status == Status.ACCEPTED
+
+
+def test_wrong_values_are_incorrect(l1):
+    result = evaluate(l1, source("wrong_values.py"), "cpu", seeds=(0,))
+    assert result.status == Status.INCORRECT
+    assert "values" in failed(result)
+    assert result.reason.startswith("values failed")
+    assert result.max_rel_err is not None and result.max_rel_err == pytest.approx(0.01, rel=1e-3)
+
+
+def test_syntax_error_is_a_compile_error(l1):
+    result = evaluate(l1, "import torch\ndef broken(:\n    pass\n", "cpu", seeds=(0,))
+    assert result.status == Status.COMPILE_ERROR
+    assert "syntax error at line 2" in result.reason
+
+
+def test_missing_modelnew_is_a_compile_error(l1):
+    result = evaluate(l1, source("no_modelnew.py"), "cpu", seeds=(0,))
+    assert result.status == Status.COMPILE_ERROR
+    assert "ModelNew" in result.reason
+
+
+def test_torch_only_candidate_is_cheating(l1):
+    result = evaluate(l1, source("torch_only.py"), "cpu", seeds=(0,))
+    assert result.status == Status.CHEATING
+    assert "no-triton-kernel" in failed(result)
+
+
+def test_unwritten_tail_is_incorrect(l1):
+    result = evaluate(l1, source("unwritten_tail.py"), "cpu", seeds=(0,))
+    assert result.status == Status.INCORRECT
+    assert "written" in failed(result)
+    written = next(c for c in result.checks if c.name == "written" and not c.passed)
+    assert "9 of 15009" in written.detail  # 3 rows x 3 elements
+    assert "(0, 5000)" in written.detail
+
+
+def test_input_mutation_is_incorrect(l1):
+    result = evaluate(l1, source("mutates_input.py"), "cpu", seeds=(0,))
+    assert result.status == Status.INCORRECT
+    assert "input-mutation" in failed(result)
+    assert "values" not in failed(result)  # its outputs are right; only the input is wrong
+
+
+def test_returning_the_input_is_rejected(l1):
+    result = evaluate(l1, source("returns_input.py"), "cpu", seeds=(0,))
+    assert not result.accepted
+    assert {"output-aliases-input", "input-mutation"} <= failed(result)
+
+
+def test_segfault_is_a_crash_naming_the_signal(l1):
+    result = evaluate(l1, source("segfaults.py"), "cpu", seeds=(0,))
+    assert result.status == Status.CRASHED
+    assert "SIGSEGV" in result.reason
+    assert "line 29 in forward" in result.reason  # faulthandler's traceback names the frame
+
+
+def test_stdout_flood_is_bounded(l1):
+    result = evaluate(l1, source("floods_stdout.py"), "cpu", seeds=(0,))
+    assert result.status == Status.ACCEPTED, result.reason
+    assert "bytes before" in result.log_tail
+    assert len(result.log_tail) < 12_000
+
+
+def test_secrets_are_hidden_from_the_candidate(l1, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    result = evaluate(l1, source("reads_secret.py"), "cpu", seeds=(0,))
+    assert result.status == Status.ACCEPTED, result.reason
+
+
+def test_patching_torch_is_cheating(l1):
+    result = evaluate(l1, source("patches_torch.py"), "cpu", seeds=(0,))
+    assert result.status == Status.CHEATING
+    assert "torch.allclose" in result.reason
+
+
+def test_forged_result_file_is_cheating(l1):
+    result = evaluate(l1, source("forges_result.py"), "cpu", seeds=(0,))
+    assert result.status == Status.CHEATING
+    assert "not written by the evaluator" in result.reason
+
+
+@pytest.mark.gpu
+def test_gpu_evaluation_checks_and_times_the_starting_kernel(l1):
+    result = evaluate(l1, l1.kernel_path.read_text(), "cuda", small=True, seeds=(0, 1), timing_reps=20)
+    assert result.status == Status.ACCEPTED, result.reason
+    assert not result.interpreter and result.device == "cuda"
+    assert result.kernels_launched == {"l1_norm_kernel_autotune": 1}
+    assert "l1_norm_kernel_autotune" in result.chosen_configs
+    t = result.timings
+    assert t is not None and t.skipped_reason is None
+    assert t.candidate is not None and t.candidate.n == 20 and t.candidate.median_ms > 0
+    assert t.eager is not None and (t.compiled is not None or t.compile_error)
+    assert t.copy_bandwidth_gbps and t.copy_bandwidth_gbps > 100
+    assert t.bytes_moved == 2 * 3 * 5003 * 4
+    assert t.roofline_ms and t.roofline_ms > 0
+    assert t.device_name
+
+
+@pytest.mark.gpu
+def test_gpu_poisoning_catches_unwritten_outputs(l1):
+    result = evaluate(l1, source("unwritten_tail.py"), "cuda", small=True, seeds=(0,), time=False)
+    assert result.status == Status.INCORRECT
+    assert "written" in failed(result)
+
+
+# --- sandbox helpers ---------------------------------------------------------------------------------
+
+
+def test_worker_env_drops_secrets():
+    env = worker_env(
+        {"EXTRA": "1"},
+        base={
+            "PATH": "/bin",
+            "OPENAI_API_KEY": "x",
+            "HF_HOME": "/h",
+            "MY_TOKEN": "t",
+            "db_password": "p",
+            "AWS_REGION": "r",
+            "HOME": "/root",
+        },
+    )
+    assert set(env) == {"PATH", "HOME", "PYTHONPATH", "PYTHONUNBUFFERED", "EXTRA"}
+    assert env["PYTHONPATH"].split(":")[0] == str(Path(__file__).resolve().parent.parent)
+    assert is_secret("ANTHROPIC_BASE_URL") and is_secret("GITHUB_TOKEN") and not is_secret("TRITON_INTERPRET")
+
+
+def test_outcome_mapping():
+    assert to_result(WorkerOutcome(returncode=-9, timed_out=True), 7).reason == "killed after 7 s"
+    fault = "Fatal Python error: Segmentation fault\n\nCurrent thread 0x1 (most recent call first):\n"
+    fault += (
+        '  File "/tmp/w/candidate_ab.py", line 9 in forward\n  File "/x/module.py", line 3 in _call_impl\n'
+    )
+    died = to_result(WorkerOutcome(returncode=-11, signal="SIGSEGV", stderr_tail=fault), 7)
+    assert died.status == Status.CRASHED
+    assert died.reason == (
+        "the worker died from SIGSEGV; Fatal Python error: Segmentation fault; "
+        "innermost frame: candidate_ab.py, line 9 in forward"
+    )
+    exited = to_result(WorkerOutcome(returncode=3, stderr_tail="boom\n"), 7)
+    assert exited.status == Status.CRASHED and "code 3 without a result; boom" in exited.reason
+    garbled = to_result(WorkerOutcome(returncode=0, result_json='{"status": "great"}'), 7)
+    assert garbled.status == Status.CRASHED and "could not be read" in garbled.reason
+    assert to_result(WorkerOutcome(returncode=0, forged=True), 7).status == Status.CHEATING
+    ok = to_result(WorkerOutcome(returncode=0, result_json='{"status": "accepted"}', stdout_tail="hi"), 7)
+    assert ok.accepted and "hi" in ok.log_tail
+
+
+def test_read_tail_is_bounded(tmp_path):
+    p = tmp_path / "log"
+    p.write_text("a" * 10_000 + "END")
+    tail = read_tail(p, 100)
+    assert tail.endswith("END") and "9903 bytes before" in tail and len(tail) < 150
+    assert read_tail(tmp_path / "missing") == ""
+
+
+# --- verify, directly --------------------------------------------------------------------------------
+
+
+def checks_by_name(cmp: verify.Comparison) -> dict[str, bool]:
+    return {c.name: c.passed for c in cmp.checks}
+
+
+def test_tolerance_table_and_overrides():
+    assert verify.tolerance(torch.float32) == (1e-4, 1e-4)
+    assert verify.tolerance(torch.float16) == (1e-2, 1e-2)
+    assert verify.tolerance(torch.bfloat16) == (2e-2, 2e-2)
+    assert verify.tolerance(torch.float64) == (1e-7, 1e-7)
+    assert verify.tolerance(torch.int32) == (0.0, 0.0)
+    assert verify.tolerance(torch.bool) == (0.0, 0.0)
+    assert verify.tolerance(torch.float32, atol=1e-3) == (1e-3, 1e-4)
+
+
+def l1_norm(x: torch.Tensor) -> torch.Tensor:
+    return x / torch.mean(torch.abs(x), dim=1, keepdim=True)
+
+
+def test_fp32_problem_computed_in_fp16_fails():
+    torch.manual_seed(0)
+    x = torch.randn(64, 4096)
+    ref = l1_norm(x)
+    assert verify.compare_outputs([l1_norm(x.double()).float()], [ref]).passed
+    half = verify.compare_outputs([l1_norm(x.half()).float()], [ref])
+    assert not checks_by_name(half)["values"]
+    a, b = torch.randn(256, 512), torch.randn(512, 256)
+    assert not verify.compare_outputs([(a.half() @ b.half()).float()], [a @ b]).passed
+    assert verify.compare_outputs([(a.double() @ b.double()).float()], [a @ b]).passed
+
+
+def test_values_report_worst_element_and_errors():
+    ref = torch.arange(1.0, 13.0).reshape(3, 4)
+    out = ref.clone()
+    out[2, 1] += 0.5
+    cmp = verify.compare_outputs([out], [ref])
+    values = next(c for c in cmp.checks if c.name == "values")
+    assert not values.passed and "1 of 12" in values.detail and "worst at (2, 1)" in values.detail
+    assert cmp.max_abs_err == pytest.approx(0.5) and cmp.max_rel_err == pytest.approx(0.5 / 10)
+
+
+def test_chunked_comparison_matches_whole():
+    torch.manual_seed(0)
+    ref = torch.randn(37, 11)
+    out = ref + 1e-5 * torch.randn(37, 11)
+    out[20, 3] = float("nan")
+    whole = verify.compare_outputs([out], [ref])
+    chunked = verify.compare_outputs([out], [ref], chunk=7)
+    assert [c.model_dump() for c in whole.checks] == [c.model_dump() for c in chunked.checks]
+    assert whole.max_abs_err == chunked.max_abs_err
+
+
+def test_unwritten_and_nonfinite_elements():
+    ref = torch.tensor([1.0, float("nan"), float("inf"), 4.0])
+    assert verify.compare_outputs([ref.clone()], [ref]).passed
+    poisoned = ref.clone()
+    poisoned[3] = float("nan")
+    r = checks_by_name(verify.compare_outputs([poisoned], [ref]))
+    assert not r["written"] and r["nan-inf"]
+    flipped = ref.clone()
+    flipped[2] = -math.inf
+    r = checks_by_name(verify.compare_outputs([flipped], [ref]))
+    assert not r["nan-inf"] and r["written"]
+
+
+def test_integers_compare_exactly():
+    ref = torch.arange(10, dtype=torch.int64)
+    assert verify.compare_outputs([ref.clone()], [ref]).passed
+    off = ref.clone()
+    off[4] += 1
+    assert not checks_by_name(verify.compare_outputs([off], [ref]))["values"]
+
+
+def test_contract_checks():
+    ref = torch.zeros(2, 3)
+    assert not checks_by_name(verify.compare_outputs([], [ref]))["output-count"]
+    assert not checks_by_name(verify.compare_outputs([torch.zeros(3, 2)], [ref]))["shape"]
+    assert not checks_by_name(verify.compare_outputs([torch.zeros(2, 3, dtype=torch.float64)], [ref]))[
+        "dtype"
+    ]
+    sub = torch.zeros(2, 3).as_subclass(torch.nn.Parameter)
+    assert not checks_by_name(verify.compare_outputs([sub], [ref]))["type"]
+
+
+def test_aliasing_and_mutation():
+    x = torch.randn(4, 4)
+    assert not verify.check_aliasing([x[1:]], [x]).passed
+    assert verify.check_aliasing([x.clone()], [x]).passed
+    pristine = verify.clone_inputs([x, 3])
+    assert verify.changed_inputs([x, 3], pristine) == []
+    x[0, 0] = -0.0 if x[0, 0] == 0 else 0.0
+    assert verify.changed_inputs([x, 3], pristine) == [0]
+    verify.restore_inputs([x, 3], pristine, [0])
+    assert verify.bitwise_equal(x, pristine[0])
+    assert not verify.bitwise_equal(torch.tensor([0.0]), torch.tensor([-0.0]))
+
+
+def test_determinism_check():
+    a = torch.randn(100)
+    assert "bitwise" in verify.check_deterministic([a], [a.clone()]).detail
+    near = verify.check_deterministic([a], [a + 1e-7])
+    assert near.passed and "within tolerance" in near.detail
+    assert not verify.check_deterministic([a], [a + 1.0]).passed
+
+
+def test_degenerate_reference_is_flagged_not_failed():
+    tiny = verify.check_reference_signal([torch.full((10,), 1e-3)])
+    assert tiny.passed and tiny.detail.startswith(verify.WARNING)
+    constant = verify.check_reference_signal([torch.full((10,), 5.0)])
+    assert constant.passed and constant.detail.startswith(verify.WARNING)
+    normal = verify.check_reference_signal([torch.randn(1000)])
+    assert normal.passed and not normal.detail.startswith(verify.WARNING)
