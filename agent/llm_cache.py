@@ -37,10 +37,13 @@ class CachedReply(BaseModel):
     model: str
 
 
-def cache_key(base_url: str, model: str, prompt: str, temperature: float, max_tokens: int,
-              sample_index: int) -> str:
-    payload = json.dumps([base_url.rstrip("/"), model, prompt, float(temperature), int(max_tokens),
-                          int(sample_index)], ensure_ascii=False)
+def cache_key(
+    base_url: str, model: str, prompt: str, temperature: float, max_tokens: int, sample_index: int
+) -> str:
+    payload = json.dumps(
+        [base_url.rstrip("/"), model, prompt, float(temperature), int(max_tokens), int(sample_index)],
+        ensure_ascii=False,
+    )
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -75,8 +78,13 @@ class LLMCache:
     def put(self, key: str, reply: CachedReply) -> None:
         self._db().execute(
             "INSERT OR REPLACE INTO replies (key, text, usage, model, created_at) VALUES (?, ?, ?, ?, ?)",
-            (key, reply.text, reply.usage.model_dump_json(), reply.model,
-             datetime.now(UTC).isoformat(timespec="seconds")),
+            (
+                key,
+                reply.text,
+                reply.usage.model_dump_json(),
+                reply.model,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
         )
 
     def __len__(self) -> int:

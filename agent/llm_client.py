@@ -81,10 +81,15 @@ class Usage(BaseModel):
 
     def share(self, k: int, i: int) -> Usage:
         """Choice i's share of a request's usage over its k choices (the shares add up to the whole)."""
+
         def part(total: int) -> int:
             return total // k + (1 if i < total % k else 0)
-        return Usage(prompt_tokens=part(self.prompt_tokens), completion_tokens=part(self.completion_tokens),
-                     reported=self.reported)
+
+        return Usage(
+            prompt_tokens=part(self.prompt_tokens),
+            completion_tokens=part(self.completion_tokens),
+            reported=self.reported,
+        )
 
 
 class Attempt(BaseModel):
@@ -124,8 +129,14 @@ class ChatResult(BaseModel):
 class LLMError(Exception):
     """A request failed for good: a final 4xx, or a transient failure that outlived its retries."""
 
-    def __init__(self, message: str, *, status: int | None = None, transient: bool = False,
-                 attempts: list[Attempt] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        attempts: list[Attempt] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.transient = transient
@@ -187,8 +198,9 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _body_error(reason: str, body: str, usage: Usage, model: str | None) -> tuple[
-        list[Choice], Usage, str | None, str]:
+def _body_error(
+    reason: str, body: str, usage: Usage, model: str | None
+) -> tuple[list[Choice], Usage, str | None, str]:
     return [Choice(index=0, text=None, skipped=reason, raw=_excerpt(body))], usage, model, reason
 
 
@@ -203,8 +215,11 @@ def parse_body(body: str, max_reply_chars: int) -> tuple[list[Choice], Usage, st
         return _body_error(why, body, Usage(reported=False), None)
     usage_data = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     prompt_t, completion_t = _int(usage_data.get("prompt_tokens")), _int(usage_data.get("completion_tokens"))
-    usage = Usage(prompt_tokens=prompt_t or 0, completion_tokens=completion_t or 0,
-                  reported=prompt_t is not None and completion_t is not None)
+    usage = Usage(
+        prompt_tokens=prompt_t or 0,
+        completion_tokens=completion_t or 0,
+        reported=prompt_t is not None and completion_t is not None,
+    )
     model = data["model"][:200] if isinstance(data.get("model"), str) and data["model"].strip() else None
     raw_choices = data.get("choices")
     if not isinstance(raw_choices, list) or not raw_choices:
@@ -216,8 +231,15 @@ def parse_body(body: str, max_reply_chars: int) -> tuple[list[Choice], Usage, st
         finish = raw.get("finish_reason") if isinstance(raw, dict) else None
         finish = finish if isinstance(finish, str) else None
         if not isinstance(message, dict):
-            choices.append(Choice(index=i, text=None, skipped="choice has no message", raw=_excerpt(str(raw)),
-                                  finish_reason=finish))
+            choices.append(
+                Choice(
+                    index=i,
+                    text=None,
+                    skipped="choice has no message",
+                    raw=_excerpt(str(raw)),
+                    finish_reason=finish,
+                )
+            )
             continue
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         reasoning_chars = len(reasoning) if isinstance(reasoning, str) else 0
@@ -226,13 +248,21 @@ def parse_body(body: str, max_reply_chars: int) -> tuple[list[Choice], Usage, st
             why = f"choice has no content (finish_reason={finish})"
             if reasoning_chars:
                 why += f"; only {reasoning_chars} chars of reasoning, which are not searched for code"
-            choices.append(Choice(index=i, text=None, skipped=why, finish_reason=finish,
-                                  reasoning_chars=reasoning_chars))
+            choices.append(
+                Choice(index=i, text=None, skipped=why, finish_reason=finish, reasoning_chars=reasoning_chars)
+            )
         elif len(text) > max_reply_chars:
-            choices.append(Choice(index=i, text=None, raw=text[:max_reply_chars], finish_reason=finish,
-                                  reasoning_chars=reasoning_chars,
-                                  skipped=f"reply of {len(text)} chars exceeds max_reply_chars="
-                                          f"{max_reply_chars}; recorded truncated, not used"))
+            choices.append(
+                Choice(
+                    index=i,
+                    text=None,
+                    raw=text[:max_reply_chars],
+                    finish_reason=finish,
+                    reasoning_chars=reasoning_chars,
+                    skipped=f"reply of {len(text)} chars exceeds max_reply_chars="
+                    f"{max_reply_chars}; recorded truncated, not used",
+                )
+            )
         else:
             choices.append(Choice(index=i, text=text, finish_reason=finish, reasoning_chars=reasoning_chars))
     if not usage.reported:
@@ -244,16 +274,22 @@ def parse_body(body: str, max_reply_chars: int) -> tuple[list[Choice], Usage, st
 class ChatClient:
     """Chat completions against `settings.base_url`, with recorded retries and a shared budget."""
 
-    def __init__(self, settings: LLMSettings, budget: Budget | None = None,
-                 sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        settings: LLMSettings,
+        budget: Budget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ):
         self.settings = settings
         self.model = settings.require_model()
         self.budget = budget or Budget(settings.max_requests, settings.max_tokens_total)
         self.sleep = sleep
         self.rng = rng
         key = settings.api_key.get_secret_value() if settings.api_key else "no-key"  # local servers need none
-        self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
-                                     max_retries=0)
+        self._client = openai.OpenAI(
+            base_url=settings.base_url, api_key=key, timeout=settings.timeout_s, max_retries=0
+        )
         self.endpoint = safe_url(settings.base_url)
 
     def _backoff(self, attempt: int) -> float:
@@ -266,8 +302,11 @@ class ChatClient:
         if n > 1:
             kwargs["n"] = n  # some servers reject the field itself; n=1 is the default anyway
         raw = self._client.chat.completions.with_raw_response.create(
-            model=self.model, messages=[{"role": "user", "content": prompt}],
-            temperature=temperature, max_tokens=self.settings.max_tokens, **kwargs,
+            model=self.model,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=temperature,
+            max_tokens=self.settings.max_tokens,
+            **kwargs,
         )
         return raw.status_code, raw.text
 
@@ -305,9 +344,14 @@ class ChatClient:
                 attempts.append(Attempt(number=number, latency_s=latency, status=status))
                 choices, usage, model, body_error = parse_body(body, s.max_reply_chars)
                 self.budget.charge(usage.total)
-                return ChatResult(choices=choices, body_error=body_error, usage=usage,
-                                  latency_s=time.monotonic() - start, model=model or self.model,
-                                  attempts=attempts)
+                return ChatResult(
+                    choices=choices,
+                    body_error=body_error,
+                    usage=usage,
+                    latency_s=time.monotonic() - start,
+                    model=model or self.model,
+                    attempts=attempts,
+                )
             attempt = Attempt(number=number, latency_s=time.monotonic() - t0, status=status, error=error)
             attempts.append(attempt)
             if not transient:
@@ -321,8 +365,12 @@ class ChatClient:
             attempt.wait_s = wait
             self.sleep(wait)
         tries = f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}"
-        raise LLMError(f"gave up after {tries}: {attempts[-1].error}",
-                       status=attempts[-1].status, transient=True, attempts=attempts)
+        raise LLMError(
+            f"gave up after {tries}: {attempts[-1].error}",
+            status=attempts[-1].status,
+            transient=True,
+            attempts=attempts,
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -46,10 +46,16 @@ _INVERTED_ENV = {"NCU_AGENT_NO_CACHE"}
 
 # The command-line flag of each field, for error messages.
 FLAGS: dict[str, str] = {
-    "base_url": "--base-url", "model": "--model", "temperature": "--temperature",
-    "max_tokens": "--max-tokens", "samples": "--samples", "timeout_s": "--timeout",
+    "base_url": "--base-url",
+    "model": "--model",
+    "temperature": "--temperature",
+    "max_tokens": "--max-tokens",
+    "samples": "--samples",
+    "timeout_s": "--timeout",
     "max_requests": "--max-requests",
-    "max_tokens_total": "--max-tokens-total", "use_cache": "--no-cache", "cache_path": "--llm-cache",
+    "max_tokens_total": "--max-tokens-total",
+    "use_cache": "--no-cache",
+    "cache_path": "--llm-cache",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -74,8 +80,9 @@ def safe_url(url: str) -> str:
 class LLMSettings(BaseModel):
     """Where the OpenAI-compatible endpoint is, which model, how to sample, and the run's budget."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True,
-                              use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, validate_default=True, use_attribute_docstrings=True
+    )
 
     base_url: str = DEFAULT_BASE_URL
     """OpenAI-compatible endpoint, up to and including /v1."""
@@ -143,8 +150,10 @@ class LLMSettings(BaseModel):
 
     def require_model(self) -> str:
         if not self.model:
-            raise LLMConfigError("no LLM model given: pass --model, set NCU_AGENT_MODEL, or set `model` "
-                                 "in the config file's [llm] table")
+            raise LLMConfigError(
+                "no LLM model given: pass --model, set NCU_AGENT_MODEL, or set `model` "
+                "in the config file's [llm] table"
+            )
         return self.model
 
     def describe(self) -> str:
@@ -156,9 +165,11 @@ class LLMSettings(BaseModel):
             budget.append(f"{self.max_tokens_total} tokens")
         key = "key set" if self.api_key else "no key"
         cache = f"cache {self.cache_path}" if self.use_cache else "cache off (writes only)"
-        return (f"{self.model or '<no model>'} at {safe_url(self.base_url)} ({key}), {self.samples} samples, "
-                f"T={self.temperature:g}, max_tokens {self.max_tokens}, "
-                f"budget {' and '.join(budget) or 'unlimited'}, {cache}")
+        return (
+            f"{self.model or '<no model>'} at {safe_url(self.base_url)} ({key}), {self.samples} samples, "
+            f"T={self.temperature:g}, max_tokens {self.max_tokens}, "
+            f"budget {' and '.join(budget) or 'unlimited'}, {cache}"
+        )
 
     def safe_dict(self) -> dict[str, Any]:
         """Everything but the key, for the run record."""
@@ -178,8 +189,10 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         value: Any = raw.strip()
         if name in _INVERTED_ENV:
             if value.lower() not in _TRUE | _FALSE:
-                raise LLMConfigError(f"invalid LLM setting {name}={raw!r} (from env {name}): expected 1/0, "
-                                     f"true/false, yes/no or on/off")
+                raise LLMConfigError(
+                    f"invalid LLM setting {name}={raw!r} (from env {name}): expected 1/0, "
+                    f"true/false, yes/no or on/off"
+                )
             value = value.lower() in _FALSE
         values[field] = value
         sources[field] = f"env {name}"
@@ -203,8 +216,10 @@ def _file_layer(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dic
     key_env = values.pop("api_key_env", None)
     if key_env is not None:
         if not isinstance(key_env, str) or not key_env:
-            raise LLMConfigError(f"invalid LLM setting 'api_key_env' = {key_env!r} (from {where}): "
-                                 f"expected the name of an environment variable")
+            raise LLMConfigError(
+                f"invalid LLM setting 'api_key_env' = {key_env!r} (from {where}): "
+                f"expected the name of an environment variable"
+            )
         if not env.get(key_env):
             raise LLMConfigError(f"the config file {path} says the API key is in ${key_env}, which is unset")
         values["api_key"] = env[key_env]
@@ -231,8 +246,9 @@ def _describe_error(err: dict[str, Any], values: dict[str, Any], sources: dict[s
     return f"invalid LLM setting {field!r} = {shown} (from {source}): {msg}"
 
 
-def load_llm_settings(config_path: Path | None, overrides: Mapping[str, Any] | None = None,
-                      env: Mapping[str, str] | None = None) -> LLMSettings:
+def load_llm_settings(
+    config_path: Path | None, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> LLMSettings:
     """Defaults < environment < config file ([llm] table) < overrides (CLI flags; None = not given).
 
     Raises LLMConfigError naming each bad field, its value (never the key's) and the layer it came from.

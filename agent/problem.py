@@ -141,7 +141,7 @@ def load_reference(spec: ProblemSpec, small: bool) -> ModuleType:
 
 @contextlib.contextmanager
 def default_device(device: str) -> Iterator[None]:
-    """Make factory functions in get_inputs() allocate on `device` (inputs built on the GPU cost ms, not s)."""
+    """Make factory functions in get_inputs() allocate on `device` (on the GPU: ms instead of s)."""
     import torch
 
     previous = torch.get_default_device()
@@ -193,7 +193,9 @@ def build(module: ModuleType, path: Path, device: str, seed: int) -> tuple[Any, 
 
 
 def tensor_info(t: Any) -> TensorInfo:
-    return TensorInfo(shape=list(t.shape), dtype=str(t.dtype).removeprefix("torch."), nbytes=t.nelement() * t.element_size())
+    return TensorInfo(
+        shape=list(t.shape), dtype=str(t.dtype).removeprefix("torch."), nbytes=t.nelement() * t.element_size()
+    )
 
 
 def flatten_outputs(out: Any) -> list[Any]:

@@ -10,7 +10,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 @cache
 def data_dir(name: str) -> Path:
-    """The folder `name` (prompts, profiles, kernels): from the checkout when run from one, else the wheel's."""
+    """The folder `name` (prompts, profiles, kernels): the checkout's when run from one, else the wheel's."""
     checkout = _PACKAGE.parent / name
     if checkout.is_dir():
         return checkout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -51,6 +52,37 @@ class StageConstraints(BaseModel):
     autotune_includes_original: bool = Field(
         default=False, description="An autotune config list holds the original launch config."
     )
+    rules: tuple[str, ...] = Field(
+        default=(),
+        description="Ids of agent.constraints rules to check, besides those the fields above turn on and the "
+        "generic ones every stage gets (docs/stages.md lists them all).",
+    )
+
+    def rule_ids(self) -> tuple[str, ...]:
+        """The stage's own rules: `rules`, then those the flag fields turn on (micro's TOML uses flags)."""
+        counted = self.autotune_min_configs is not None or self.autotune_max_configs is not None
+        implied = [
+            rule
+            for on, rule in (
+                (self.block_sizes_fixed, "block-sizes"),
+                (self.grid_fixed, "grid-mapping"),
+                (self.num_stages_max_delta is not None, "num-stages"),
+                (self.autotune_wraps_jit, "autotune-wraps-jit"),
+                (counted, "config-count"),
+                (self.autotune_includes_original, "original-config"),
+            )
+            if on
+        ]
+        return tuple(dict.fromkeys([*self.rules, *implied]))
+
+    @model_validator(mode="after")
+    def _rules_have_their_settings(self) -> StageConstraints:
+        ids = self.rule_ids()
+        if "num-stages" in ids and self.num_stages_max_delta is None:
+            raise ValueError("rule 'num-stages' needs num_stages_max_delta")
+        if "config-count" in ids and self.autotune_min_configs is None and self.autotune_max_configs is None:
+            raise ValueError("rule 'config-count' needs autotune_min_configs and/or autotune_max_configs")
+        return self
 
 
 class Stage(BaseModel):
@@ -65,6 +97,15 @@ class Stage(BaseModel):
     template: str = Field(description="Template file, relative to prompts/.")
     metric_set: str = Field(description="Metric set of profiles/ that the prompt shows.")
     budget: int = Field(default=10, ge=1, description="Iterations a pipeline gives this stage by default.")
+    order: int = Field(
+        default=100, description="Place in the default pipeline, lowest first; ties run in name order."
+    )
+    in_default_pipeline: bool = Field(default=True, description="False: the stage runs only when named.")
+    starts_from: Literal["kernel", "reference"] = Field(
+        default="kernel",
+        description="'reference': the stage writes a first kernel from the PyTorch reference, which its "
+        "prompt shows as the code; such a stage opens the default pipeline only when there is no kernel.",
+    )
     parameters: tuple[StageParameter, ...] = ()
     guidelines: tuple[str, ...] = ()
     tips: tuple[Tip, ...] = ()
@@ -105,4 +146,23 @@ def load_stage(name: str) -> Stage:
         raise StageError(f"stage file {path} names itself {stage.name!r}; the name must match the file")
     if not (prompts_dir() / stage.template).is_file():
         raise StageError(f"stage {name!r} uses template {stage.template!r}, missing from {prompts_dir()}")
+    from agent.constraints import RULES  # here, not at the top: agent.constraints imports this module
+
+    unknown = [r for r in stage.constraints.rule_ids() if r not in RULES]
+    if unknown:
+        raise StageError(
+            f"stage {name!r} names unknown constraint rule(s) {', '.join(unknown)}; known: {', '.join(RULES)}"
+        )
     return stage
+
+
+def default_pipeline(has_kernel: bool = True) -> list[str]:
+    """The stages a run goes through when none are named, in order.
+
+    Stages with `in_default_pipeline`, by (order, name). Stages that start from the PyTorch reference
+    (`starts_from = "reference"`, the bundled `first`) are included, first, only when `has_kernel` is False.
+    """
+    loaded = [load_stage(n) for n in list_stages()]
+    picked = [s for s in loaded if s.in_default_pipeline and (s.starts_from == "kernel" or not has_kernel)]
+    picked.sort(key=lambda s: (s.starts_from != "reference", s.order, s.name))
+    return [s.name for s in picked]

@@ -91,44 +91,104 @@ class Store:
             return int(cur.lastrowid or 0)
 
     # --- writes ---------------------------------------------------------------------------------
-    def start_run(self, problem: str, device: str, gpu: str | None, proposer: str, llm: str | None,
-                  settings: dict[str, Any]) -> int:
-        return self._insert("runs", problem=problem, device=device, gpu=gpu, proposer=proposer, llm=llm,
-                            settings=json.dumps(settings, default=str), status="running")
+    def start_run(
+        self,
+        problem: str,
+        device: str,
+        gpu: str | None,
+        proposer: str,
+        llm: str | None,
+        settings: dict[str, Any],
+    ) -> int:
+        return self._insert(
+            "runs",
+            problem=problem,
+            device=device,
+            gpu=gpu,
+            proposer=proposer,
+            llm=llm,
+            settings=json.dumps(settings, default=str),
+            status="running",
+        )
 
     def finish_run(self, run_id: int, status: str, note: str = "") -> None:
         with self._tx() as c:
-            c.execute("UPDATE runs SET finished_at=?, status=?, note=? WHERE id=?", (_now(), status, note, run_id))
+            c.execute(
+                "UPDATE runs SET finished_at=?, status=?, note=? WHERE id=?", (_now(), status, note, run_id)
+            )
 
     def add_prompt(self, run_id: int, stage: str, iteration: int, text: str) -> int:
         return self._insert("prompts", run_id=run_id, stage=stage, iteration=iteration, text=text)
 
-    def add_reply(self, prompt_id: int, model: str, text: str | None, usage: dict[str, Any] | None,
-                  latency_s: float | None, error: str | None = None) -> int:
-        return self._insert("replies", prompt_id=prompt_id, model=model, text=text,
-                            usage=json.dumps(usage) if usage else None, latency_s=latency_s, error=error)
+    def add_reply(
+        self,
+        prompt_id: int,
+        model: str,
+        text: str | None,
+        usage: dict[str, Any] | None,
+        latency_s: float | None,
+        error: str | None = None,
+    ) -> int:
+        return self._insert(
+            "replies",
+            prompt_id=prompt_id,
+            model=model,
+            text=text,
+            usage=json.dumps(usage) if usage else None,
+            latency_s=latency_s,
+            error=error,
+        )
 
     def add_candidate(self, run_id: int, iteration: int, cand: Candidate) -> int:
-        return self._insert("candidates", run_id=run_id, stage=cand.stage, iteration=iteration,
-                            proposer=cand.proposer, label=cand.label, parent_id=cand.parent_id,
-                            source=cand.source, prompt_id=cand.prompt_id, reply_id=cand.reply_id)
+        return self._insert(
+            "candidates",
+            run_id=run_id,
+            stage=cand.stage,
+            iteration=iteration,
+            proposer=cand.proposer,
+            label=cand.label,
+            parent_id=cand.parent_id,
+            source=cand.source,
+            prompt_id=cand.prompt_id,
+            reply_id=cand.reply_id,
+        )
 
     def add_evaluation(self, candidate_id: int, result: EvalResult) -> int:
         t = result.timings
         return self._insert(
-            "evaluations", candidate_id=candidate_id, status=result.status.value, reason=result.reason,
+            "evaluations",
+            candidate_id=candidate_id,
+            status=result.status.value,
+            reason=result.reason,
             median_ms=t.candidate.median_ms if t and t.candidate else None,
             eager_ms=t.eager.median_ms if t and t.eager else None,
             compiled_ms=t.compiled.median_ms if t and t.compiled else None,
-            roofline_ms=t.roofline_ms if t else None, result=result.model_dump_json(),
+            roofline_ms=t.roofline_ms if t else None,
+            result=result.model_dump_json(),
         )
 
-    def add_profile(self, candidate_id: int, ok: bool, error: str | None, metric_set: str,
-                    report_path: str | None, metrics: dict[str, Any] | None, rules: list[str],
-                    provenance: dict[str, Any]) -> int:
-        return self._insert("profiles", candidate_id=candidate_id, ok=int(ok), error=error, metric_set=metric_set,
-                            report_path=report_path, metrics=json.dumps(metrics) if metrics is not None else None,
-                            rules=json.dumps(rules), provenance=json.dumps(provenance, default=str))
+    def add_profile(
+        self,
+        candidate_id: int,
+        ok: bool,
+        error: str | None,
+        metric_set: str,
+        report_path: str | None,
+        metrics: dict[str, Any] | None,
+        rules: list[str],
+        provenance: dict[str, Any],
+    ) -> int:
+        return self._insert(
+            "profiles",
+            candidate_id=candidate_id,
+            ok=int(ok),
+            error=error,
+            metric_set=metric_set,
+            report_path=report_path,
+            metrics=json.dumps(metrics) if metrics is not None else None,
+            rules=json.dumps(rules),
+            provenance=json.dumps(provenance, default=str),
+        )
 
     # --- reads ----------------------------------------------------------------------------------
     def runs(self) -> list[sqlite3.Row]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.models import LaunchConfig
@@ -22,55 +23,53 @@ class VariantError(ValueError):
     """The source cannot be varied as asked (no such kernel, unparseable code...)."""
 
 
-@dataclass(frozen=True)
-class _Site:
-    """A call whose keywords carry launch parameters, with the text span to edit."""
-
-    call: ast.Call
-
-
-def _dotted(node: ast.AST) -> str:
+def dotted_name(node: ast.AST) -> str:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
+        return f"{dotted_name(node.value)}.{node.attr}"
     return ""
 
 
-def _decorator_name(dec: ast.expr) -> str:
-    return _dotted(dec.func if isinstance(dec, ast.Call) else dec)
+def decorator_name(dec: ast.expr) -> str:
+    return dotted_name(dec.func if isinstance(dec, ast.Call) else dec)
 
 
-def _kernels(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+def find_kernels(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    """Every function decorated with a `...jit` decorator, by name."""
     out = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and any(
-            _decorator_name(d).endswith("jit") for d in node.decorator_list
+            decorator_name(d).endswith("jit") for d in node.decorator_list
         ):
             out[node.name] = node
     return out
 
 
-def _autotune_configs(fn: ast.FunctionDef) -> list[ast.Call] | None:
+def autotune_configs(fn: ast.FunctionDef) -> list[ast.Call] | None:
     for dec in fn.decorator_list:
-        if isinstance(dec, ast.Call) and _decorator_name(dec).endswith("autotune"):
+        if isinstance(dec, ast.Call) and decorator_name(dec).endswith("autotune"):
             configs = next((k.value for k in dec.keywords if k.arg == "configs"), None)
             if configs is None and dec.args:
                 configs = dec.args[0]
             if isinstance(configs, ast.List | ast.Tuple):
-                return [c for c in configs.elts if isinstance(c, ast.Call) and _dotted(c.func).endswith("Config")]
+                return [
+                    c
+                    for c in configs.elts
+                    if isinstance(c, ast.Call) and dotted_name(c.func).endswith("Config")
+                ]
             raise VariantError(f"autotune configs of {fn.name} are not a literal list")
     return None
 
 
-def _launch_sites(tree: ast.Module, kernel: str) -> list[ast.Call]:
+def launch_sites(tree: ast.Module, kernel: str) -> list[ast.Call]:
     """Calls of the form kernel[grid](...)."""
     sites = []
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Subscript)
-            and _dotted(node.func.value) == kernel
+            and dotted_name(node.func.value) == kernel
         ):
             sites.append(node)
     return sites
@@ -81,13 +80,15 @@ def _sites(source: str, kernel: str) -> tuple[list[ast.Call], bool]:
         tree = ast.parse(source)
     except SyntaxError as e:
         raise VariantError(f"source does not parse: {e.msg} (line {e.lineno})") from None
-    kernels = _kernels(tree)
+    kernels = find_kernels(tree)
     if kernel not in kernels:
-        raise VariantError(f"no @triton.jit kernel named {kernel!r} (found: {', '.join(sorted(kernels)) or 'none'})")
-    configs = _autotune_configs(kernels[kernel])
+        raise VariantError(
+            f"no @triton.jit kernel named {kernel!r} (found: {', '.join(sorted(kernels)) or 'none'})"
+        )
+    configs = autotune_configs(kernels[kernel])
     if configs is not None:
         return configs, True
-    sites = _launch_sites(tree, kernel)
+    sites = launch_sites(tree, kernel)
     if not sites:
         raise VariantError(f"kernel {kernel!r} is never launched as {kernel}[grid](...) in this source")
     return sites, False
@@ -117,20 +118,19 @@ def _line_offsets(source: str) -> list[int]:
     return offsets
 
 
-def with_launch_config(source: str, kernel: str, config: LaunchConfig) -> str:
-    """The source with every config / launch of `kernel` set to `config`'s num_warps and num_stages."""
+def _apply(source: str, kernel: str, values: Callable[[ast.Call], dict[str, int]]) -> str:
+    """Set keywords on every config / launch of `kernel`; `values(site)` says which, to what."""
+    if not source.isascii():
+        raise VariantError("non-ASCII source: refusing to edit by AST byte offsets")
     sites, _ = _sites(source, kernel)
     offsets = _line_offsets(source)
 
     def pos(line: int, col: int) -> int:
-        # ast columns are UTF-8 byte offsets; kernels are ASCII in practice, and we check below.
-        return offsets[line - 1] + col
+        return offsets[line - 1] + col  # ast columns are UTF-8 byte offsets: ASCII checked above
 
-    if not source.isascii():
-        raise VariantError("non-ASCII source: refusing to edit by AST byte offsets")
     edits: list[tuple[int, int, str]] = []
     for call in sites:
-        for name, value in (("num_warps", config.num_warps), ("num_stages", config.num_stages)):
+        for name, value in values(call).items():
             kw = next((k for k in call.keywords if k.arg == name), None)
             if kw is not None:
                 v = kw.value
@@ -142,6 +142,51 @@ def with_launch_config(source: str, kernel: str, config: LaunchConfig) -> str:
         source = source[:start] + text + source[end:]
     ast.parse(source)  # an edit that breaks the syntax is a bug here, not the user's
     return source
+
+
+def with_launch_config(source: str, kernel: str, config: LaunchConfig) -> str:
+    """The source with every config / launch of `kernel` set to `config`'s num_warps and num_stages."""
+    return _apply(source, kernel, lambda _: {"num_warps": config.num_warps, "num_stages": config.num_stages})
+
+
+@dataclass(frozen=True)
+class LaunchMove:
+    """A point of the micro space: one num_warps for every config, each config's num_stages moved by delta."""
+
+    num_warps: int
+    stage_delta: int
+
+    def label(self, kernel: str, stages_now: set[int]) -> str:
+        if len(stages_now) == 1:
+            stages = f"num_stages={next(iter(stages_now)) + self.stage_delta}"
+        else:
+            stages = f"num_stages{self.stage_delta:+d}" if self.stage_delta else "num_stages as they are"
+        return f"{kernel}: num_warps={self.num_warps} {stages}"
+
+
+def site_stages(source: str, kernel: str) -> list[int]:
+    """num_stages of each config / launch of the kernel (Triton's default where none is given)."""
+    sites, _ = _sites(source, kernel)
+    return [_int_kw(s, "num_stages") or DEFAULT_NUM_STAGES for s in sites]
+
+
+def apply_move(source: str, kernel: str, move: LaunchMove) -> str:
+    return _apply(
+        source,
+        kernel,
+        lambda site: {
+            "num_warps": move.num_warps,
+            "num_stages": (_int_kw(site, "num_stages") or DEFAULT_NUM_STAGES) + move.stage_delta,
+        },
+    )
+
+
+def micro_moves(source: str, kernel: str, warps: list[int], stages: list[int]) -> list[LaunchMove]:
+    """The micro stage's space for one kernel: any allowed num_warps; num_stages within ±1 of each config's
+    current value, where the moved values are all allowed (no move is the parent's own num_stages)."""
+    now = site_stages(source, kernel)
+    deltas = [d for d in (-1, 0, 1) if d == 0 or all(s + d in stages for s in now)]
+    return [LaunchMove(num_warps=w, stage_delta=d) for w in warps for d in deltas]
 
 
 def _insertion(source: str, call: ast.Call, pos, text: str) -> tuple[int, int, str]:
@@ -159,15 +204,11 @@ def _insertion(source: str, call: ast.Call, pos, text: str) -> tuple[int, int, s
             return after_last + comma + 1, after_last + comma + 1, f" {text},"
         return after_last, after_last, f", {text}"
     line_start = source.rfind("\n", 0, after_last) + 1
-    indent = source[line_start:after_last][: len(source[line_start:after_last]) - len(source[line_start:after_last].lstrip())]
+    indent = source[line_start:after_last][
+        : len(source[line_start:after_last]) - len(source[line_start:after_last].lstrip())
+    ]
     comma = between.find(",")
     if comma >= 0:
         at = after_last + comma + 1
         return at, at, f"\n{indent}{text},"
     return after_last, after_last, f",\n{indent}{text}"
-
-
-def micro_space(current: LaunchConfig, warps: list[int], stages: list[int]) -> list[LaunchConfig]:
-    """The micro stage's space: any allowed num_warps, num_stages within ±1 of the current value."""
-    near = [s for s in stages if abs(s - current.num_stages) <= 1] or [current.num_stages]
-    return [LaunchConfig(num_warps=w, num_stages=s) for w in warps for s in near]

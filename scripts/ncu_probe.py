@@ -2,6 +2,7 @@
 
 python scripts/ncu_probe.py kernels/l1_norm [N]
 """
+
 import importlib.util
 import sys
 

@@ -1,4 +1,4 @@
-"""Test setup: without a GPU, Triton kernels run in its interpreter (must be set before kernels are defined)."""
+"""Test setup: without a GPU, Triton kernels run in its interpreter (set before kernels are defined)."""
 
 import os
 

@@ -33,8 +33,13 @@ class Behaviour:
     make: Callable[[dict[str, Any]], Any] | None = None  # builds the body from the request body
 
 
-def completion(*contents: str | None, model: str = "test-model", usage: dict[str, int] | None = None,
-               finish_reason: str = "stop", reasoning: str | None = None) -> dict[str, Any]:
+def completion(
+    *contents: str | None,
+    model: str = "test-model",
+    usage: dict[str, int] | None = None,
+    finish_reason: str = "stop",
+    reasoning: str | None = None,
+) -> dict[str, Any]:
     """A chat.completion object with one choice per content (None: a message with no content)."""
     choices = []
     for i, content in enumerate(contents):
@@ -43,11 +48,18 @@ def completion(*contents: str | None, model: str = "test-model", usage: dict[str
             message["reasoning_content"] = reasoning
         choices.append({"index": i, "message": message, "finish_reason": finish_reason})
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
         "choices": choices,
-        "usage": usage if usage is not None else
-        {"prompt_tokens": 100, "completion_tokens": 50 * len(contents),
-         "total_tokens": 100 + 50 * len(contents)},
+        "usage": usage
+        if usage is not None
+        else {
+            "prompt_tokens": 100,
+            "completion_tokens": 50 * len(contents),
+            "total_tokens": 100 + 50 * len(contents),
+        },
     }
 
 
@@ -59,15 +71,20 @@ def reply(*contents: str | None, **kwargs: Any) -> Behaviour:
 
 def reply_n(content: str | Callable[[int], str]) -> Behaviour:
     """A reply honouring the request's `n`: content(i) (or the same content) for each choice."""
+
     def make(request: dict[str, Any]) -> Any:
         n = int(request.get("n") or 1)
         return completion(*[content(i) if callable(content) else content for i in range(n)])
+
     return Behaviour(make=make)
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Behaviour:
-    return Behaviour(status=status, headers=headers or {},
-                     body={"error": {"message": message, "type": "test_error", "code": None}})
+    return Behaviour(
+        status=status,
+        headers=headers or {},
+        body={"error": {"message": message, "type": "test_error", "code": None}},
+    )
 
 
 def rate_limited(retry_after: str = "1") -> Behaviour:
@@ -163,8 +180,12 @@ class LLMServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True, name="llm-test-server")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            daemon=True,
+            name="llm-test-server",
+        )
         self._thread.start()
         return self
 

@@ -38,9 +38,11 @@ PARENT = "import torch\nclass ModelNew:\n    pass\n"
 
 
 def kernel(tag: str | int) -> str:
-    return (f"import torch\nimport triton\nimport triton.language as tl\n\n\n"
-            f"@triton.jit\ndef k_{tag}(x_ptr):\n    pass\n\n\n"
-            f"class ModelNew(torch.nn.Module):\n    def forward(self, x):\n        return x  # {tag}\n")
+    return (
+        f"import torch\nimport triton\nimport triton.language as tl\n\n\n"
+        f"@triton.jit\ndef k_{tag}(x_ptr):\n    pass\n\n\n"
+        f"class ModelNew(torch.nn.Module):\n    def forward(self, x):\n        return x  # {tag}\n"
+    )
 
 
 def answer(tag: str | int) -> str:
@@ -58,14 +60,22 @@ class Harness:
     def __init__(self, tmp_path: Path, base_url: str, store_name: str = "run", **overrides):
         self.tmp_path = tmp_path
         self.sleeps: list[float] = []
-        values = dict(base_url=base_url, api_key=KEY, model="test-model", samples=1, max_attempts=3,
-                      timeout_s=5.0, cache_path=tmp_path / "cache.sqlite")
+        values = dict(
+            base_url=base_url,
+            api_key=KEY,
+            model="test-model",
+            samples=1,
+            max_attempts=3,
+            timeout_s=5.0,
+            cache_path=tmp_path / "cache.sqlite",
+        )
         values.update(overrides)
         self.settings = LLMSettings(**values)
         (tmp_path / store_name).mkdir(exist_ok=True)
         self.store = Store.open_dir(tmp_path / store_name)
-        self.run_id = self.store.start_run("p", "cpu", None, "llm", self.settings.describe(),
-                                           self.settings.safe_dict())
+        self.run_id = self.store.start_run(
+            "p", "cpu", None, "llm", self.settings.describe(), self.settings.safe_dict()
+        )
         self.proposer = LLMProposer(self.settings, self.store, sleep=self.sleeps.append)
         self.iteration = 0
 
@@ -73,10 +83,15 @@ class Harness:
         self.iteration += 1
         prompt_id = self.store.add_prompt(self.run_id, "micro", self.iteration, prompt)
         return ProposalContext(
-            problem=ProblemSpec(name="p", reference_path=Path("ref.py")), stage="micro",
+            problem=ProblemSpec(name="p", reference_path=Path("ref.py")),
+            stage="micro",
             iteration=self.iteration,
-            parent_id=1, parent_source=PARENT, parent_result=EvalResult(status=Status.ACCEPTED),
-            prompt_text=prompt, prompt_id=prompt_id, tried_sources=tried or {PARENT},
+            parent_id=1,
+            parent_source=PARENT,
+            parent_result=EvalResult(status=Status.ACCEPTED),
+            prompt_text=prompt,
+            prompt_id=prompt_id,
+            tried_sources=tried or {PARENT},
         )
 
     def replies(self) -> list[sqlite3.Row]:
@@ -153,8 +168,10 @@ def test_server_that_ignores_n_gets_single_requests(make, server):
 def test_replies_without_code_or_with_bad_code_become_failures(make, server):
     h = make(samples=4)
     bad = "```python\nimport torch\nclass ModelNew(torch.nn.Module:\n    pass\n```"
-    drafts = (f"First a draft:\n```python\n{kernel('draft')}```\n"
-              f"and the final one:\n```python\n{kernel('final')}```")
+    drafts = (
+        f"First a draft:\n```python\n{kernel('draft')}```\n"
+        f"and the final one:\n```python\n{kernel('final')}```"
+    )
     server.script(reply("I cannot help with that.", bad, drafts, answer("x")))
     ctx = h.ctx(tried={PARENT, kernel("x")})
     cands = h.proposer.propose(ctx)
@@ -185,12 +202,18 @@ def test_reasoning_models_code_is_taken_from_content(make, server):
 
 
 # --- untrusted bodies -------------------------------------------------------------------------------
-@pytest.mark.parametrize(("behaviour", "reason"), [
-    (raw(b'{"id": "x", "choices": [ oops'), "invalid JSON body"),
-    (raw(b'{"id": "x", "object": "chat.completion", "choices": [], "usage": null}'), "empty choices list"),
-    (raw(b'["not", "an", "object"]'), "not an object"),
-    (raw(b"<html>bad gateway</html>", content_type="text/html"), "invalid JSON body"),
-])
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        (raw(b'{"id": "x", "choices": [ oops'), "invalid JSON body"),
+        (
+            raw(b'{"id": "x", "object": "chat.completion", "choices": [], "usage": null}'),
+            "empty choices list",
+        ),
+        (raw(b'["not", "an", "object"]'), "not an object"),
+        (raw(b"<html>bad gateway</html>", content_type="text/html"), "invalid JSON body"),
+    ],
+)
 def test_unusable_bodies_are_recorded_not_raised(make, server, behaviour, reason):
     h = make(samples=3)
     server.script(behaviour)
@@ -271,9 +294,14 @@ def test_connection_refused(make):
     assert len(h.replies()) == 2 and len(h.sleeps) == 1
 
 
-@pytest.mark.parametrize(("status", "hint"), [
-    (401, "check the key: no API key is set"), (404, "is the model name 'test-model' right?"), (400, ""),
-])
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "check the key: no API key is set"),
+        (404, "is the model name 'test-model' right?"),
+        (400, ""),
+    ],
+)
 def test_final_4xx_is_not_retried(make, server, status, hint):
     h = make(samples=2, api_key=None)
     server.script(error(status, "Incorrect API key provided" if status == 401 else "nope"))
@@ -374,11 +402,19 @@ def write_config(tmp_path: Path, body: str) -> Path:
 
 
 def test_settings_precedence(tmp_path):
-    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://env-openai/v1", "NCU_AGENT_BASE_URL": "http://env/v1",
-           "NCU_AGENT_MODEL": "env-model", "NCU_AGENT_TEMPERATURE": "0.2", "NCU_AGENT_SAMPLES": "2",
-           "NCU_AGENT_NO_CACHE": "1", "NCU_AGENT_MAX_REQUESTS": ""}
-    config = write_config(tmp_path, '[llm]\nmodel = "file-model"\ntemperature = 0.5\n'
-                                    'cache_path = "c.sqlite"\n')
+    env = {
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": "http://env-openai/v1",
+        "NCU_AGENT_BASE_URL": "http://env/v1",
+        "NCU_AGENT_MODEL": "env-model",
+        "NCU_AGENT_TEMPERATURE": "0.2",
+        "NCU_AGENT_SAMPLES": "2",
+        "NCU_AGENT_NO_CACHE": "1",
+        "NCU_AGENT_MAX_REQUESTS": "",
+    }
+    config = write_config(
+        tmp_path, '[llm]\nmodel = "file-model"\ntemperature = 0.5\ncache_path = "c.sqlite"\n'
+    )
     s = load_llm_settings(config, {"temperature": 0.9, "samples": None, "max_tokens": None}, env=env)
     assert s.base_url == "http://env/v1" and s.model == "file-model"
     assert s.temperature == 0.9 and s.samples == 2
@@ -391,18 +427,30 @@ def test_settings_precedence(tmp_path):
     assert load_llm_settings(None, {}, env={}).model is None
 
 
-@pytest.mark.parametrize(("env", "file", "flags", "expected"), [
-    ({}, None, {"temperature": 3.0}, "'temperature' = 3.0 (from flag --temperature): Input should be less"),
-    ({"NCU_AGENT_SAMPLES": "many"}, None, {}, "'samples' = 'many' (from env NCU_AGENT_SAMPLES)"),
-    ({}, "[llm]\nsamples = 17\n", {}, "'samples' = 17 (from file "),
-    ({}, "[llm]\ntemprature = 1\n", {}, "unknown LLM setting 'temprature' (from file "),
-    ({}, "[llm\n", {}, "is not valid TOML"),
-    ({}, "[llm]\napi_key_env = \"MY_KEY\"\n", {}, "$MY_KEY, which is unset"),
-    ({"NCU_AGENT_NO_CACHE": "maybe"}, None, {}, "NCU_AGENT_NO_CACHE='maybe'"),
-    ({"OPENAI_BASE_URL": "localhost:8000"}, None, {},
-     "'base_url' = 'localhost:8000' (from env OPENAI_BASE_URL)"),
-    ({}, None, {"max_requests": 0}, "'max_requests' = 0 (from flag --max-requests)"),
-])
+@pytest.mark.parametrize(
+    ("env", "file", "flags", "expected"),
+    [
+        (
+            {},
+            None,
+            {"temperature": 3.0},
+            "'temperature' = 3.0 (from flag --temperature): Input should be less",
+        ),
+        ({"NCU_AGENT_SAMPLES": "many"}, None, {}, "'samples' = 'many' (from env NCU_AGENT_SAMPLES)"),
+        ({}, "[llm]\nsamples = 17\n", {}, "'samples' = 17 (from file "),
+        ({}, "[llm]\ntemprature = 1\n", {}, "unknown LLM setting 'temprature' (from file "),
+        ({}, "[llm\n", {}, "is not valid TOML"),
+        ({}, '[llm]\napi_key_env = "MY_KEY"\n', {}, "$MY_KEY, which is unset"),
+        ({"NCU_AGENT_NO_CACHE": "maybe"}, None, {}, "NCU_AGENT_NO_CACHE='maybe'"),
+        (
+            {"OPENAI_BASE_URL": "localhost:8000"},
+            None,
+            {},
+            "'base_url' = 'localhost:8000' (from env OPENAI_BASE_URL)",
+        ),
+        ({}, None, {"max_requests": 0}, "'max_requests' = 0 (from flag --max-requests)"),
+    ],
+)
 def test_settings_errors_name_field_value_and_source(tmp_path, env, file, flags, expected):
     config = write_config(tmp_path, file) if file is not None else None
     with pytest.raises(LLMConfigError) as info:

@@ -9,8 +9,14 @@ from agent.store import Store
 
 
 def _result(ms: float | None) -> EvalResult:
-    timings = Timings(candidate=TimingStats(times_ms=[ms, ms]), eager=TimingStats(times_ms=[2 * ms])) if ms else None
-    return EvalResult(status=Status.ACCEPTED if ms else Status.INCORRECT, reason="" if ms else "values", timings=timings)
+    timings = (
+        Timings(candidate=TimingStats(times_ms=[ms, ms]), eager=TimingStats(times_ms=[2 * ms]))
+        if ms
+        else None
+    )
+    return EvalResult(
+        status=Status.ACCEPTED if ms else Status.INCORRECT, reason="" if ms else "values", timings=timings
+    )
 
 
 def test_history_joins_latest_evaluation(tmp_path):

@@ -7,11 +7,18 @@ import pytest
 
 from agent.models import LaunchConfig
 from agent.resources import kernels_dir
-from agent.variants import VariantError, current_config, micro_space, with_launch_config
+from agent.variants import (
+    LaunchMove,
+    VariantError,
+    apply_move,
+    current_config,
+    micro_moves,
+    with_launch_config,
+)
 
 L1 = (kernels_dir() / "l1_norm" / "kernel.py").read_text()
 
-PLAIN = '''import triton
+PLAIN = """import triton
 import triton.language as tl
 
 @triton.jit
@@ -25,12 +32,15 @@ def launch(x):
         BLOCK=256,
         num_warps=8,
     )
-'''
+"""
 
 
 def _changed_lines(a: str, b: str) -> list[str]:
-    return [l for l in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
-            if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    return [
+        line
+        for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
 
 
 def test_autotuned_kernel_edits_every_config_and_nothing_else():
@@ -57,18 +67,26 @@ def test_current_config_defaults_and_mode():
     assert current_config(L1, "l1_norm_kernel_autotune") == LaunchConfig(num_warps=8, num_stages=3)
 
 
-def test_micro_space_keeps_stages_within_one():
-    space = micro_space(LaunchConfig(num_warps=8, num_stages=3), [2, 4, 8, 16], [2, 3, 4])
-    assert len(space) == 12
-    space = micro_space(LaunchConfig(num_warps=8, num_stages=2), [2, 4, 8, 16], [2, 3, 4])
-    assert {c.num_stages for c in space} == {2, 3}
+def test_micro_moves_keep_each_configs_stages_within_one_and_allowed():
+    assert len(micro_moves(L1, "l1_norm_kernel_autotune", [2, 4, 8, 16], [2, 3, 4])) == 12
+    mixed = L1.replace(
+        "{'BLOCK_SIZE_D': 256}, num_warps=4", "{'BLOCK_SIZE_D': 256}, num_warps=4, num_stages=2"
+    )
+    moves = micro_moves(mixed, "l1_norm_kernel_autotune", [2, 4, 8, 16], [2, 3, 4])
+    assert {m.stage_delta for m in moves} == {0, 1}  # 2 - 1 = 1 is not an allowed value
+    out = apply_move(mixed, "l1_norm_kernel_autotune", LaunchMove(num_warps=2, stage_delta=1))
+    assert "{'BLOCK_SIZE_D': 256}, num_warps=2, num_stages=3" in out
+    assert out.count("num_warps=2, num_stages=4") == 4
 
 
-@pytest.mark.parametrize("source,kernel,message", [
-    ("def f(:\n", "k", "does not parse"),
-    (PLAIN, "nope", "no @triton.jit kernel named 'nope'"),
-    ("import triton\n@triton.jit\ndef k(x):\n    pass\n", "k", "never launched"),
-])
+@pytest.mark.parametrize(
+    "source,kernel,message",
+    [
+        ("def f(:\n", "k", "does not parse"),
+        (PLAIN, "nope", "no @triton.jit kernel named 'nope'"),
+        ("import triton\n@triton.jit\ndef k(x):\n    pass\n", "k", "never launched"),
+    ],
+)
 def test_errors_are_specific(source, kernel, message):
     with pytest.raises(VariantError, match=message):
         with_launch_config(source, kernel, LaunchConfig(num_warps=2, num_stages=2))

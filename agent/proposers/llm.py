@@ -50,9 +50,15 @@ class ReplyFailure(BaseModel):
 
     def candidate(self, ctx: ProposalContext) -> Candidate:
         """The rejected candidate, for the loop to store with `result()`."""
-        return Candidate(source=self.source, proposer=LLMProposer.name, stage=ctx.stage,
-                         parent_id=ctx.parent_id, label=self.label, prompt_id=self.prompt_id,
-                         reply_id=self.reply_id)
+        return Candidate(
+            source=self.source,
+            proposer=LLMProposer.name,
+            stage=ctx.stage,
+            parent_id=ctx.parent_id,
+            label=self.label,
+            prompt_id=self.prompt_id,
+            reply_id=self.reply_id,
+        )
 
     def result(self) -> EvalResult:
         return EvalResult(status=self.status or Status.NO_CODE, reason=self.reason)
@@ -80,9 +86,16 @@ def _clip(text: str) -> str:
 def render_repair(prompt: str, code: str, error: str) -> str:
     code = code.replace("\r\n", "\n").strip("\n")
     error = _clip(error.replace("\r\n", "\n").strip("\n")) or "(no message)"
-    return environment().get_template(REPAIR_TEMPLATE).render(
-        prompt=prompt.rstrip("\n"), code=code, code_fence=_fence(code), error=error,
-        error_fence=_fence(error),
+    return (
+        environment()
+        .get_template(REPAIR_TEMPLATE)
+        .render(
+            prompt=prompt.rstrip("\n"),
+            code=code,
+            code_fence=_fence(code),
+            error=error,
+            error_fence=_fence(error),
+        )
     )
 
 
@@ -93,8 +106,14 @@ def _digest(text: str) -> str:
 class LLMProposer:
     name = "llm"
 
-    def __init__(self, settings: LLMSettings, store: Store, client: ChatClient | None = None,
-                 cache: LLMCache | None = None, sleep: Callable[[float], None] | None = None):
+    def __init__(
+        self,
+        settings: LLMSettings,
+        store: Store,
+        client: ChatClient | None = None,
+        cache: LLMCache | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.client = client or (ChatClient(settings, sleep=sleep) if sleep else ChatClient(settings))
@@ -121,9 +140,17 @@ class LLMProposer:
             label = f"llm sample {u.number}"
             code = self._extract(u, label, seen)
             if code is not None:
-                out.append(Candidate(source=code, proposer=self.name, stage=ctx.stage,
-                                     parent_id=ctx.parent_id, label=label, prompt_id=ctx.prompt_id,
-                                     reply_id=u.reply_id))
+                out.append(
+                    Candidate(
+                        source=code,
+                        proposer=self.name,
+                        stage=ctx.stage,
+                        parent_id=ctx.parent_id,
+                        label=label,
+                        prompt_id=ctx.prompt_id,
+                        reply_id=u.reply_id,
+                    )
+                )
         if spent is not None and not out:
             raise spent  # last_failures still lists what the replies paid for gave
         return out
@@ -147,8 +174,15 @@ class LLMProposer:
             code = self._extract(u, label, {source.strip(), *(t.strip() for t in ctx.tried_sources)})
             if code is not None:
                 self._lineage[_digest(code)] = root
-                return Candidate(source=code, proposer=self.name, stage=ctx.stage, parent_id=ctx.parent_id,
-                                 label=label, prompt_id=prompt_id, reply_id=u.reply_id)
+                return Candidate(
+                    source=code,
+                    proposer=self.name,
+                    stage=ctx.stage,
+                    parent_id=ctx.parent_id,
+                    label=label,
+                    prompt_id=prompt_id,
+                    reply_id=u.reply_id,
+                )
         return None
 
     def close(self) -> None:
@@ -167,13 +201,28 @@ class LLMProposer:
             code = extract_code(u.text)
         except ExtractError as e:
             status = Status.COMPILE_ERROR if isinstance(e, CodeSyntaxError) else Status.NO_CODE
-            self.last_failures.append(ReplyFailure(reply_id=u.reply_id, prompt_id=u.prompt_id, status=status,
-                                                   reason=str(e), source=e.code or "", label=label))
+            self.last_failures.append(
+                ReplyFailure(
+                    reply_id=u.reply_id,
+                    prompt_id=u.prompt_id,
+                    status=status,
+                    reason=str(e),
+                    source=e.code or "",
+                    label=label,
+                )
+            )
             return None
         if code.strip() in seen:
-            self.last_failures.append(ReplyFailure(reply_id=u.reply_id, prompt_id=u.prompt_id, status=None,
-                                                   label=label, source=code,
-                                                   reason="the same code as a kernel already tried"))
+            self.last_failures.append(
+                ReplyFailure(
+                    reply_id=u.reply_id,
+                    prompt_id=u.prompt_id,
+                    status=None,
+                    label=label,
+                    source=code,
+                    reason="the same code as a kernel already tried",
+                )
+            )
             return None
         seen.add(code.strip())
         return code
@@ -194,8 +243,14 @@ class LLMProposer:
             if hit is None:
                 missing.append(i)
                 continue
-            info = {**hit.usage.model_dump(), "prompt_tokens": 0, "completion_tokens": 0, "cached": True,
-                    "sample": base + i, "cached_tokens": hit.usage.total}
+            info = {
+                **hit.usage.model_dump(),
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cached": True,
+                "sample": base + i,
+                "cached_tokens": hit.usage.total,
+            }
             reply_id = self.store.add_reply(prompt_id, hit.model, hit.text, info, 0.0)
             usable.append(_Usable(number=i + 1, prompt_id=prompt_id, reply_id=reply_id, text=hit.text))
         spent: BudgetExhausted | None = None
@@ -234,26 +289,50 @@ class LLMProposer:
             last = a is failed[-1] and final is not None
             then = f"; retrying in {a.wait_s:.1f} s" if a.wait_s is not None else ""
             error = final if last else f"attempt {a.number} failed: {a.error}{then}"
-            self.store.add_reply(prompt_id, self.client.model, None,
-                                 {"attempt": a.number, "status": a.status}, a.latency_s, error=error)
+            self.store.add_reply(
+                prompt_id,
+                self.client.model,
+                None,
+                {"attempt": a.number, "status": a.status},
+                a.latency_s,
+                error=error,
+            )
         if final is not None and not failed:  # stopped before any request (the budget)
             self.store.add_reply(prompt_id, self.client.model, None, None, None, error=final)
 
-    def _record_choice(self, prompt: str, prompt_id: int, index: int | None, number: int, result: ChatResult,
-                       choice: Choice, usage: Usage) -> _Usable | None:
+    def _record_choice(
+        self,
+        prompt: str,
+        prompt_id: int,
+        index: int | None,
+        number: int,
+        result: ChatResult,
+        choice: Choice,
+        usage: Usage,
+    ) -> _Usable | None:
         info: dict[str, Any] = {
-            **usage.model_dump(), "cached": False, "sample": index, "choices_in_request": len(result.choices),
-            "attempts": len(result.attempts), "finish_reason": choice.finish_reason,
+            **usage.model_dump(),
+            "cached": False,
+            "sample": index,
+            "choices_in_request": len(result.choices),
+            "attempts": len(result.attempts),
+            "finish_reason": choice.finish_reason,
         }
         if choice.reasoning_chars:
             info["reasoning_chars"] = choice.reasoning_chars
         if choice.text is None:
-            reply_id = self.store.add_reply(prompt_id, result.model, choice.raw, info, result.latency_s,
-                                            error=choice.skipped)
-            self.last_failures.append(ReplyFailure(
-                reply_id=reply_id, prompt_id=prompt_id, status=Status.NO_CODE,
-                reason=choice.skipped or "skipped", label=f"llm sample {number}",
-            ))
+            reply_id = self.store.add_reply(
+                prompt_id, result.model, choice.raw, info, result.latency_s, error=choice.skipped
+            )
+            self.last_failures.append(
+                ReplyFailure(
+                    reply_id=reply_id,
+                    prompt_id=prompt_id,
+                    status=Status.NO_CODE,
+                    reason=choice.skipped or "skipped",
+                    label=f"llm sample {number}",
+                )
+            )
             return None
         reply_id = self.store.add_reply(prompt_id, result.model, choice.text, info, result.latency_s)
         if index is not None:

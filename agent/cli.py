@@ -1,0 +1,398 @@
+"""The `ncu-agent` command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agent.models import EvalResult, Status
+from agent.problem import ProblemError, load_problem
+
+app = typer.Typer(
+    help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ProblemArg = Annotated[
+    str,
+    typer.Argument(
+        help="A problem folder (see kernels/README.md), a KernelBench .py "
+        "file, or the name of a bundled problem."
+    ),
+]
+GpuOpt = Annotated[
+    str | None,
+    typer.Option("--gpu", help="Target GPU for prompts (e.g. 4090, h100, h200); default: the detected GPU."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _load(problem: str):
+    try:
+        return load_problem(problem)
+    except ProblemError as e:
+        raise _fail(str(e)) from None
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class RichReporter:
+    """Progress bars and one line per evaluated candidate."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task = None
+
+    def info(self, message: str) -> None:
+        console.print(f"[dim]{message}[/dim]")
+
+    def begin(self, what: str, total: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(what, total=total)
+
+    def candidate(self, cand_id: int, label: str, result: EvalResult, best_ms: float | None) -> None:
+        t = result.timings
+        timing = f"{t.candidate.median_ms:.3f} ms" if t and t.candidate else "not timed"
+        colour = "green" if result.accepted else "red"
+        reason = "" if result.accepted else f": {result.reason[:100]}"
+        console.print(
+            f"  #{cand_id} {label}: [{colour}]{result.status.value}[/{colour}]{reason} ({timing}, "
+            f"{result.wall_s:.1f} s)"
+        )
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task)
+
+    def end(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _banner(
+    spec_name: str,
+    stage_name: str,
+    target_name: str,
+    gpu_note: str,
+    device: str,
+    proposer: str,
+    llm: str | None,
+) -> None:
+    console.print(f"[bold]ncu-agent[/bold] {spec_name}: stage [bold]{stage_name}[/bold]")
+    where = "the GPU" if device == "cuda" else "the CPU (no GPU: Triton interpreter, correctness only)"
+    console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
+    console.print(f"  proposer: {proposer}")
+    console.print(f"  LLM: {llm}")
+
+
+@app.command()
+def run(
+    problem: ProblemArg,
+    stage: Annotated[str, typer.Option(help="The stage to run.")] = "micro",
+    gpu: GpuOpt = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
+    ] = None,
+    metric_set: Annotated[
+        str | None, typer.Option("--set", help="ncu metric set (default: the stage's).")
+    ] = None,
+    profile: Annotated[bool, typer.Option(help="Profile accepted candidates with ncu (GPU only).")] = True,
+    eval_timeout: Annotated[float | None, typer.Option(help="Seconds one evaluation may take.")] = None,
+    max_iterations: Annotated[int | None, typer.Option(help="Cap on the stage's iterations.")] = None,
+    llm: Annotated[
+        bool, typer.Option("--llm", help="Propose with the LLM endpoint instead of the search.")
+    ] = False,
+    model: Annotated[str | None, typer.Option(help="LLM model name.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file with an [llm] table.")] = None,
+    samples: Annotated[int | None, typer.Option(help="LLM samples per prompt.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="LLM sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="LLM max tokens per reply.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="LLM request timeout in seconds.")] = None,
+    max_requests: Annotated[int | None, typer.Option(help="LLM budget: requests for the run.")] = None,
+    max_tokens_total: Annotated[int | None, typer.Option(help="LLM budget: tokens for the run.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")] = False,
+) -> None:
+    """Optimize a problem's starting kernel with one stage, and write the best kernel."""
+    from agent.gpus import find_gpu, resolve_gpu
+    from agent.llm_settings import LLMConfigError, load_llm_settings
+    from agent.loop import LoopSettings, StartingKernelRejected, run_stage
+    from agent.proposers.search import SearchProposer
+    from agent.stages import load_stage
+    from agent.store import Store
+    from agent.tables import history_table
+
+    spec = _load(problem)
+    if spec.kernel_path is None:
+        raise _fail(
+            f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
+        )
+    try:
+        stage_spec = load_stage(stage)
+        target = resolve_gpu(gpu)
+        gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
+        target = target or find_gpu("h200")
+        llm_settings = load_llm_settings(
+            config,
+            {
+                "model": model,
+                "base_url": base_url,
+                "samples": samples,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "timeout_s": timeout,
+                "max_requests": max_requests,
+                "max_tokens_total": max_tokens_total,
+                "use_cache": False if no_cache else None,
+            },
+        )
+        if llm:
+            llm_settings.require_model()
+    except (KeyError, ValueError, LLMConfigError) as e:
+        raise _fail(str(e)) from None
+    device = _device()
+    endpoint_known = any(llm_settings.source_of(f) != "default" for f in ("api_key", "base_url", "model"))
+    if llm:
+        llm_line = f"{llm_settings.describe()}: proposes the candidates"
+        proposer_line = "LLM"
+    elif endpoint_known:
+        llm_line = f"{llm_settings.describe()} (configured, not used without --llm)"
+        proposer_line = f"built-in search over {', '.join(p.name for p in stage_spec.parameters)}"
+    else:
+        llm_line = (
+            "none configured (OPENAI_API_KEY / OPENAI_BASE_URL unset): the built-in search proposes instead"
+        )
+        proposer_line = f"built-in search over {', '.join(p.name for p in stage_spec.parameters)}"
+    _banner(spec.name, stage_spec.name, target.name, gpu_note, device, proposer_line, llm_line)
+    run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open_dir(run_dir)
+    if llm:
+        from agent.proposers.llm import LLMProposer
+
+        proposer = LLMProposer(llm_settings, store)
+    else:
+        proposer = SearchProposer(stage_spec)
+    settings = LoopSettings(
+        stage=stage_spec,
+        gpu=target,
+        device=device,
+        run_dir=run_dir,
+        metric_set=metric_set or stage_spec.metric_set,
+        profile=profile,
+        timeout_s=eval_timeout,
+        max_iterations=max_iterations,
+    )
+    run_id = store.start_run(
+        spec.name,
+        device,
+        target.name,
+        proposer.name,
+        llm_line,
+        {
+            "stage": stage_spec.name,
+            "metric_set": settings.metric_set,
+            "problem": str(problem),
+            "llm": llm_settings.safe_dict() if llm else None,
+        },
+    )
+    console.print(f"  records: {run_dir / Store.FILENAME}")
+    try:
+        outcome = run_stage(
+            spec, spec.kernel_path.read_text(), proposer, store, run_id, settings, RichReporter()
+        )
+    except StartingKernelRejected as e:
+        store.finish_run(run_id, "failed", str(e))
+        raise _fail(f"the starting kernel was rejected: {e}", 1) from None
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "interrupted")
+        raise
+    finally:
+        if hasattr(proposer, "close"):
+            proposer.close()
+    store.finish_run(run_id, outcome.stopped_by, "; ".join(outcome.notes))
+    console.print(
+        history_table(store.history(run_id), f"{spec.name}: {stage_spec.name} stage", outcome.best.cand_id)
+    )
+    for note in outcome.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if outcome.best.median_ms is not None and outcome.start.median_ms is not None:
+        console.print(
+            f"best: #{outcome.best.cand_id} {outcome.best.median_ms:.3f} ms "
+            f"(start {outcome.start.median_ms:.3f} ms) after {outcome.evaluations} evaluations"
+        )
+    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
+
+
+@app.command()
+def check(
+    candidate: Annotated[
+        Path, typer.Argument(help="A Python file defining ModelNew.", exists=True, dir_okay=False)
+    ],
+    problem: Annotated[str, typer.Option("--problem", help="The problem to check against.")],
+    seeds: Annotated[int, typer.Option(help="How many fresh input draws.")] = 3,
+    timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+) -> None:
+    """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
+    from agent.evaluate import evaluate
+    from agent.tables import HEADERS, result_cells
+
+    spec = _load(problem)
+    result = evaluate(spec, candidate.read_text(), _device(), seeds=tuple(range(seeds)), timeout_s=timeout)
+    if as_json:
+        console.print_json(result.model_dump_json())
+    else:
+        colour = "green" if result.accepted else "red"
+        console.print(f"[{colour}]{result.status.value}[/{colour}] {result.reason}")
+        for c in result.checks:
+            if not c.passed or c.detail:
+                console.print(f"  {'ok ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
+        if result.timings and result.timings.skipped_reason:
+            console.print(f"  timing: {result.timings.skipped_reason}")
+        elif result.timings:
+            console.print(
+                "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[4:], result_cells(result), strict=True))
+            )
+    raise typer.Exit(0 if result.status == Status.ACCEPTED else 1)
+
+
+@app.command()
+def render(
+    problem: ProblemArg,
+    stage: Annotated[str, typer.Option(help="The stage whose prompt to render.")] = "micro",
+    gpu: GpuOpt = None,
+    metrics: Annotated[Path | None, typer.Option(help="ncu metrics as JSON (the seed's form).")] = None,
+    code: Annotated[
+        Path | None, typer.Option(help="Kernel source (default: the problem's starting kernel).")
+    ] = None,
+) -> None:
+    """Print the prompt a stage would send for a problem."""
+    from agent.gpus import find_gpu, resolve_gpu
+    from agent.prompting import PromptContext, render_prompt
+    from agent.stages import load_stage
+
+    spec = _load(problem)
+    source_path = code or spec.kernel_path
+    if source_path is None:
+        raise _fail("the problem has no starting kernel: give --code")
+    try:
+        target = resolve_gpu(gpu) or find_gpu("h200")
+        stage_spec = load_stage(stage)
+        metrics_data = json.loads(metrics.read_text()) if metrics else None
+    except (KeyError, ValueError, OSError) as e:
+        raise _fail(str(e)) from None
+    ctx = PromptContext(
+        gpu=target,
+        stage=stage_spec,
+        code=source_path.read_text(),
+        metrics=metrics_data,
+        metrics_unavailable_reason=None if metrics else "no metrics given (--metrics)",
+    )
+    typer.echo(render_prompt(ctx), nl=False)
+
+
+@app.command()
+def profile(
+    candidate: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A candidate file to profile (needs a GPU and ncu).", exists=True, dir_okay=False
+        ),
+    ] = None,
+    problem: Annotated[
+        str | None, typer.Option("--problem", help="The problem the candidate solves.")
+    ] = None,
+    metric_set: Annotated[str, typer.Option("--set", help="ncu metric set (see profiles/).")] = "seed",
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Read an existing .ncu-rep instead of profiling.", exists=True, dir_okay=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the seed's JSON form.")] = False,
+    out_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("runs/profiles"),
+) -> None:
+    """Profile one candidate with ncu, or print the metrics of an existing report (works without a GPU)."""
+    from agent.ncu_read import ranked_rules, read_report, seed_json
+    from agent.profile_target import ProfileCandidate
+    from agent.profiler import MetricSetError, load_metric_set, profile_candidates, profile_report_table
+
+    try:
+        mset = load_metric_set(metric_set)
+    except MetricSetError as e:
+        raise _fail(str(e)) from None
+    if report is None:
+        if candidate is None or problem is None:
+            raise _fail("give a CANDIDATE and --problem, or --report FILE.ncu-rep")
+        spec = _load(problem)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (result,) = profile_candidates(
+            spec,
+            [ProfileCandidate(source=candidate.read_text(), pinned_configs={})],
+            mset,
+            out_dir,
+            name=candidate.stem,
+        )
+        if not result.ok or result.report_path is None:
+            raise _fail(f"profiling failed ({result.error_kind}): {result.error}", 1)
+        report = result.report_path
+    try:
+        prof = read_report(report)
+    except Exception as e:  # a report we cannot read is the user's input error, not a crash
+        raise _fail(f"{report}: cannot read the report: {e}") from None
+    present = {m for launch in prof.launches for m in launch.metrics}
+    shown = [m for m in mset.display_metrics if m in present] or None  # the set's metrics, else all
+    if as_json:
+        typer.echo(json.dumps(seed_json(prof, shown), indent=2))
+        return
+    console.print(profile_report_table(prof, shown))
+    for line in ranked_rules(prof):
+        console.print(f"  - {line}")
+    console.print(f"report: {report}")
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
+) -> None:
+    """Print a run's history table."""
+    from agent.store import Store
+    from agent.tables import history_table
+
+    if not (run_dir / Store.FILENAME).exists():
+        raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
+    store = Store.open_dir(run_dir)
+    for r in store.runs():
+        console.print(
+            f"run {r['id']}: {r['problem']} on {r['device']} ({r['gpu']}), proposer {r['proposer']}, "
+            f"{r['status']}, started {r['started_at']}"
+        )
+        console.print(history_table(store.history(r["id"]), f"run {r['id']}"))
+
+
+def main() -> None:  # pragma: no cover
+    app()

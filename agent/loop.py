@@ -1,0 +1,266 @@
+"""The optimization loop: read this file first.
+
+One stage of one problem:
+
+    evaluate the starting kernel -> profile it -> render the stage prompt (code + metrics + history)
+    repeat until the stage's budget, until the proposer has nothing new, or until the LLM budget ends:
+        proposer -> candidates -> stage constraints -> evaluate each (worker process), repair failures
+        -> profile the accepted ones (one ncu process) -> keep the fastest correct one if it beats the
+        best by more than noise -> render the next prompt from the best kernel and its new metrics
+
+Everything is written to the run's store as it happens; the best kernel is written as a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agent.constraints import check_constraints, violations_text
+from agent.evaluate import evaluate
+from agent.gpus import GpuSpec
+from agent.llm_client import BudgetExhausted
+from agent.models import Candidate, EvalResult, ProblemSpec, Status
+from agent.profiling_step import ProfileOutcome, profile_step
+from agent.prompting import HistoryEntry, PromptContext, render_prompt
+from agent.proposers.base import ProposalContext, Proposer
+from agent.stages import Stage
+from agent.store import Store
+
+HISTORY_IN_PROMPT = 12  # most recent attempts shown to the proposer
+REPAIRABLE = {Status.COMPILE_ERROR, Status.CRASHED, Status.INCORRECT, Status.CONSTRAINT}
+
+
+class Reporter(Protocol):
+    def info(self, message: str) -> None: ...
+    def begin(self, what: str, total: int) -> None: ...
+    def candidate(self, cand_id: int, label: str, result: EvalResult, best_ms: float | None) -> None: ...
+    def end(self) -> None: ...
+
+
+@dataclass
+class LoopSettings:
+    stage: Stage
+    gpu: GpuSpec
+    device: str  # "cuda" or "cpu"
+    run_dir: Path
+    metric_set: str
+    profile: bool = True
+    seeds: tuple[int, ...] = (0, 1, 2)
+    timeout_s: float | None = None
+    min_gain: float = 0.01  # a new best must be this much faster (relative) than the old one
+    max_iterations: int | None = None
+    patience: int = 2  # steps in a row without any candidate before the stage ends
+
+
+@dataclass
+class Best:
+    cand_id: int
+    source: str
+    result: EvalResult
+    profile: ProfileOutcome
+
+    @property
+    def median_ms(self) -> float | None:
+        t = self.result.timings
+        return t.candidate.median_ms if t and t.candidate else None
+
+
+@dataclass
+class LoopOutcome:
+    run_id: int
+    start: Best
+    best: Best
+    evaluations: int
+    stopped_by: str = "done"
+    notes: list[str] = field(default_factory=list)
+
+
+class StartingKernelRejected(Exception):
+    """The problem's own starting kernel failed its check: nothing to optimize from."""
+
+
+def _beats(new: EvalResult, best: Best, min_gain: float) -> bool:
+    if not new.accepted or best.median_ms is None or new.timings is None or new.timings.candidate is None:
+        return False
+    return new.timings.candidate.median_ms < best.median_ms * (1.0 - min_gain)
+
+
+class StageRun:
+    """The state of one stage: the store rows it writes, the best so far, what was tried."""
+
+    def __init__(
+        self,
+        problem: ProblemSpec,
+        proposer: Proposer,
+        store: Store,
+        run_id: int,
+        settings: LoopSettings,
+        reporter: Reporter,
+    ):
+        self.problem, self.proposer, self.store, self.run_id = problem, proposer, store, run_id
+        self.settings, self.reporter = settings, reporter
+        self.history: list[HistoryEntry] = []
+        self.tried: set[str] = set()
+        self.evaluations = 0
+
+    def prompt(self, best: Best) -> str:
+        return render_prompt(
+            PromptContext(
+                gpu=self.settings.gpu,
+                stage=self.settings.stage,
+                code=best.source,
+                metrics=best.profile.metrics,
+                metrics_unavailable_reason=best.profile.unavailable_reason,
+                ncu_rules=best.profile.rules,
+                history=self.history[-HISTORY_IN_PROMPT:],
+            )
+        )
+
+    def record(self, iteration: int, cand: Candidate, result: EvalResult, best_ms: float | None) -> int:
+        cand_id = self.store.add_candidate(self.run_id, iteration, cand)
+        self.store.add_evaluation(cand_id, result)
+        self.reporter.candidate(cand_id, cand.label, result, best_ms)
+        t = result.timings
+        self.history.append(
+            HistoryEntry(
+                label=cand.label or f"candidate {cand_id}",
+                outcome=result.status.value,
+                detail=result.reason[:300],
+                time_ms=t.candidate.median_ms if t and t.candidate else None,
+            )
+        )
+        return cand_id
+
+    def check(self, cand: Candidate, parent: ProposalContext) -> EvalResult:
+        """Stage rules first (no GPU time for a candidate that breaks them), then the worker."""
+        self.tried.add(cand.source)
+        exempt = getattr(self.proposer, "exempt_rules", frozenset())
+        violations = [
+            v
+            for v in check_constraints(
+                self.settings.stage,
+                parent.parent_source,
+                cand.source,
+                parent_launched=parent.parent_result.kernels_launched or None,
+                parent_chosen=parent.parent_result.chosen_configs or None,
+            )
+            if v.rule.split(".")[-1] not in exempt
+        ]
+        if violations:
+            return EvalResult(status=Status.CONSTRAINT, reason=violations_text(violations))
+        self.evaluations += 1
+        return evaluate(
+            self.problem,
+            cand.source,
+            self.settings.device,
+            seeds=self.settings.seeds,
+            timeout_s=self.settings.timeout_s,
+        )
+
+    def evaluate_step(
+        self, ctx: ProposalContext, candidates: list[Candidate], best_ms: float | None
+    ) -> list[tuple[int, str, EvalResult]]:
+        accepted = []
+        queue = list(candidates)
+        while queue:
+            cand = queue.pop(0)
+            result = self.check(cand, ctx)
+            cand_id = self.record(ctx.iteration, cand, result, best_ms)
+            if result.accepted:
+                accepted.append((cand_id, cand.source, result))
+            elif result.status in REPAIRABLE and hasattr(self.proposer, "repair"):
+                fixed = self.proposer.repair(ctx, cand.source, result.reason or result.log_tail)
+                self._record_proposer_failures(ctx)
+                if fixed is not None and fixed.source not in self.tried:
+                    queue.insert(0, fixed.model_copy(update={"parent_id": cand_id}))
+        return accepted
+
+    def _record_proposer_failures(self, ctx: ProposalContext) -> None:
+        for failure in getattr(self.proposer, "last_failures", []):
+            if failure.status is not None:
+                self.record(ctx.iteration, failure.candidate(ctx), failure.result(), None)
+        for error in getattr(self.proposer, "last_errors", []):
+            self.reporter.info(f"endpoint error: {error}")
+
+
+def run_stage(
+    problem: ProblemSpec,
+    start_source: str,
+    proposer: Proposer,
+    store: Store,
+    run_id: int,
+    settings: LoopSettings,
+    reporter: Reporter,
+) -> LoopOutcome:
+    stage = settings.stage.name
+    sr = StageRun(problem, proposer, store, run_id, settings, reporter)
+
+    reporter.begin("starting kernel", 1)
+    start_cand = Candidate(source=start_source, proposer="start", stage=stage, label="starting kernel")
+    sr.tried.add(start_source)
+    sr.evaluations += 1
+    start_result = evaluate(
+        problem, start_source, settings.device, seeds=settings.seeds, timeout_s=settings.timeout_s
+    )
+    start_id = sr.record(0, start_cand, start_result, None)
+    reporter.end()
+    if not start_result.accepted:
+        raise StartingKernelRejected(f"{start_result.status.value}: {start_result.reason}")
+    (start_profile,) = profile_step(problem, [(start_id, start_source, start_result)], settings, store)
+    best = start = Best(start_id, start_source, start_result, start_profile)
+    outcome = LoopOutcome(run_id=run_id, start=start, best=best, evaluations=0)
+    if settings.device == "cpu":
+        outcome.notes.append(
+            "no GPU: candidates are checked for correctness in Triton's interpreter but "
+            "cannot be timed, so they cannot be ranked; the starting kernel stays the best"
+        )
+    budget = settings.max_iterations or settings.stage.budget
+    iteration, empty_steps = 0, 0
+    try:
+        for iteration in range(1, budget + 1):
+            prompt_text = sr.prompt(best)
+            ctx = ProposalContext(
+                problem=problem,
+                stage=stage,
+                iteration=iteration,
+                parent_id=best.cand_id,
+                parent_source=best.source,
+                parent_result=best.result,
+                prompt_text=prompt_text,
+                prompt_id=store.add_prompt(run_id, stage, iteration, prompt_text),
+                tried_sources=sr.tried,
+            )
+            candidates = proposer.propose(ctx)
+            sr._record_proposer_failures(ctx)
+            if not candidates:
+                empty_steps += 1
+                reporter.info(f"iteration {iteration}: no new candidate from the {proposer.name} proposer")
+                if proposer.name == "search" or empty_steps >= settings.patience:
+                    break
+                continue
+            empty_steps = 0
+            reporter.begin(f"iteration {iteration}", len(candidates))
+            accepted = sr.evaluate_step(ctx, candidates, best.median_ms)
+            reporter.end()
+            improved = False
+            for (cand_id, source, result), prof in zip(
+                accepted, profile_step(problem, accepted, settings, store), strict=True
+            ):
+                if _beats(result, best, settings.min_gain):
+                    best, improved = Best(cand_id, source, result, prof), True
+            if not improved:
+                reporter.info(
+                    f"iteration {iteration}: nothing beat the best by more than {settings.min_gain:.0%}"
+                )
+                if settings.device == "cpu" or proposer.name == "search":
+                    break
+    except BudgetExhausted as e:
+        outcome.stopped_by = "budget"
+        outcome.notes.append(f"the LLM budget ended the stage: {e}")
+    # The next stage (or the next turn) starts from the best kernel and its metrics.
+    store.add_prompt(run_id, stage, iteration + 1, sr.prompt(best))
+    (settings.run_dir / "best_kernel.py").write_text(best.source)
+    outcome.best, outcome.evaluations = best, sr.evaluations
+    return outcome

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Everything ncu-agent measures on a GPU, in one call of the device tool (or on any CUDA machine):
+#   bash scripts/gpu_suite.sh [STEP...]      steps: env tests run sweep profcost fixtures (default: all)
+# Installs what the GPU machine lacks from wheels carried in .whl/ (scripts/fetch_wheels.sh makes them),
+# writes logs and results under $OUT (default /tmp/ncu-agent-gpu), packed into $OUT/results.tar.gz.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/ncu-agent-gpu}
+mkdir -p "$OUT/work"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$ROOT
+else
+  export PYTHONPATH=$ROOT
+fi
+STEPS=${*:-env tests run sweep profcost fixtures}
+W=$OUT/work
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+step() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
+
+if has env; then
+  step env
+  { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+    ncu --version | tail -1; } 2>&1 | tee "$W/env.txt"
+fi
+
+if has tests; then
+  step "GPU tests"
+  python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$W/gpu_tests.log" | tail -25
+fi
+
+if has run; then
+  step "ncu-agent run kernels/l1_norm"
+  rm -rf "$W/run_l1"
+  /usr/bin/time -v python3 -m agent run kernels/l1_norm --run-dir "$W/run_l1" 2>"$W/run_l1.time" \
+    | tee "$W/run_l1.log" | tail -45
+  grep -E "Elapsed|Maximum resident" "$W/run_l1.time"
+fi
+
+if has sweep; then
+  step "exhaustive micro sweep of kernels/l1_norm (do_bench, one process)"
+  pick=()
+  [ -f "$W/run_l1/best_kernel.py" ] && pick=(--pick "$W/run_l1/best_kernel.py")
+  python3 scripts/bench_micro_sweep.py kernels/l1_norm "${pick[@]}" --out "$W/sweep_l1.json" 2>&1 | tee "$W/sweep_l1.log" | tail -25
+fi
+
+if has profcost; then
+  step "profiling cost per candidate"
+  python3 scripts/bench_profile_cost.py kernels/l1_norm --out "$W/profcost_l1.json" 2>&1 | tee "$W/profcost.log" | tail -20
+fi
+
+if has fixtures; then
+  step "ncu fixtures for the bundled problems"
+  mkdir -p "$W/fixtures"
+  for p in kernels/*/; do
+    name=$(basename "$p")
+    python3 -m agent profile "$p/kernel.py" --problem "$p" --set seed --out-dir "$W/fixtures" \
+      > "$W/fixtures/$name.log" 2>&1 && mv "$W/fixtures/kernel.ncu-rep" "$W/fixtures/${name}_seed.ncu-rep"
+    echo "$name: $(tail -1 "$W/fixtures/$name.log")"
+  done
+fi
+
+tar -czf "$OUT/results.tar.gz" -C "$OUT" work
+ls -la "$OUT/results.tar.gz"
