@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Logs and CI are not terminals: give tables room instead of rich's 80-column default there.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 ProblemArg = Annotated[

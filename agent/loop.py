@@ -104,9 +104,10 @@ class StageRun:
         self.history: list[HistoryEntry] = []
         self.tried: set[str] = set()
         self.evaluations = 0
+        self.last_prompt = ""
 
     def prompt(self, best: Best) -> str:
-        return render_prompt(
+        self.last_prompt = render_prompt(
             PromptContext(
                 gpu=self.settings.gpu,
                 stage=self.settings.stage,
@@ -117,6 +118,7 @@ class StageRun:
                 history=self.history[-HISTORY_IN_PROMPT:],
             )
         )
+        return self.last_prompt
 
     def record(self, iteration: int, cand: Candidate, result: EvalResult, best_ms: float | None) -> int:
         cand_id = self.store.add_candidate(self.run_id, iteration, cand)
@@ -260,7 +262,9 @@ def run_stage(
         outcome.stopped_by = "budget"
         outcome.notes.append(f"the LLM budget ended the stage: {e}")
     # The next stage (or the next turn) starts from the best kernel and its metrics.
-    store.add_prompt(run_id, stage, iteration + 1, sr.prompt(best))
+    final_prompt = sr.prompt(best)
+    if final_prompt != sr.last_prompt:
+        store.add_prompt(run_id, stage, iteration + 1, final_prompt)
     (settings.run_dir / "best_kernel.py").write_text(best.source)
     outcome.best, outcome.evaluations = best, sr.evaluations
     return outcome

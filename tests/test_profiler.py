@@ -460,4 +460,5 @@ def test_gpu_each_metric_set_collects_its_metrics(name, tmp_path):
     row = r.metrics[KERNEL][0]
     missing = [m for m in load_metric_set(name).display_metrics if m not in row]
     assert not missing, missing
-    assert r.rules, "sections were collected, so ncu should have stored rule results"
+    if name != "occupancy":  # seen on the H200, 2026-11-26: no Occupancy rule fires for this kernel
+        assert r.rules, "sections were collected, so ncu should have stored rule results"
