@@ -52,6 +52,8 @@ class LoopSettings:
     min_gain: float = 0.01  # a new best must be this much faster (relative) than the old one
     max_iterations: int | None = None
     patience: int = 2  # steps in a row without any candidate before the stage ends
+    no_gain_tries: int = 16  # evaluations in a row with no gain above noise before the stage ends
+    roofline_target: float = 90.0  # % of roofline at which the kernel is close enough: the stage ends
 
 
 @dataclass
@@ -82,9 +84,12 @@ class StartingKernelRejected(Exception):
 
 
 def _beats(new: EvalResult, best: Best, min_gain: float) -> bool:
+    """Faster by more than noise: at least `min_gain`, and more than both runs' spreads (IQR) together."""
     if not new.accepted or best.median_ms is None or new.timings is None or new.timings.candidate is None:
         return False
-    return new.timings.candidate.median_ms < best.median_ms * (1.0 - min_gain)
+    old_t = best.result.timings.candidate if best.result.timings else None
+    spread = (new.timings.candidate.iqr_ms + (old_t.iqr_ms if old_t else 0.0)) / best.median_ms
+    return new.timings.candidate.median_ms < best.median_ms * (1.0 - max(min_gain, spread))
 
 
 class StageRun:
@@ -195,9 +200,19 @@ def run_stage(
     run_id: int,
     settings: LoopSettings,
     reporter: Reporter,
+    start: Best | None = None,
+    tried: set[str] | None = None,
 ) -> LoopOutcome:
+    """One stage from `start_source` (or from `start`, the previous stage's best, already measured).
+    `tried`: sources evaluated before (earlier stages of a pipeline), not proposed again."""
     stage = settings.stage.name
     sr = StageRun(problem, proposer, store, run_id, settings, reporter)
+    if tried is not None:
+        sr.tried = tried
+    if start is not None:  # measured by the previous stage; profiled again with this stage's metric set
+        sr.tried.add(start.source)
+        (profile,) = profile_step(problem, [(start.cand_id, start.source, start.result)], settings, store)
+        return _iterate(sr, Best(start.cand_id, start.source, start.result, profile))
 
     reporter.begin("starting kernel", 1)
     start_cand = Candidate(source=start_source, proposer="start", stage=stage, label="starting kernel")
@@ -211,15 +226,16 @@ def run_stage(
     if not start_result.accepted:
         raise StartingKernelRejected(f"{start_result.status.value}: {start_result.reason}")
     (start_profile,) = profile_step(problem, [(start_id, start_source, start_result)], settings, store)
-    best = start = Best(start_id, start_source, start_result, start_profile)
+    return _iterate(sr, Best(start_id, start_source, start_result, start_profile))
+
+
+def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
+    problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
+    settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
+    best = start
     outcome = LoopOutcome(run_id=run_id, start=start, best=best, evaluations=0)
-    if settings.device == "cpu":
-        outcome.notes.append(
-            "no GPU: candidates are checked for correctness in Triton's interpreter but "
-            "cannot be timed, so they cannot be ranked; the starting kernel stays the best"
-        )
     budget = settings.max_iterations or settings.stage.budget
-    iteration, empty_steps = 0, 0
+    iteration, empty_steps, tries_without_gain = 0, 0, 0
     try:
         for iteration in range(1, budget + 1):
             prompt_text = sr.prompt(best)
@@ -234,6 +250,8 @@ def run_stage(
                 prompt_id=store.add_prompt(run_id, stage, iteration, prompt_text),
                 tried_sources=sr.tried,
             )
+            if hasattr(proposer, "observe_profile"):
+                proposer.observe_profile(best.profile.metrics)
             candidates = proposer.propose(ctx)
             sr._record_proposer_failures(ctx)
             if not candidates:
@@ -252,12 +270,17 @@ def run_stage(
             ):
                 if _beats(result, best, settings.min_gain):
                     best, improved = Best(cand_id, source, result, prof), True
-            if not improved:
-                reporter.info(
-                    f"iteration {iteration}: nothing beat the best by more than {settings.min_gain:.0%}"
+            tries_without_gain = 0 if improved else tries_without_gain + len(candidates)
+            pct = best.result.timings.pct_roofline if best.result.timings else None
+            if pct is not None and pct >= settings.roofline_target:
+                outcome.notes.append(f"stage ended: the best kernel is at {pct:.1f}% of the roofline")
+                break
+            if tries_without_gain >= settings.no_gain_tries:
+                outcome.notes.append(
+                    f"stage ended: {tries_without_gain} tries in a row without a gain above "
+                    f"{settings.min_gain:.0%}"
                 )
-                if settings.device == "cpu" or proposer.name == "search":
-                    break
+                break
     except BudgetExhausted as e:
         outcome.stopped_by = "budget"
         outcome.notes.append(f"the LLM budget ended the stage: {e}")
@@ -265,6 +288,7 @@ def run_stage(
     final_prompt = sr.prompt(best)
     if final_prompt != sr.last_prompt:
         store.add_prompt(run_id, stage, iteration + 1, final_prompt)
+    (settings.run_dir / f"best_kernel.{stage}.py").write_text(best.source)
     (settings.run_dir / "best_kernel.py").write_text(best.source)
     outcome.best, outcome.evaluations = best, sr.evaluations
     return outcome

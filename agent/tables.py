@@ -35,6 +35,7 @@ def result_cells(result: EvalResult) -> list[str]:
 
 HEADERS = [
     "id",
+    "stage",
     "iter",
     "candidate",
     "status",
@@ -62,6 +63,7 @@ def history_table(rows: list[sqlite3.Row], title: str, best_id: int | None = Non
             (
                 [
                     str(row["id"]),
+                    row["stage"],
                     str(row["iteration"]),
                     f"{row['label'] or row['proposer']}{mark}",
                     status,
@@ -73,13 +75,13 @@ def history_table(rows: list[sqlite3.Row], title: str, best_id: int | None = Non
     keep = [
         i
         for i in range(len(HEADERS))
-        if i < 4 or any(cells[i] not in ("-", "not timed") for cells, _ in body)
+        if i < 5 or any(cells[i] not in ("-", "not timed") for cells, _ in body)
     ]
     table = Table(title=title, show_lines=False)
     for i in keep:
         table.add_column(HEADERS[i], justify="left" if HEADERS[i] in ("candidate", "status") else "right")
     for cells, style in body:
         table.add_row(*(cells[i] for i in keep), style=style)
-    if len(keep) == 4 and body:
+    if len(keep) == 5 and body:
         table.caption = "not timed: no GPU (correctness only, in Triton's interpreter)"
     return table

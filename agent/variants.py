@@ -181,11 +181,13 @@ def apply_move(source: str, kernel: str, move: LaunchMove) -> str:
     )
 
 
-def micro_moves(source: str, kernel: str, warps: list[int], stages: list[int]) -> list[LaunchMove]:
-    """The micro stage's space for one kernel: any allowed num_warps; num_stages within ±1 of each config's
-    current value, where the moved values are all allowed (no move is the parent's own num_stages)."""
+def stage_moves(
+    source: str, kernel: str, warps: list[int], stages: list[int], max_delta: int = 1
+) -> list[LaunchMove]:
+    """A stage's launch space for one kernel: any allowed num_warps; each config's num_stages moved by at
+    most `max_delta` (micro: ±1), where every moved value is allowed (delta 0 keeps the parent's own)."""
     now = site_stages(source, kernel)
-    deltas = [d for d in (-1, 0, 1) if d == 0 or all(s + d in stages for s in now)]
+    deltas = [d for d in range(-max_delta, max_delta + 1) if d == 0 or all(s + d in stages for s in now)]
     return [LaunchMove(num_warps=w, stage_delta=d) for w in warps for d in deltas]
 
 

@@ -23,7 +23,7 @@ from agent import triton_hooks
 from agent.candidate import load_candidate
 from agent.problem import build, load_problem, load_reference
 from agent.stages import load_stage
-from agent.variants import apply_move, micro_moves, site_stages
+from agent.variants import apply_move, stage_moves, site_stages
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
     variants: dict[str, str] = {"start": start_source}
     for kernel in launched:
         stages_now = set(site_stages(start_source, kernel))
-        for move in micro_moves(start_source, kernel, params["num_warps"], params["num_stages"]):
+        for move in stage_moves(start_source, kernel, params["num_warps"], params["num_stages"]):
             variants[move.label(kernel, stages_now)] = apply_move(start_source, kernel, move)
     if args.pick:
         variants["tool pick"] = args.pick.read_text()

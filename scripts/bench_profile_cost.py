@@ -16,7 +16,7 @@ from agent.problem import load_problem
 from agent.profile_target import ProfileCandidate
 from agent.profiler import load_metric_set, profile_candidates
 from agent.stages import load_stage
-from agent.variants import apply_move, current_config, micro_moves
+from agent.variants import apply_move, current_config, stage_moves
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     kernel = "l1_norm_kernel_autotune"
     variants = [
         apply_move(start, kernel, m)
-        for m in micro_moves(start, kernel, params["num_warps"], params["num_stages"])
+        for m in stage_moves(start, kernel, params["num_warps"], params["num_stages"])
     ]
     variants = (variants * ((args.n + len(variants) - 1) // len(variants)))[: args.n]
     pinned = {kernel: {"BLOCK_SIZE_D": 1024}}

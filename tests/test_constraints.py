@@ -23,7 +23,7 @@ from agent.models import LaunchConfig
 from agent.proposers.search import SearchProposer
 from agent.resources import kernels_dir
 from agent.stages import Stage, StageConstraints, StageParameter, list_stages, load_stage
-from agent.variants import apply_move, micro_moves, with_launch_config
+from agent.variants import apply_move, stage_moves, with_launch_config
 
 L1 = (kernels_dir() / "l1_norm" / "kernel.py").read_text()
 L1_REF = (kernels_dir() / "l1_norm" / "reference.py").read_text()
@@ -420,7 +420,7 @@ def _search_variants(source: str, kernel: str) -> dict[str, str]:
     stages = [int(v) for v in stage.parameter("num_stages").values]
     return {
         f"w{m.num_warps}d{m.stage_delta:+d}": apply_move(source, kernel, m)
-        for m in micro_moves(source, kernel, warps, stages)
+        for m in stage_moves(source, kernel, warps, stages)
     }
 
 

@@ -12,7 +12,7 @@ from agent.variants import (
     VariantError,
     apply_move,
     current_config,
-    micro_moves,
+    stage_moves,
     with_launch_config,
 )
 
@@ -68,11 +68,11 @@ def test_current_config_defaults_and_mode():
 
 
 def test_micro_moves_keep_each_configs_stages_within_one_and_allowed():
-    assert len(micro_moves(L1, "l1_norm_kernel_autotune", [2, 4, 8, 16], [2, 3, 4])) == 12
+    assert len(stage_moves(L1, "l1_norm_kernel_autotune", [2, 4, 8, 16], [2, 3, 4])) == 12
     mixed = L1.replace(
         "{'BLOCK_SIZE_D': 256}, num_warps=4", "{'BLOCK_SIZE_D': 256}, num_warps=4, num_stages=2"
     )
-    moves = micro_moves(mixed, "l1_norm_kernel_autotune", [2, 4, 8, 16], [2, 3, 4])
+    moves = stage_moves(mixed, "l1_norm_kernel_autotune", [2, 4, 8, 16], [2, 3, 4])
     assert {m.stage_delta for m in moves} == {0, 1}  # 2 - 1 = 1 is not an allowed value
     out = apply_move(mixed, "l1_norm_kernel_autotune", LaunchMove(num_warps=2, stage_delta=1))
     assert "{'BLOCK_SIZE_D': 256}, num_warps=2, num_stages=3" in out
