@@ -115,17 +115,26 @@ def _banner(
 @app.command()
 def run(
     problem: ProblemArg,
-    stage: Annotated[str, typer.Option(help="The stage to run.")] = "micro",
+    stages: Annotated[
+        str | None, typer.Option(help="Comma-separated stages (default: the default pipeline).")
+    ] = None,
+    from_stage: Annotated[
+        str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
+    ] = None,
     gpu: GpuOpt = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
     metric_set: Annotated[
-        str | None, typer.Option("--set", help="ncu metric set (default: the stage's).")
+        str | None, typer.Option("--set", help="ncu metric set (default: each stage's).")
     ] = None,
     profile: Annotated[bool, typer.Option(help="Profile accepted candidates with ncu (GPU only).")] = True,
+    search: Annotated[str, typer.Option(help="Search strategy: coordinate or exhaustive.")] = "coordinate",
     eval_timeout: Annotated[float | None, typer.Option(help="Seconds one evaluation may take.")] = None,
-    max_iterations: Annotated[int | None, typer.Option(help="Cap on the stage's iterations.")] = None,
+    max_iterations: Annotated[int | None, typer.Option(help="Cap on each stage's iterations.")] = None,
+    min_gain: Annotated[float, typer.Option(help="Relative gain a new best needs (above noise too).")] = 0.01,
+    no_gain_tries: Annotated[int, typer.Option(help="End a stage after this many tries without gain.")] = 16,
+    roofline_target: Annotated[float, typer.Option(help="End a stage at this % of the roofline.")] = 90.0,
     llm: Annotated[
         bool, typer.Option("--llm", help="Propose with the LLM endpoint instead of the search.")
     ] = False,
@@ -140,12 +149,13 @@ def run(
     max_tokens_total: Annotated[int | None, typer.Option(help="LLM budget: tokens for the run.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")] = False,
 ) -> None:
-    """Optimize a problem's starting kernel with one stage, and write the best kernel."""
+    """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
     from agent.gpus import find_gpu, resolve_gpu
     from agent.llm_settings import LLMConfigError, load_llm_settings
-    from agent.loop import LoopSettings, StartingKernelRejected, run_stage
+    from agent.loop import LoopSettings, StartingKernelRejected
+    from agent.pipeline import PipelineError, resume_point, run_pipeline
     from agent.proposers.search import SearchProposer
-    from agent.stages import load_stage
+    from agent.stages import default_pipeline, load_stage
     from agent.store import Store
     from agent.tables import history_table
 
@@ -155,7 +165,8 @@ def run(
             f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
         )
     try:
-        stage_spec = load_stage(stage)
+        stage_names = [s.strip() for s in stages.split(",") if s.strip()] if stages else default_pipeline()
+        stage_specs = [load_stage(n) for n in stage_names]
         target = resolve_gpu(gpu)
         gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
         target = target or find_gpu("h200")
@@ -175,58 +186,88 @@ def run(
         )
         if llm:
             llm_settings.require_model()
-    except (KeyError, ValueError, LLMConfigError) as e:
+        run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        stage_specs, resume_from = resume_point(run_dir, stage_specs, from_stage)
+        if search not in SearchProposer.STRATEGIES:
+            raise ValueError(f"--search {search!r}: choose one of {', '.join(SearchProposer.STRATEGIES)}")
+    except (KeyError, ValueError, LLMConfigError, PipelineError) as e:
         raise _fail(str(e)) from None
     device = _device()
     endpoint_known = any(llm_settings.source_of(f) != "default" for f in ("api_key", "base_url", "model"))
     if llm:
         llm_line = f"{llm_settings.describe()}: proposes the candidates"
         proposer_line = "LLM"
-    elif endpoint_known:
-        llm_line = f"{llm_settings.describe()} (configured, not used without --llm)"
-        proposer_line = f"built-in search over {', '.join(p.name for p in stage_spec.parameters)}"
     else:
         llm_line = (
-            "none configured (OPENAI_API_KEY / OPENAI_BASE_URL unset): the built-in search proposes instead"
+            f"{llm_settings.describe()} (configured, not used without --llm)"
+            if endpoint_known
+            else "none configured (OPENAI_API_KEY / OPENAI_BASE_URL unset): the built-in search proposes"
         )
-        proposer_line = f"built-in search over {', '.join(p.name for p in stage_spec.parameters)}"
-    _banner(spec.name, stage_spec.name, target.name, gpu_note, device, proposer_line, llm_line)
-    run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        proposer_line = f"built-in search ({search}) over num_warps and num_stages"
+    _banner(
+        spec.name,
+        " -> ".join(s.name for s in stage_specs),
+        target.name,
+        gpu_note,
+        device,
+        proposer_line,
+        llm_line,
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open_dir(run_dir)
+    llm_proposer = None
     if llm:
         from agent.proposers.llm import LLMProposer
 
-        proposer = LLMProposer(llm_settings, store)
-    else:
-        proposer = SearchProposer(stage_spec)
+        llm_proposer = LLMProposer(llm_settings, store)
+
+    def proposer_for(stage):
+        if llm_proposer is not None:
+            return llm_proposer
+        if SearchProposer.can_search(stage):
+            return SearchProposer(stage, search)
+        return "its parameters are not searchable by the built-in search: it needs the LLM proposer (--llm)"
+
     settings = LoopSettings(
-        stage=stage_spec,
+        stage=stage_specs[0],
         gpu=target,
         device=device,
         run_dir=run_dir,
-        metric_set=metric_set or stage_spec.metric_set,
+        metric_set=stage_specs[0].metric_set,
         profile=profile,
         timeout_s=eval_timeout,
         max_iterations=max_iterations,
+        min_gain=min_gain,
+        no_gain_tries=no_gain_tries,
+        roofline_target=roofline_target,
     )
+    start_path = resume_from or spec.kernel_path
     run_id = store.start_run(
         spec.name,
         device,
         target.name,
-        proposer.name,
+        "llm" if llm else f"search:{search}",
         llm_line,
         {
-            "stage": stage_spec.name,
-            "metric_set": settings.metric_set,
+            "stages": [s.name for s in stage_specs],
+            "metric_set": metric_set,
             "problem": str(problem),
+            "start": str(start_path),
             "llm": llm_settings.safe_dict() if llm else None,
         },
     )
-    console.print(f"  records: {run_dir / Store.FILENAME}")
+    console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
     try:
-        outcome = run_stage(
-            spec, spec.kernel_path.read_text(), proposer, store, run_id, settings, RichReporter()
+        outcome = run_pipeline(
+            spec,
+            start_path.read_text(),
+            stage_specs,
+            proposer_for,
+            store,
+            run_id,
+            settings,
+            RichReporter(),
+            metric_set,
         )
     except StartingKernelRejected as e:
         store.finish_run(run_id, "failed", str(e))
@@ -235,18 +276,40 @@ def run(
         store.finish_run(run_id, "interrupted")
         raise
     finally:
-        if hasattr(proposer, "close"):
-            proposer.close()
-    store.finish_run(run_id, outcome.stopped_by, "; ".join(outcome.notes))
+        if llm_proposer is not None:
+            llm_proposer.close()
+    last, first = outcome.last, outcome.first
+    notes = [f"{name}: skipped ({why})" for name, o, why in outcome.stages if o is None]
+    notes += [f"{name}: {n}" for name, o, _ in outcome.stages if o is not None for n in o.notes]
+    store.finish_run(run_id, last.stopped_by if last else "done", "; ".join(notes))
     console.print(
-        history_table(store.history(run_id), f"{spec.name}: {stage_spec.name} stage", outcome.best.cand_id)
+        history_table(
+            store.history(run_id),
+            f"{spec.name}: {' -> '.join(stage_names)}",
+            last.best.cand_id if last else None,
+        )
     )
-    for note in outcome.notes:
+    if device == "cpu":
+        notes.append(
+            "no GPU: candidates were checked for correctness in Triton's interpreter but cannot be timed, "
+            "so they cannot be ranked; the starting kernel stays the best"
+        )
+    for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-    if outcome.best.median_ms is not None and outcome.start.median_ms is not None:
+    if last is None or first is None:
+        raise _fail("no stage ran: nothing could propose candidates", 1)
+    evaluations = sum(o.evaluations for _, o, _ in outcome.stages if o is not None)
+    if last.best.median_ms is not None and first.start.median_ms is not None:
+        t = last.best.result.timings
+        ratios = ", ".join(
+            f"{v:.2f}x {name}"
+            for name, v in (("eager", t.speedup_eager), ("torch.compile", t.speedup_compiled))
+            if v is not None
+        )
+        roof = f"; {t.pct_roofline:.1f}% of roofline" if t.pct_roofline is not None else ""
         console.print(
-            f"best: #{outcome.best.cand_id} {outcome.best.median_ms:.3f} ms "
-            f"(start {outcome.start.median_ms:.3f} ms) after {outcome.evaluations} evaluations"
+            f"best: #{last.best.cand_id} {last.best.median_ms:.3f} ms (start {first.start.median_ms:.3f} ms; "
+            f"{ratios} in its own run{roof}) after {evaluations} evaluations"
         )
     console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
 
@@ -279,7 +342,7 @@ def check(
             console.print(f"  timing: {result.timings.skipped_reason}")
         elif result.timings:
             console.print(
-                "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[4:], result_cells(result), strict=True))
+                "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[5:], result_cells(result), strict=True))
             )
     raise typer.Exit(0 if result.status == Status.ACCEPTED else 1)
 
