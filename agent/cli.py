@@ -253,6 +253,9 @@ def run(
             "metric_set": metric_set,
             "problem": str(problem),
             "start": str(start_path),
+            "min_gain": min_gain,
+            "no_gain_tries": no_gain_tries,
+            "roofline_target": roofline_target,
             "llm": llm_settings.safe_dict() if llm else None,
         },
     )
@@ -457,6 +460,113 @@ def show(
             f"{r['status']}, started {r['started_at']}"
         )
         console.print(history_table(store.history(r["id"]), f"run {r['id']}"))
+
+
+ReportPath = Annotated[
+    Path,
+    typer.Argument(
+        help="A run directory, or a batch directory (a folder of run directories).",
+        exists=True,
+        file_okay=False,
+    ),
+]
+
+
+@app.command()
+def report(
+    path: ReportPath,
+    out: Annotated[Path | None, typer.Option(help="Where the page goes (default: PATH/report.html).")] = None,
+) -> None:
+    """Write a self-contained HTML report of a run, or of a batch.
+
+    A run's page: plots per stage, roofline, accepted steps (ncu metrics side by side, code diff), final
+    kernel, every candidate, prompts and replies. A batch's page: the summary table, linking each problem's
+    page (written too). Open it in any browser: no scripts, no network.
+    """
+    import sqlite3
+
+    from rich.progress import TimeRemainingColumn
+
+    from agent.report import write_batch_report, write_run_report
+    from agent.report_batch import batch_run_dirs, is_batch_dir
+    from agent.report_data import is_run_dir
+    from agent.report_export import batch_table
+
+    try:
+        if is_run_dir(path):
+            page = write_run_report(path, out)
+        elif is_batch_dir(path):
+            dirs = batch_run_dirs(path)
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+            eta = (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+            with Progress(*columns, *eta, console=console) as progress:
+                task = progress.add_task("problem pages", total=len(dirs))
+                page, data = write_batch_report(path, out, on_page=lambda d: progress.update(task, advance=1))
+            console.print(batch_table(data))
+        else:
+            raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
+    except (sqlite3.Error, OSError) as e:
+        raise _fail(f"{path}: cannot write the report: {e}") from None
+    console.print(f"report: {page}")
+
+
+@app.command()
+def diff(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
+    a: Annotated[int, typer.Argument(help="Candidate id (the old side).")],
+    b: Annotated[int, typer.Argument(help="Candidate id (the new side).")],
+    context: Annotated[int, typer.Option(help="Lines of context around each change.")] = 3,
+) -> None:
+    """Show the code diff of candidate A vs B, and their evaluations and ncu metrics side by side."""
+    from rich.syntax import Syntax
+
+    from agent.report_data import is_run_dir, load_run_dir
+    from agent.report_export import compare_table, diff_text, find_candidate
+
+    if not is_run_dir(run_dir):
+        raise _fail(f"{run_dir}: no records.sqlite (not a run directory)")
+    data = load_run_dir(run_dir)
+    try:
+        ca, cb = find_candidate(data, a), find_candidate(data, b)
+    except KeyError as e:
+        raise _fail(str(e.args[0])) from None
+    text = diff_text(ca, cb, context)
+    if text:
+        console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
+    else:
+        console.print(f"#{a} and #{b} have the same source")
+    console.print(compare_table(ca, cb))
+
+
+@app.command()
+def export(
+    path: ReportPath,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
+    source: Annotated[bool, typer.Option("--source", help="Include each candidate's source.")] = False,
+) -> None:
+    """Export every candidate with its evaluation and ncu metrics (flattened) as CSV or JSON."""
+    from agent.report_batch import batch_run_dirs
+    from agent.report_data import is_run_dir
+    from agent.report_export import export_rows, to_csv, to_json
+
+    if fmt not in ("csv", "json"):
+        raise _fail(f"--format {fmt!r}: choose csv or json")
+    if not is_run_dir(path) and not batch_run_dirs(path):
+        raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
+    rows = export_rows(path, include_source=source)
+    text = to_csv(rows) if fmt == "csv" else to_json(rows)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"{len(rows)} candidates -> {out}")
+
+
+# `ncu-agent batch`: many problems, every GPU, resumable (its options and body live in agent/batch_cli.py).
+from agent.batch_cli import batch  # noqa: E402
+
+app.command()(batch)
 
 
 def main() -> None:  # pragma: no cover
