@@ -20,16 +20,37 @@ from agent.models import Check, Timings, TimingStats
 
 FLUSH_BYTES = 256 * 1024**2
 METHOD = "cuda-events on the current stream, L2 flushed (256 MiB zeroed) before each call, interleaved"
+GRAPH_METHOD = "cuda-graph replays timed with cuda-events, L2 flushed before each replay, interleaved"
+NOISE_THRESHOLD = 0.02  # halves of one measurement disagreeing by more: measure again, then mark it noisy
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 3) -> dict[str, TimingStats]:
-    """Time each fn `reps` times, interleaved round by round, with a cold L2 before every call."""
+def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn captured once in a CUDA graph (after its warm-up): replays cost no Python or launch overhead."""
+    import torch
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize()
+    return graph.replay
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 3, graphs: bool = False
+) -> dict[str, TimingStats]:
+    """Time each fn `reps` times, interleaved round by round, with a cold L2 before every call.
+
+    `graphs`: time replays of a CUDA graph of each fn (for launch-bound kernels); the L2 flush stays
+    outside the graphs. Compare graph times only with graph times.
+    """
     import torch
 
     for fn in fns.values():
         for _ in range(max(1, warmup)):  # the first call compiles and autotunes
             fn()
     torch.cuda.synchronize()
+    if graphs:
+        fns = {name: _graphed(fn) for name, fn in fns.items()}
     flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
     events: dict[str, list[tuple[Any, Any]]] = {name: [] for name in fns}
     for _ in range(reps):
@@ -42,10 +63,25 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int =
             end.record()
             events[name].append((start, end))
     torch.cuda.synchronize()
+    method = GRAPH_METHOD if graphs else METHOD
     return {
-        name: TimingStats(times_ms=[s.elapsed_time(e) for s, e in pairs], method=METHOD)
+        name: TimingStats(times_ms=[s.elapsed_time(e) for s, e in pairs], method=method)
         for name, pairs in events.items()
     }
+
+
+def drift(stats: TimingStats) -> float:
+    """Relative difference between the medians of the first and the second half of the reps."""
+    half = len(stats.times_ms) // 2
+    if half < 2:
+        return 0.0
+    a, b = statistics.median(stats.times_ms[:half]), statistics.median(stats.times_ms[half:])
+    return abs(a - b) / min(a, b)
+
+
+def noisy(stats: dict[str, TimingStats], threshold: float = NOISE_THRESHOLD) -> list[str]:
+    """The timed functions whose two halves disagree by more than `threshold`."""
+    return [f"{name} {drift(s):.1%}" for name, s in stats.items() if drift(s) > threshold]
 
 
 def _median_ms(fn: Callable[[], Any], reps: int = 10, warmup: int = 2) -> float:
@@ -106,6 +142,7 @@ def time_models(
     baselines: bool = True,
     bytes_moved: int,
     flops: float | None = None,
+    graphs: bool = False,
 ) -> Timings:
     """Candidate, eager reference and torch.compile of the reference, interleaved, plus the roofline.
 
@@ -127,7 +164,11 @@ def time_models(
                 fns["compiled"] = lambda: compiled(*inputs)
             except Exception as e:
                 compile_error = f"{type(e).__name__}: {e}"[:2000]
-        stats = time_interleaved(fns, reps=reps, warmup=3)
+        stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs)
+        unsteady = noisy(stats)
+        if unsteady:  # measure once more; keep the second measurement, and say if it is still unsteady
+            stats = time_interleaved(fns, reps=reps, warmup=1, graphs=graphs)
+            unsteady = noisy(stats)
     bw = measure_copy_bandwidth()
     tflops = measure_matmul_tflops() if flops else None
     return Timings(
@@ -139,6 +180,14 @@ def time_models(
         bytes_moved=bytes_moved,
         roofline_ms=roofline_ms(bytes_moved, bw, flops, tflops),
         device_name=torch.cuda.get_device_name(),
+        mode="cudagraph" if graphs else "events",
+        noisy=bool(unsteady),
+        noise_detail=(
+            f"medians of the two halves of the reps disagree beyond {NOISE_THRESHOLD:.0%} twice: "
+            + ", ".join(unsteady)
+        )
+        if unsteady
+        else "",
     )
 
 

@@ -16,7 +16,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$ROOT
 fi
-STEPS=${*:-env tests run sweep profcost fixtures}
+STEPS=${*:-env tests run sweep profcost fixtures llm stability}
 W=$OUT/work
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 step() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
@@ -62,6 +62,25 @@ if has fixtures; then
       > "$W/fixtures/$name.log" 2>&1 && mv "$W/fixtures/kernel.ncu-rep" "$W/fixtures/${name}_seed.ncu-rep"
     echo "$name: $(tail -1 "$W/fixtures/$name.log")"
   done
+fi
+
+if has llm; then
+  step "ncu-agent run --llm against the scripted model on loopback (a full turn)"
+  python3 -m agent.scripted_llm --port 8765 > "$W/scripted_llm.log" 2>&1 &
+  LLM_PID=$!
+  sleep 2
+  rm -rf "$W/run_llm"
+  OPENAI_API_KEY=unused NCU_AGENT_LLM_CACHE="$W/llm_cache.sqlite" python3 -m agent run kernels/l1_norm --llm \
+    --base-url http://127.0.0.1:8765/v1 --model scripted --samples 1 --stages micro --max-iterations 2 \
+    --run-dir "$W/run_llm" 2>&1 | tee "$W/run_llm.log" | tail -25
+  kill $LLM_PID
+  ncu --import "$(ls "$W"/run_llm/profiles/*.ncu-rep | head -1)" --page details 2>&1 | head -30 | tee "$W/ncu_import.txt"
+fi
+
+if has stability; then
+  step "the same kernels in 5 fresh worker processes, and do_bench"
+  python3 scripts/bench_stability.py kernels/l1_norm kernels/matmul_fp16 kernels/softmax --runs 5 \
+    --out "$W/stability.json" 2>&1 | tee "$W/stability.log" | tail -8
 fi
 
 tar -czf "$OUT/results.tar.gz" -C "$OUT" work

@@ -72,3 +72,25 @@ def test_copy_bandwidth_is_plausible():
 def test_matmul_tflops_is_plausible():
     tflops = timing.measure_matmul_tflops(4096, reps=5)
     assert 1 < tflops < 2_000
+
+
+def test_drift_flags_a_measurement_whose_halves_disagree():
+    from agent.timing import drift, noisy
+
+    steady = TimingStats(times_ms=[1.0, 1.01, 0.99, 1.0, 1.0, 1.01, 0.99, 1.0])
+    jump = TimingStats(times_ms=[1.0, 1.0, 1.0, 1.0, 1.1, 1.1, 1.1, 1.1])
+    assert drift(steady) < 0.01 and drift(jump) == pytest.approx(0.1)
+    assert noisy({"a": steady, "b": jump}) == ["b 10.0%"]
+
+
+@pytest.mark.gpu
+def test_cuda_graph_mode_times_replays():
+    import torch
+
+    from agent import timing
+
+    x = torch.randn(1 << 24, device="cuda")
+    y = torch.empty_like(x)
+    stats = timing.time_interleaved({"copy": lambda: y.copy_(x)}, reps=10, warmup=2, graphs=True)
+    assert stats["copy"].n == 10 and stats["copy"].method == timing.GRAPH_METHOD
+    assert 0 < stats["copy"].median_ms < 5

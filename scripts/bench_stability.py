@@ -1,0 +1,83 @@
+"""Do the tool's times hold up? The same kernel timed in N fresh worker processes, against do_bench.
+
+python scripts/bench_stability.py kernels/l1_norm kernels/matmul_fp16 --runs 5 --out stability.json
+
+For each problem's starting kernel: N evaluations, each in a fresh worker process (the tool's protocol:
+CUDA events, L2 flushed before every call, median), then one independent measurement with
+`triton.testing.do_bench(return_mode="median")` in this process. Reports the spread (max - min over the
+median of the N medians) and the relative difference to do_bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+import triton.testing
+
+from agent import triton_hooks
+from agent.candidate import load_candidate
+from agent.models import EvalRequest, EvalResult
+from agent.problem import build, load_problem, load_reference
+from agent.sandbox import run_worker
+
+
+def tool_median(spec, source: str) -> float:
+    req = EvalRequest(problem=spec, candidate_source=source, device="cuda", seeds=[0], baselines=False)
+    out = run_worker("agent.worker", req, timeout_s=600)
+    result = EvalResult.model_validate_json(out.result_json or "{}")
+    assert result.timings and result.timings.candidate, result.reason
+    return result.timings.candidate.median_ms
+
+
+def do_bench_median(spec, source: str, tmp: Path) -> float:
+    module = load_reference(spec, small=False)
+    model, inputs = build(module, spec.reference_path, "cuda", seed=0)
+    mod = load_candidate(source, tmp)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        new = mod.ModelNew(*module.get_init_inputs())
+    if new.state_dict().keys() == model.state_dict().keys():
+        new.load_state_dict(model.state_dict())
+    return triton.testing.do_bench(lambda: new(*inputs), warmup=100, rep=1000, return_mode="median")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("problems", nargs="+")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    triton_hooks.install()
+    rows = []
+    tmp = args.out.parent / "stability_tmp"
+    tmp.mkdir(exist_ok=True)
+    for name in args.problems:
+        spec = load_problem(name)
+        source = spec.kernel_path.read_text()
+        medians = [tool_median(spec, source) for _ in range(args.runs)]
+        mid = statistics.median(medians)
+        bench = do_bench_median(spec, source, tmp)
+        torch.cuda.empty_cache()  # the problem's tensors are gone with do_bench_median's frame
+        row = {
+            "problem": spec.name,
+            "tool_medians_ms": medians,
+            "median_ms": mid,
+            "spread": (max(medians) - min(medians)) / mid,
+            "do_bench_ms": bench,
+            "vs_do_bench": mid / bench - 1,
+        }
+        rows.append(row)
+        print(
+            f"{spec.name:>18}: {args.runs} processes {min(medians):.4f}-{max(medians):.4f} ms "
+            f"(spread {row['spread']:.2%}), do_bench {bench:.4f} ms ({row['vs_do_bench']:+.2%})",
+            flush=True,
+        )
+    args.out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
