@@ -13,9 +13,10 @@ Everything is written to the run's store as it happens; the best kernel is writt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.constraints import check_constraints, violations_text
 from agent.evaluate import evaluate
@@ -54,6 +55,11 @@ class LoopSettings:
     patience: int = 2  # steps in a row without any candidate before the stage ends
     no_gain_tries: int = 16  # evaluations in a row with no gain above noise before the stage ends
     roofline_target: float = 90.0  # % of roofline at which the kernel is close enough: the stage ends
+    # What evaluates a candidate and what profiles a step (None: agent.evaluate.evaluate and
+    # agent.profiler.profile_candidates). Batches wrap them: a GPU lock, budgets, and reuse of the records a
+    # killed run left (agent/batch_worker.py).
+    evaluator: Callable[..., EvalResult] | None = None
+    profiler: Callable[..., list[Any]] | None = None
 
 
 @dataclass
@@ -158,7 +164,7 @@ class StageRun:
         if violations:
             return EvalResult(status=Status.CONSTRAINT, reason=violations_text(violations))
         self.evaluations += 1
-        return evaluate(
+        return (self.settings.evaluator or evaluate)(
             self.problem,
             cand.source,
             self.settings.device,
@@ -218,7 +224,7 @@ def run_stage(
     start_cand = Candidate(source=start_source, proposer="start", stage=stage, label="starting kernel")
     sr.tried.add(start_source)
     sr.evaluations += 1
-    start_result = evaluate(
+    start_result = (settings.evaluator or evaluate)(
         problem, start_source, settings.device, seeds=settings.seeds, timeout_s=settings.timeout_s
     )
     start_id = sr.record(0, start_cand, start_result, None)
@@ -283,7 +289,7 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 break
     except BudgetExhausted as e:
         outcome.stopped_by = "budget"
-        outcome.notes.append(f"the LLM budget ended the stage: {e}")
+        outcome.notes.append(f"a budget ended the stage: {e}")
     # The next stage (or the next turn) starts from the best kernel and its metrics.
     final_prompt = sr.prompt(best)
     if final_prompt != sr.last_prompt:

@@ -43,7 +43,7 @@ def profile_step(
     metric_set = load_metric_set(settings.metric_set)
     out_dir = settings.run_dir / "profiles"
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = profile_candidates(
+    results = (settings.profiler or profile_candidates)(
         problem,
         [ProfileCandidate(source=src, pinned_configs=res.chosen_configs) for _, src, res in items],
         metric_set,
