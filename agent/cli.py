@@ -568,6 +568,11 @@ from agent.batch_cli import batch  # noqa: E402
 
 app.command()(batch)
 
+# `ncu-agent experiment`: arms x problems x samples, paired statistics (agent/experiment.py).
+from agent.experiment import experiment  # noqa: E402
+
+app.command()(experiment)
+
 
 def main() -> None:  # pragma: no cover
     app()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -71,10 +75,30 @@ def _fence(code: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-@cache
+# An experiment's template set (agent/experiment.py): folders searched before prompts/, so an arm can
+# replace one template or one part and inherit the rest.
+_TEMPLATE_DIRS: ContextVar[tuple[Path, ...]] = ContextVar("template_dirs", default=())
+
+
+@contextmanager
+def template_dirs(*dirs: Path) -> Iterator[None]:
+    """Within the block, templates are looked up in `dirs` first, then in prompts/."""
+    token = _TEMPLATE_DIRS.set(tuple(Path(d).resolve() for d in dirs))
+    try:
+        yield
+    finally:
+        _TEMPLATE_DIRS.reset(token)
+
+
 def environment() -> jinja2.Environment:
+    """The jinja environment of the current template set (prompts/, or an arm's folders before it)."""
+    return _environment(_TEMPLATE_DIRS.get())
+
+
+@cache
+def _environment(extra: tuple[Path, ...]) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(prompts_dir()),
+        loader=jinja2.FileSystemLoader([*extra, prompts_dir()]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -83,6 +107,9 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(num=_num, json=_json, oneline=_oneline)
     return env
+
+
+environment.cache_clear = _environment.cache_clear  # type: ignore[attr-defined]  # tests swap prompts/
 
 
 def render_prompt(ctx: PromptContext) -> str:
