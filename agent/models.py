@@ -112,6 +112,9 @@ class Timings(BaseModel):
     roofline_ms: float | None = None
     device_name: str | None = None
     skipped_reason: str | None = None
+    mode: str = Field(default="events", description="'events' (per call) or 'cudagraph' (graph replays)")
+    noisy: bool = Field(default=False, description="Re-measured and still unsteady: compare with care.")
+    noise_detail: str = ""
 
     def _ratio(self, base: TimingStats | None) -> float | None:
         if base is None or self.candidate is None:
@@ -144,6 +147,11 @@ class EvalRequest(BaseModel):
     time: bool = Field(default=True, description="Time candidate and baselines (GPU only).")
     timing_reps: int = 50
     baselines: bool = Field(default=True, description="Also time eager and torch.compile.")
+    extra_checks: bool = Field(
+        default=True,
+        description="After the seeds: inputs refilled in place and fresh tensors (result caches), a scaled "
+        "value distribution, another shape.",
+    )
 
 
 class EvalResult(BaseModel):
@@ -151,6 +159,9 @@ class EvalResult(BaseModel):
 
     status: Status
     reason: str = ""
+    rule: str | None = Field(
+        default=None, description="The rule or check that rejected it (docs/anticheat.md); None if accepted."
+    )
     checks: list[Check] = Field(default_factory=list)
     timings: Timings | None = None
     kernels_launched: dict[str, int] = Field(default_factory=dict)

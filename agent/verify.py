@@ -27,11 +27,15 @@ The checks (each a `models.Check`, by name):
 - `input-mutation`: the inputs are bitwise unchanged after a candidate call.
 - `output-aliases-input`: no output shares storage bytes with an input (returning the input, or a
   view of it, passes the values check of identity-like problems).
-- `tamper`: functions and torch flags the evaluation relies on (torch.allclose, Tensor.__eq__,
-  cuda.Event.record, the Triton launch hooks, allow_tf32...) are the same objects and values after the
-  candidate ran as before it was imported (`TamperWatch`).
+- `tamper`: functions and torch flags the evaluation relies on (every torch.Tensor attribute, the
+  callables of torch and torch.nn.functional, the harness's own functions, the Triton launch hooks,
+  allow_tf32, poisoning...) are the same objects and values after the candidate ran as before it was
+  imported (`TamperWatch`; in one-process evaluations also the reference module).
 - `degenerate-reference`: always passes; its detail warns when the reference output is near zero or
   near constant (max |ref| < 1e-2 or std < 1e-3), where allclose proves little.
+
+The run-time guards (`agent.runtime_guards`), the extra draws (`agent.worker.Judge`) and the static
+rules (`agent.static_checks`) add their own checks; docs/anticheat.md lists them all.
 
 Large tensors are compared in flat chunks, upcast to float64 one chunk at a time, so an 8 GB output
 never needs a 16 GB temporary.
@@ -354,15 +358,7 @@ def aliased(outs: Sequence[torch.Tensor], inputs: Sequence[Any]) -> list[tuple[i
 
 
 def check_aliasing(outs: Sequence[torch.Tensor], inputs: Sequence[Any]) -> Check:
-    pairs = aliased(outs, inputs)
-    if pairs:
-        text = ", ".join(f"output {i} with input {j}" for i, j in pairs)
-        return Check(
-            name="output-aliases-input",
-            passed=False,
-            detail=f"output storage overlaps input storage: {text} (return new tensors)",
-        )
-    return Check(name="output-aliases-input", passed=True, detail="outputs do not share storage with inputs")
+    return aliasing_check(aliased(outs, inputs))
 
 
 def check_reference_signal(refs: Sequence[torch.Tensor], chunk: int = CHUNK_ELEMENTS) -> Check:
@@ -411,22 +407,68 @@ _WATCHED = {
     "JITFunction": "run",
     "Autotuner": "run",
 }
+# Functions replaced lazily by PyTorch itself (torch._dynamo wraps torch.manual_seed on first import).
+_LAZILY_REPLACED = {"torch.manual_seed"}
+# The harness's own modules: every function and class method in them is watched.
+_AGENT_MODULES = (
+    "agent.verify",
+    "agent.worker",
+    "agent.runtime_guards",
+    "agent.triton_hooks",
+    "agent.problem",
+    "agent.candidate",
+    "agent.models",
+    "agent.timing",
+)
+
+
+def _class_attrs(cls: type) -> dict[str, Any]:
+    """Every attribute of a class as stored (no descriptor binding, so values are stable), MRO included."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass))
+    return out
+
+
+def _module_attrs(label: str, module: Any) -> dict[str, Any]:
+    snap: dict[str, Any] = {}
+    for name, value in list(vars(module).items()):
+        if callable(value) and not isinstance(value, type(torch)):
+            snap[f"{label}.{name}"] = value
+            if isinstance(value, type) and getattr(value, "__module__", None) == getattr(
+                module, "__name__", None
+            ):
+                for attr, v in vars(value).items():
+                    snap[f"{label}.{name}.{attr}"] = v
+    return snap
 
 
 class TamperWatch:
     """Snapshot before the candidate is imported; `check()` after it ran says what it replaced.
 
-    Only names nothing in torch or triton replaces lazily (torch.manual_seed, for one, is rewrapped
-    when torch._dynamo is first imported, so it is not watched).
+    Watched: the functions the evaluation relies on (`_WATCHED`), every attribute of torch.Tensor and
+    nn.Module, the callables of torch and torch.nn.functional, the functions and classes of the harness
+    (`agent.*`), the run-time guards, thread starts, torch flags and switches (TF32, deterministic mode,
+    poisoning, default dtype and device, grad mode, torch function modes), TRITON_* environment variables,
+    and any `extra` objects (in one-process evaluations, the reference module).
+
+    Only names nothing in torch or triton replaces lazily are compared (torch.manual_seed, for one, is
+    rewrapped when torch._dynamo is first imported, so it is not watched).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        self.extra = dict(extra or {})
         self.before = self.snapshot()
 
-    @staticmethod
-    def snapshot() -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
+        import importlib
+        import os
+        import sys
+        import threading
         import time
 
+        import torch.nn.functional
+        import torch.utils.deterministic
         from triton.runtime import autotuner, jit
 
         from agent import triton_hooks
@@ -454,11 +496,39 @@ class TamperWatch:
             for label, names in _WATCHED.items()
             for name in names.split()
         }
+        for name, value in _class_attrs(torch.Tensor).items():
+            snap.setdefault(f"torch.Tensor.{name}", value)
+        for name, value in _class_attrs(torch.nn.Module).items():
+            snap.setdefault(f"torch.nn.Module.{name}", value)
+        snap.update(_module_attrs("torch.nn.functional", torch.nn.functional))
+        for name, value in list(vars(torch).items()):
+            if callable(value) and not name.startswith("__") and f"torch.{name}" not in _LAZILY_REPLACED:
+                snap.setdefault(f"torch.{name}", value)
+        for modname in _AGENT_MODULES:
+            module = sys.modules.get(modname) or importlib.import_module(modname)
+            snap.update(_module_attrs(modname, module))
+        for label, obj in self.extra.items():
+            if isinstance(obj, type):
+                snap.update({f"{label}.{k}": v for k, v in vars(obj).items()})
+            else:
+                snap.update(_module_attrs(label, obj))
+        snap["threading.Thread.start"] = threading.Thread.start
+        snap["torch.overrides.TorchFunctionMode.__enter__"] = torch.overrides.TorchFunctionMode.__enter__
+        snap["torch.overrides.TorchFunctionMode.__exit__"] = torch.overrides.TorchFunctionMode.__exit__
         flags = {
             "torch.backends.cuda.matmul.allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
             "torch.backends.cudnn.allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
             "torch.backends.cudnn.benchmark": lambda: torch.backends.cudnn.benchmark,
             "float32_matmul_precision": torch.get_float32_matmul_precision,
+            "default dtype": lambda: str(torch.get_default_dtype()),
+            "default device": lambda: str(torch.get_default_device()),
+            "grad mode": torch.is_grad_enabled,
+            "deterministic algorithms": torch.are_deterministic_algorithms_enabled,
+            "fill_uninitialized_memory": lambda: torch.utils.deterministic.fill_uninitialized_memory,
+            "torch function modes": _function_modes,
+            "TRITON_* environment": lambda: str(
+                sorted((k, v) for k, v in os.environ.items() if "TRITON" in k)
+            ),
         }
         for flag, read in flags.items():
             try:
@@ -467,15 +537,35 @@ class TamperWatch:
                 snap[flag] = None
         return snap
 
-    def check(self) -> Check:
+    def changed(self) -> list[str]:
         now = self.snapshot()
-        changed = [k for k, v in self.before.items() if not _same(now.get(k), v)]
+        return [k for k, v in self.before.items() if not _same(now.get(k), v)]
+
+    def check(self) -> Check:
+        changed = self.changed()
         if changed:
-            return Check(
-                name="tamper", passed=False, detail=f"the candidate replaced or changed {', '.join(changed)}"
-            )
+            shown = ", ".join(changed[:8]) + (f" (+{len(changed) - 8} more)" if len(changed) > 8 else "")
+            return Check(name="tamper", passed=False, detail=f"the candidate replaced or changed {shown}")
         return Check(name="tamper", passed=True, detail="evaluation functions and torch flags untouched")
+
+
+def _function_modes() -> str:
+    """The torch function modes active, but for torch.set_default_device's own (DeviceContext)."""
+    modes = torch.overrides._get_current_function_mode_stack()
+    return ", ".join(type(m).__qualname__ for m in modes if type(m).__name__ != "DeviceContext")
 
 
 def _same(a: Any, b: Any) -> bool:
     return a is b or (isinstance(b, bool | str) and type(a) is type(b) and a == b)
+
+
+def aliasing_check(pairs: Sequence[tuple[int, int]]) -> Check:
+    """`check_aliasing` from (output, input) pairs found where the tensors live."""
+    if pairs:
+        text = ", ".join(f"output {i} with input {j}" for i, j in pairs)
+        return Check(
+            name="output-aliases-input",
+            passed=False,
+            detail=f"output storage overlaps input storage: {text} (return new tensors)",
+        )
+    return Check(name="output-aliases-input", passed=True, detail="outputs do not share storage with inputs")

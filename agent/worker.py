@@ -1,24 +1,45 @@
-"""The evaluation worker: `python -m agent.worker REQUEST.json RESULT.json`, run by `agent.sandbox`.
+"""Evaluating a candidate: the judge, the candidate session, and the worker process that hosts them.
 
-One process per candidate: it imports the untrusted candidate, so nothing else may share it. Per seed,
-the reference Model and inputs are built on the device, ModelNew is built with the same seed (and given
-Model's weights when its state_dict matches), then called candidate -> reference -> candidate on the
-same inputs. Candidate calls run with uninitialized memory poisoned (NaN) and Triton launches recorded.
-Under Triton's interpreter (the CPU), the first seed is checked once per autotune config. On the GPU the
-accepted candidate is then timed against eager and torch.compile (see `agent.timing`).
+Two roles, kept apart so that the code deciding a verdict never has to trust the code being judged:
 
-Whatever happens, the worker writes one `EvalResult` and exits with `os._exit(0)`, so threads or
-atexit handlers the candidate left behind cannot hang or alter the exit. The result file starts with
-the token the sandbox sent on stdin (read before the candidate exists), so the parent can tell it from
-a file the candidate wrote.
+- The **judge** (`Judge`) builds the reference Model and draws the inputs, computes the reference outputs,
+  and compares: values, unwritten (poisoned) elements, NaN/Inf, shape/dtype/device, input mutation,
+  determinism, plus the extra draws (in-place refreshed inputs and fresh tensors against result caches,
+  a scaled value distribution, another shape). It talks to the candidate through a runner.
+- The **candidate session** (`CandidateSession`) imports the untrusted module (fresh module name, fresh
+  temporary directory), builds ModelNew, and calls it with output poisoning, Triton launch recording and
+  the run-time guards (`agent.runtime_guards`) on, reporting outputs, launches and guard findings.
+
+Where they run:
+- On the CPU (the default there), the judge runs in the parent (`agent.evaluate`) and the session in a
+  separate worker process (`python -m agent.worker --serve`), reached through `RemoteRunner`: inputs
+  and outputs cross as `torch.save` files read back with `weights_only=True`. The candidate's process
+  never holds the reference module, the reference outputs or the comparison code, so it cannot read or
+  patch them (docs/anticheat.md).
+- On the GPU (for now), judge and session share one worker process (`InProcessRunner`), because the
+  timing phase runs the reference beside the candidate; a `TamperWatch` then also guards the reference
+  module and the harness.
+
+Per seed: the reference Model and ModelNew are built with the seed, the inputs drawn with a secret seed
+the candidate cannot know (so nothing computed in `__init__` can match them), then candidate -> reference
+-> candidate. Under Triton's interpreter (the CPU) the first seed is checked once per autotune config.
+On the GPU the accepted candidate is then timed (see `agent.timing`).
+
+The worker process, one-shot (`python -m agent.worker REQUEST.json RESULT.json`) or serving
+(`--serve CMD_FD RESP_FD`), always exits with `os._exit`, so threads or atexit handlers the candidate left
+behind cannot hang or alter the exit. Its results carry the token the parent sent before any candidate
+code existed, so the parent can tell them from something the candidate wrote.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +48,31 @@ from agent.models import Check, EvalRequest, EvalResult, Status, Timings
 MAX_TEXT = 2000
 CPU_TIMING_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times are not measured"
 _COMPILE_ERRORS = {"CompilationError", "OutOfResources", "PTXASError"}
-_CHEATING_CHECKS = ("no-triton-kernel", "tamper")
+_EXIT_EXCEPTIONS = {"SystemExit", "KeyboardInterrupt", "GeneratorExit"}
+# Failed checks that make a rejection CHEATING rather than INCORRECT.
+CHEATING_CHECKS = (
+    "process-exit",
+    "forged-result",
+    "tamper",
+    "code-generator",
+    "tensor-subclass",
+    "side-stream",
+    "threads",
+    "torch-compute",
+    "no-triton-kernel",
+    "result-cache",
+)
+WARNING_SKIPPED = "warning: not checked: "
+# The other value distributions, x * scale + shift for floating inputs, tried in order.
+DISTRIBUTIONS = ((100.0, 3.0), (4.0, 1.0))
 
 
-class _Rejected(Exception):
-    """Stops the evaluation with a status (raised from anywhere below `Evaluation.run`)."""
+class Rejected(Exception):
+    """Stops the evaluation with a status (raised from anywhere below `Judge.run`)."""
 
-    def __init__(self, status: Status, reason: str):
+    def __init__(self, status: Status, reason: str, rule: str | None = None):
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.rule = status, reason, rule
 
 
 def describe(e: BaseException, candidate_file: str | None = None) -> str:
@@ -57,9 +94,17 @@ def describe(e: BaseException, candidate_file: str | None = None) -> str:
     return text
 
 
-def _status_for(e: BaseException) -> Status:
+def _classify(e: BaseException) -> tuple[Status, str | None]:
     names = {c.__name__ for c in type(e).__mro__}
-    return Status.COMPILE_ERROR if names & _COMPILE_ERRORS else Status.CRASHED
+    if names & _EXIT_EXCEPTIONS:
+        return Status.CHEATING, "process-exit"
+    return (Status.COMPILE_ERROR if names & _COMPILE_ERRORS else Status.CRASHED), None
+
+
+def _exit_note(rule: str | None) -> str:
+    return (
+        " (leaving the process as if the checks had passed is not allowed)" if rule == "process-exit" else ""
+    )
 
 
 class Ledger:
@@ -91,22 +136,350 @@ class Ledger:
         return out
 
 
-class Evaluation:
-    def __init__(self, request: EvalRequest, workdir: Path):
+# --- building the problem's side (the judge) -------------------------------------------------------
+
+
+def build_model(module: Any, path: Path, device: str, seed: int) -> tuple[Any, list[Any]]:
+    """The reference Model, seeded, on `device`, and the init inputs it was built with."""
+    import torch
+
+    from agent.problem import ProblemError, _call, default_device
+
+    torch.manual_seed(seed)
+    with default_device(device):
+        init_inputs = _call(path, "get_init_inputs()", module.get_init_inputs)
+        if not isinstance(init_inputs, list | tuple):
+            raise ProblemError(path, "get_init_inputs() must return a list")
+        model = _call(path, "Model(*get_init_inputs())", module.Model, *init_inputs)
+        if not isinstance(model, torch.nn.Module):
+            raise ProblemError(path, "Model is not a torch.nn.Module")
+    return model.to(device), list(init_inputs)
+
+
+def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
+    import torch
+
+    from agent.problem import _call, check_inputs, default_device
+
+    torch.manual_seed(seed)
+    with default_device(device):
+        inputs = check_inputs(path, _call(path, "get_inputs()", module.get_inputs))
+    return [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
+
+
+# --- the candidate's side ------------------------------------------------------------------------------
+
+
+@dataclass
+class CallResult:
+    """One candidate call, as the judge sees it."""
+
+    outputs: list[Any]
+    inputs_after: list[Any]
+    launches: dict[str, int]
+    own_kernels: list[str]
+    checks: list[Check]  # guard findings: torch-compute, side-stream, threads, tensor-subclass, tamper
+    aliasing: list[tuple[int, int]]
+    max_configs: int = 1
+
+
+class CandidateSession:
+    """One candidate in this process: import, build ModelNew, call it under the guards."""
+
+    def __init__(self, device: str, workdir: Path, watch: Any = None):
+        from agent import runtime_guards, triton_hooks
+
+        triton_hooks.install()
+        runtime_guards.install()
+        self.device = device
+        self.workdir = workdir
+        self.module: Any = None
+        self.models: dict[str, Any] = {}
+        self.inputs: dict[str, list[Any]] = {}
+        self.thread_baseline = runtime_guards.baseline_threads()
+        if watch is None:
+            from agent.verify import TamperWatch
+
+            watch = TamperWatch()
+        self.watch = watch
+
+    @property
+    def file(self) -> str | None:
+        return getattr(self.module, "__file__", None)
+
+    def load(self, source: str) -> None:
+        from agent import runtime_guards, triton_hooks
+        from agent.candidate import CandidateError, load_candidate
+        from agent.problem import source_hash
+
+        triton_hooks.STATE.autotuners.clear()
+        triton_hooks.STATE.modules.clear()
+        triton_hooks.STATE.launches.clear()
+        triton_hooks.select_config(0)
+        runtime_guards.begin_candidate(str(self.workdir / f"candidate_{source_hash(source)}.py"))
+        try:
+            self.module = load_candidate(source, self.workdir)
+        except CandidateError as e:
+            raise Rejected(Status.COMPILE_ERROR, str(e)) from None
+        except BaseException as e:
+            status, rule = _classify(e)
+            raise Rejected(
+                status if rule else Status.COMPILE_ERROR,
+                f"importing it raised {describe(e)}{_exit_note(rule)}",
+                rule,
+            ) from None
+
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> Any:
+        import torch
+
+        from agent.problem import default_device
+
+        torch.manual_seed(seed)
+        try:
+            with default_device(self.device):
+                model = self.module.ModelNew(*init_inputs)
+            model = model.to(self.device)
+            new_sd = model.state_dict()
+            if (
+                state_dict
+                and state_dict.keys() == new_sd.keys()
+                and all(state_dict[k].shape == new_sd[k].shape for k in state_dict)
+            ):
+                model.load_state_dict(state_dict)
+        except BaseException as e:
+            status, rule = _classify(e)
+            raise Rejected(
+                status,
+                f"seed {seed}: building ModelNew raised {describe(e, self.file)}{_exit_note(rule)}",
+                rule,
+            ) from None
+        self.models[key] = model
+        return model
+
+    def call(self, key: str, inputs: list[Any], where: str, config: int = 0) -> CallResult:
+        import torch
+        import torch.utils.deterministic
+
+        from agent import runtime_guards, triton_hooks, verify
+        from agent.problem import flatten_outputs
+
+        model = self.models[key]
+        self.inputs[key] = inputs
+        triton_hooks.select_config(config)
+        report = runtime_guards.GuardReport()
+        det = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        fill = torch.utils.deterministic.fill_uninitialized_memory
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = True  # torch.empty now holds NaN
+        triton_hooks.start_recording()
+        try:
+            with torch.no_grad(), runtime_guards.guarded(report, self.device, self.thread_baseline):
+                out = model(*inputs)
+            if self.device == "cuda":
+                torch.cuda.synchronize()  # asynchronous errors surface here, inside the check
+        except BaseException as e:
+            status, rule = _classify(e)
+            raise Rejected(
+                status, f"{where}: the candidate raised {describe(e, self.file)}{_exit_note(rule)}", rule
+            ) from None
+        finally:
+            launches = triton_hooks.stop_recording()
+            torch.use_deterministic_algorithms(det, warn_only=warn_only)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+        outs = flatten_outputs(out)
+        subclassed = [
+            f"output {i} is a {type(o).__qualname__}"
+            for i, o in enumerate(outs)
+            if type(o) is not torch.Tensor
+        ]
+        plain = [o if type(o) is torch.Tensor else None for o in outs]
+        checks = [
+            Check(
+                name="tensor-subclass",
+                passed=not subclassed,
+                detail="; ".join(subclassed) + " (outputs must be plain torch.Tensor)"
+                if subclassed
+                else "outputs are plain torch.Tensor",
+            ),
+            *report.checks(),
+            self.watch.check(),
+        ]
+        modules = triton_hooks.launch_modules()
+        own = sorted(k for k in launches if modules.get(k) == self.module.__name__)
+        return CallResult(
+            outputs=plain,
+            inputs_after=inputs,
+            launches=dict(launches),
+            own_kernels=own,
+            checks=checks,
+            aliasing=verify.aliased([o for o in plain if o is not None], inputs),
+            max_configs=triton_hooks.max_configs(),
+        )
+
+    def clean(self) -> tuple[bool, str]:
+        """Whether this process may serve another candidate: nothing patched, no candidate thread left."""
+        from agent import runtime_guards
+
+        changed = self.watch.changed()
+        if changed:
+            return False, f"tampered with {', '.join(changed[:5])}"
+        threads = runtime_guards.threads_started_so_far() + runtime_guards.candidate_threads_alive(
+            self.thread_baseline
+        )
+        if threads:
+            return False, threads[0]
+        if runtime_guards.STATE.generated:
+            return False, runtime_guards.STATE.generated[0]
+        return True, ""
+
+    def unload(self) -> None:
+        if self.module is not None:
+            sys.modules.pop(self.module.__name__, None)
+        self.module = None
+        self.models.clear()
+        self.inputs.clear()
+
+
+# --- runners: how the judge reaches the candidate -----------------------------------------------------
+
+
+class InProcessRunner:
+    """The candidate in the judge's own process (the GPU path, and the one-shot worker)."""
+
+    in_process = True
+
+    def __init__(self, device: str, workdir: Path, watch: Any):
+        self.session = CandidateSession(device, workdir, watch)
+
+    def load(self, source: str) -> None:
+        self.session.load(source)
+
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
+        self.session.build(key, seed, init_inputs, state_dict)
+
+    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
+        return self.session.call(key, inputs, where, config)  # the judge passes the very objects
+
+    def model(self, key: str) -> Any:
+        return self.session.models[key]
+
+    def finish(self) -> tuple[bool, str]:
+        return self.session.clean()
+
+
+class RemoteRunner:
+    """The candidate in a worker process (`--serve`), reached over its pipes; tensors cross as files."""
+
+    in_process = False
+
+    def __init__(self, worker: Any, device: str, deadline: float):
+        self.worker = worker
+        self.device = device
+        self.deadline = deadline
+        self.dir: Path | None = None
+        self.count = 0
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        reply = self.worker.request(message, max(0.0, self.deadline - time.monotonic()))
+        if not reply.get("ok"):
+            raise Rejected(Status(reply.get("status", "crashed")), reply.get("reason", ""), reply.get("rule"))
+        return reply
+
+    def _path(self, stem: str) -> Path:
+        assert self.dir is not None
+        self.count += 1
+        return self.dir / f"{stem}_{self.count}.pt"
+
+    def load(self, source: str) -> None:
+        self.dir = self.worker.new_dir()
+        self._request({"op": "load", "dir": str(self.dir), "source": source, "device": self.device})
+
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
+        import torch
+
+        path = self._path("build")
+        torch.save(
+            {"init": list(init_inputs), "state": {k: v.detach().cpu() for k, v in state_dict.items()}}, path
+        )
+        self._request({"op": "build", "key": key, "seed": seed, "path": str(path)})
+
+    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
+        import torch
+
+        src, dst = self._path("inputs"), self._path("outputs")
+        torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
+        reply = self._request(
+            {
+                "op": "call",
+                "key": key,
+                "inputs": str(src),
+                "outputs": str(dst),
+                "mode": mode,
+                "config": config,
+                "where": where,
+            }
+        )
+        try:
+            data = torch.load(dst, weights_only=True, map_location=self.device)
+            outputs, inputs_after = list(data["outputs"]), list(data["inputs_after"])
+        except Exception as e:
+            raise Rejected(
+                Status.CRASHED, f"{where}: the worker's outputs could not be read: {e}"[:MAX_TEXT]
+            ) from None
+        finally:
+            for p in (src, dst):
+                p.unlink(missing_ok=True)
+        return CallResult(
+            outputs=outputs,
+            inputs_after=inputs_after,
+            launches={str(k): int(v) for k, v in reply["launches"].items()},
+            own_kernels=list(reply["own"]),
+            checks=[Check.model_validate(c) for c in reply["checks"]],
+            aliasing=[(int(i), int(j)) for i, j in reply["aliasing"]],
+            max_configs=int(reply["max_configs"]),
+        )
+
+    def model(self, key: str) -> Any:
+        raise RuntimeError("the candidate's model lives in another process")
+
+    def finish(self) -> tuple[bool, str]:
+        if not self.worker.alive:
+            return False, "the worker is gone"
+        reply = self.worker.request({"op": "finish"}, max(1.0, self.deadline - time.monotonic()))
+        return bool(reply.get("clean")), str(reply.get("why", ""))
+
+
+# --- the judge ---------------------------------------------------------------------------------------
+
+
+class Judge:
+    """Decides on one candidate, with the reference on its side and the candidate behind a runner."""
+
+    def __init__(self, request: EvalRequest, runner: Any, ref_module: Any = None):
         self.req = request
         self.device = request.device
-        self.workdir = workdir
+        self.runner = runner
+        self.ref_module = ref_module
         self.ledger = Ledger()
         self.kernels: dict[str, int] = {}
         self.max_abs: float | None = None
         self.max_rel: float | None = None
         self.bytes_moved = 0
         self.last: tuple[Any, Any, list[Any]] | None = None
+        self.draws: list[str] = []
+        self.ref_mutates = False
+        self.rule: str | None = None
+
+    @property
+    def interpreting(self) -> bool:
+        return self.device == "cpu"
 
     def _result(self, status: Status, reason: str = "", timings: Timings | None = None) -> EvalResult:
         return EvalResult(
             status=status,
             reason=reason,
+            rule=self.rule if status != Status.ACCEPTED else None,
             checks=self.ledger.summary(),
             timings=timings,
             kernels_launched=self.kernels,
@@ -115,116 +488,61 @@ class Evaluation:
         )
 
     def run(self) -> EvalResult:
-        from agent import triton_hooks
-
-        triton_hooks.install()
-        from agent import verify
-        from agent.candidate import CandidateError, load_candidate
         from agent.problem import ProblemError, load_reference
 
+        if self.ref_module is None:
+            try:
+                self.ref_module = load_reference(self.req.problem, self.req.small)
+            except ProblemError as e:
+                return self._result(Status.CRASHED, f"the problem's reference failed: {e}")
         try:
-            self.ref_module = load_reference(self.req.problem, self.req.small)
-        except ProblemError as e:
-            return self._result(Status.CRASHED, f"the problem's reference failed: {e}")
-        self.watch = verify.TamperWatch()
-        try:
-            self.cand = load_candidate(self.req.candidate_source, self.workdir)
-        except CandidateError as e:
-            return self._result(Status.COMPILE_ERROR, str(e))
-        except BaseException as e:
-            return self._result(Status.COMPILE_ERROR, f"importing it raised {describe(e)}")
-        try:
+            self.runner.load(self.req.candidate_source)
             for i, seed in enumerate(self.req.seeds or [0]):
                 self._check_seed(i, seed)
+            if self.req.extra_checks:
+                self._extra_checks()
+            self.ledger.add("inputs", Check(name="input-draws", passed=True, detail="; ".join(self.draws)))
             timings = self._time()
-        except _Rejected as r:
+        except Rejected as r:
+            self.rule = r.rule or self.rule
+            if r.rule and r.rule not in {c.name for _, c in self.ledger.failures()}:
+                self.ledger.add("candidate", Check(name=r.rule, passed=False, detail=r.reason))
             return self._result(r.status, r.reason)
         result = self._result(Status.ACCEPTED, timings=timings)
-        if not triton_hooks.interpreting():
+        if self.runner.in_process and self.device == "cuda":
+            from agent import triton_hooks
+
             result.chosen_configs = triton_hooks.chosen_configs()
         return result
 
-    # --- correctness -----------------------------------------------------------------------------
+    # --- drawing and building ---
 
-    def _check_seed(self, index: int, seed: int) -> None:
-        from agent import triton_hooks
-        from agent.problem import ProblemError, build
+    def _draw(self, module: Any, label: str) -> list[Any]:
+        from agent.problem import ProblemError
 
-        self.last = None  # free the previous seed's tensors before building this one's
+        seed = secrets.randbits(48)
+        self.draws.append(f"{label}: input seed {seed}")
         try:
-            model, inputs = build(self.ref_module, self.req.problem.reference_path, self.device, seed)
+            return draw_inputs(module, self.req.problem.reference_path, self.device, seed)
         except ProblemError as e:
-            raise _Rejected(Status.CRASHED, f"seed {seed}: the problem's reference failed: {e}") from None
-        new_model = self._candidate_model(model, seed)
-        if triton_hooks.interpreting():
-            k, n = 0, 1
-            while k < n:  # every autotune config on the first seed; config 0 on the others
-                triton_hooks.select_config(k)
-                self._check_once(model, new_model, inputs, f"seed {seed}, config {k}")
-                if index == 0:
-                    n = triton_hooks.max_configs()  # known once the candidate's kernels exist
-                k += 1
-            triton_hooks.select_config(0)
-        else:
-            self._check_once(model, new_model, inputs, f"seed {seed}")
-        self.last = (model, new_model, inputs)
+            raise Rejected(Status.CRASHED, f"{label}: the problem's reference failed: {e}") from None
 
-    def _candidate_model(self, model: Any, seed: int) -> Any:
-        import torch
+    def _build(self, module: Any, key: str, seed: int) -> Any:
+        from agent.problem import ProblemError
 
-        from agent.problem import default_device
-
-        torch.manual_seed(seed)
         try:
-            with default_device(self.device):
-                init_inputs = list(self.ref_module.get_init_inputs())
-                new_model = self.cand.ModelNew(*init_inputs)
-            new_model = new_model.to(self.device)
-            ref_sd, new_sd = model.state_dict(), new_model.state_dict()
-            if (
-                ref_sd
-                and ref_sd.keys() == new_sd.keys()
-                and all(ref_sd[k].shape == new_sd[k].shape for k in ref_sd)
-            ):
-                new_model.load_state_dict(ref_sd)
-        except BaseException as e:
-            raise _Rejected(
-                _status_for(e), f"seed {seed}: building ModelNew raised {self._describe(e)}"
-            ) from None
-        return new_model
+            model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
+        except ProblemError as e:
+            raise Rejected(Status.CRASHED, f"seed {seed}: the problem's reference failed: {e}") from None
+        self.runner.build(key, seed, init_inputs, model.state_dict())
+        return model
 
-    def _describe(self, e: BaseException) -> str:
-        return describe(e, getattr(getattr(self, "cand", None), "__file__", None))
+    def _call(self, key: str, inputs: list[Any], config: int, where: str, mode: str) -> CallResult:
+        """mode: "new" (inputs the candidate has not seen), "same" (the very tensors of its last call, holding
+        the values sent), "refresh" (those tensors, refilled in place with new values)."""
+        return self.runner.call(key, inputs, mode, config, where)
 
-    def _call_candidate(
-        self, new_model: Any, inputs: list[Any], where: str
-    ) -> tuple[list[Any], dict[str, int]]:
-        import torch
-        import torch.utils.deterministic
-
-        from agent import triton_hooks
-        from agent.problem import flatten_outputs
-
-        det = torch.are_deterministic_algorithms_enabled()
-        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        fill = torch.utils.deterministic.fill_uninitialized_memory
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = True  # torch.empty now holds NaN
-        triton_hooks.start_recording()
-        try:
-            with torch.no_grad():
-                out = new_model(*inputs)
-            if self.device == "cuda":
-                torch.cuda.synchronize()  # asynchronous errors surface here, inside the check
-        except BaseException as e:
-            raise _Rejected(_status_for(e), f"{where}: the candidate raised {self._describe(e)}") from None
-        finally:
-            launches = triton_hooks.stop_recording()
-            torch.use_deterministic_algorithms(det, warn_only=warn_only)
-            torch.utils.deterministic.fill_uninitialized_memory = fill
-        return flatten_outputs(out), launches
-
-    def _call_reference(self, model: Any, inputs: list[Any], where: str) -> list[Any]:
+    def _reference(self, model: Any, inputs: list[Any], where: str) -> list[Any]:
         import torch
 
         from agent.problem import flatten_outputs
@@ -235,42 +553,69 @@ class Evaluation:
             if self.device == "cuda":
                 torch.cuda.synchronize()
         except Exception as e:
-            raise _Rejected(Status.CRASHED, f"{where}: the reference Model raised {describe(e)}") from None
+            raise Rejected(Status.CRASHED, f"{where}: the reference Model raised {describe(e)}") from None
         return flatten_outputs(out)
 
-    def _check_once(self, model: Any, new_model: Any, inputs: list[Any], where: str) -> None:
-        from agent import triton_hooks, verify
+    # --- correctness ---
+
+    def _check_seed(self, index: int, seed: int) -> None:
+        self.last = None  # free the previous seed's tensors before building this one's
+        model = self._build(self.ref_module, "main", seed)
+        inputs = self._draw(self.ref_module, f"seed {seed}")
+        if self.interpreting:
+            k, n = 0, 1
+            while k < n:  # every autotune config on the first seed; config 0 on the others
+                found = self._check_once(model, inputs, f"seed {seed}, config {k}", k, fresh=k == 0)
+                if index == 0:
+                    n = found  # known once the candidate's kernels exist
+                k += 1
+        else:
+            self._check_once(model, inputs, f"seed {seed}", 0, fresh=True)
+        self.last = (model, self.runner.model("main") if self.runner.in_process else None, inputs)
+
+    def _guard_checks(self, where: str, result: CallResult) -> None:
+        for c in result.checks:
+            self.ledger.add(where, c)
+
+    def _check_once(self, model: Any, inputs: list[Any], where: str, config: int, fresh: bool) -> int:
+        from agent import verify
 
         pristine = verify.clone_inputs(inputs)
-        out1, launches1 = self._call_candidate(new_model, inputs, f"{where}, call 1")
-        changed1 = verify.changed_inputs(inputs, pristine)
-        verify.restore_inputs(inputs, pristine, changed1)
-        refs = self._call_reference(model, inputs, where)
+        c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same")
+        changed1 = verify.changed_inputs(c1.inputs_after, pristine)
+        if self.runner.in_process:
+            verify.restore_inputs(inputs, pristine, changed1)
+        refs = self._reference(model, inputs, where)
         ref_changed = verify.changed_inputs(inputs, pristine)
         verify.restore_inputs(inputs, pristine, ref_changed)
-        out2, launches2 = self._call_candidate(new_model, inputs, f"{where}, call 2")
-        changed2 = verify.changed_inputs(inputs, pristine)
-        verify.restore_inputs(inputs, pristine, changed2)
+        self.ref_mutates |= bool(ref_changed)
+        c2 = self._call("main", inputs, config, f"{where}, call 2", "same")
+        changed2 = verify.changed_inputs(c2.inputs_after, pristine)
+        if self.runner.in_process:
+            verify.restore_inputs(inputs, pristine, changed2)
         del pristine
 
         add = self.ledger.add
-        add(where, self.watch.check())  # before comparing: a patched torch could fake the comparison
-        modules = triton_hooks.launch_modules()
-        for call, launches in (("call 1", launches1), ("call 2", launches2)):
-            own = sorted(k for k in launches if modules.get(k) == self.cand.__name__)
+        for call, c in (("call 1", c1), ("call 2", c2)):
+            self._guard_checks(f"{where}, {call}", c)
+        for call, c in (("call 1", c1), ("call 2", c2)):
             add(
                 f"{where}, {call}",
                 Check(
                     name="no-triton-kernel",
-                    passed=bool(own),
-                    detail=f"launched {', '.join(own)}"
-                    if own
+                    passed=bool(c.own_kernels),
+                    detail=f"launched {', '.join(c.own_kernels)}"
+                    if c.own_kernels
                     else "no Triton kernel defined in the candidate ran in forward"
-                    + (f" (other kernels: {', '.join(sorted(launches))})" if launches else ""),
+                    + (f" (other kernels: {', '.join(sorted(c.launches))})" if c.launches else ""),
                 ),
             )
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
-            self.kernels = dict(launches2)
+            self.kernels = dict(c2.launches)
+        ref_aliases = bool(verify.aliased(refs, inputs))
+        if not ref_aliases:  # before input-mutation: returning the input is the more telling finding
+            for call, c in (("call 1", c1), ("call 2", c2)):
+                add(f"{where}, {call}", verify.aliasing_check(c.aliasing))
         if ref_changed:
             add(
                 where,
@@ -283,39 +628,167 @@ class Evaluation:
         else:
             add(f"{where}, call 1", verify.check_input_mutation(changed1))
             add(f"{where}, call 2", verify.check_input_mutation(changed2))
-        ref_aliases = bool(verify.aliased(refs, inputs))
         spec = self.req.problem
         comparable = True
-        for call, outs in (("call 1", out1), ("call 2", out2)):
-            try:
-                cmp = verify.compare_outputs(outs, refs, spec.atol, spec.rtol)
-            except Exception as e:
-                cmp = verify.Comparison(
-                    [Check(name="values", passed=False, detail=f"could not compare: {describe(e)}")]
-                )
-            for c in cmp.checks:
-                add(f"{where}, {call}", c)
+        for call, c in (("call 1", c1), ("call 2", c2)):
+            cmp = self._compare(c.outputs, refs)
+            for check in cmp.checks:
+                add(f"{where}, {call}", check)
             comparable &= all(
-                c.passed for c in cmp.checks if c.name in ("output-count", "type", "shape", "dtype")
+                ch.passed for ch in cmp.checks if ch.name in ("output-count", "type", "shape", "dtype")
             )
             self.max_abs = _max(self.max_abs, cmp.max_abs_err)
             self.max_rel = _max(self.max_rel, cmp.max_rel_err)
-            if not ref_aliases:
-                add(f"{where}, {call}", verify.check_aliasing(outs, inputs))
         if comparable:
-            add(where, verify.check_deterministic(out1, out2, spec.atol, spec.rtol))
+            add(where, verify.check_deterministic(c1.outputs, c2.outputs, spec.atol, spec.rtol))
         add(where, verify.check_reference_signal(refs))
         self.bytes_moved = sum(t.nbytes for t in verify.tensors(inputs)) + sum(t.nbytes for t in refs)
         self._stop_on_failure()
+        return c1.max_configs
+
+    def _compare(self, outs: list[Any], refs: list[Any]) -> Any:
+        from agent import verify
+
+        spec = self.req.problem
+        try:
+            return verify.compare_outputs(outs, refs, spec.atol, spec.rtol)
+        except Exception as e:
+            return verify.Comparison(
+                [Check(name="values", passed=False, detail=f"could not compare: {describe(e)}")]
+            )
+
+    # --- extra draws: result caches, another value distribution, another shape ---
+
+    def _extra_checks(self) -> None:
+        if self.ref_mutates:
+            self._skip("result-cache", "the reference changes its inputs, so extra draws are not made")
+            return
+        assert self.last is not None
+        model, _, inputs = self.last
+        # 1. New values written into the very tensors of the last call (same objects, same pointers).
+        import torch
+
+        new = self._draw(self.ref_module, "result-cache, same tensors")
+        for x, n in zip(inputs, new, strict=True):
+            if isinstance(x, torch.Tensor):
+                x.copy_(n)
+        del new
+        self._extra(
+            "result-cache", model, "main", inputs, "same input tensors refilled with new values", refresh=True
+        )
+        # 2. Fresh tensors (new objects, new values).
+        fresh = self._draw(self.ref_module, "result-cache, new tensors")
+        self._extra("result-cache", model, "main", fresh, "new input tensors with new values")
+        del fresh
+        # 3. Another value distribution (floating inputs only): the first of DISTRIBUTIONS on which the
+        #    reference stays finite (x * 100 + 3 overflows an fp16 matmul, for one).
+        self._other_distribution(model)
+        # 4. Another shape.
+        self._other_shape()
+
+    def _other_distribution(self, model: Any) -> None:
+        import torch
+
+        for scale, shift in DISTRIBUTIONS:
+            what = f"floating inputs drawn as x * {scale:g} + {shift:g}"
+            scaled = self._draw(self.ref_module, f"other-distribution x * {scale:g} + {shift:g}")
+            floats = [t for t in scaled if isinstance(t, torch.Tensor) and t.is_floating_point()]
+            if not floats:
+                self._skip("other-distribution", "no floating inputs")
+                return
+            for t in floats:
+                t.mul_(scale).add_(shift)
+            refs = self._reference(model, scaled, what)
+            if all(bool(torch.isfinite(r).all()) for r in refs if r.is_floating_point()):
+                self._extra("other-distribution", model, "main", scaled, what, refs=refs)
+                return
+            del scaled, floats, refs
+        self._skip("other-distribution", "the reference is not finite on any of the scaled distributions")
+
+    def _extra(
+        self,
+        name: str,
+        model: Any,
+        key: str,
+        inputs: list[Any],
+        what: str,
+        refresh: bool = False,
+        refs: list[Any] | None = None,
+    ) -> None:
+        if refs is None:
+            refs = self._reference(model, inputs, what)
+        c = self._call(key, inputs, 0, f"{name} ({what})", "refresh" if refresh else "new")
+        self._guard_checks(f"{name} ({what})", c)
+        if not c.own_kernels:
+            self.ledger.add(
+                f"{name} ({what})",
+                Check(
+                    name="no-triton-kernel",
+                    passed=False,
+                    detail="no Triton kernel defined in the candidate ran",
+                ),
+            )
+        cmp = self._compare(c.outputs, refs)
+        failed = [ch for ch in cmp.checks if not ch.passed]
+        self.ledger.add(
+            what,
+            Check(
+                name=name,
+                passed=not failed,
+                detail=f"{failed[0].name}: {failed[0].detail}"
+                if failed
+                else f"outputs match the reference ({what})",
+            ),
+        )
+        self._stop_on_failure()
+
+    def _skip(self, name: str, why: str) -> None:
+        self.ledger.add("extra draws", Check(name=name, passed=True, detail=f"{WARNING_SKIPPED}{why}"))
+
+    def _alt_shapes(self) -> dict[str, int | float] | None:
+        spec = self.req.problem
+        if not spec.small_shapes:
+            return None
+        if not self.req.small:
+            return dict(spec.small_shapes)  # the full-size run: the small shapes are the other shape
+        alt: dict[str, int | float] = {}
+        for k, v in spec.small_shapes.items():
+            alt[k] = v + v // 3 + 1 if isinstance(v, int) and not isinstance(v, bool) and v > 0 else v
+        return alt if alt != dict(spec.small_shapes) else None
+
+    def _other_shape(self) -> None:
+        from agent.problem import ProblemError, load_reference
+
+        alt = self._alt_shapes()
+        if alt is None:
+            self._skip("other-shape", "the problem names no shape globals to vary (small_shapes)")
+            return
+        what = ", ".join(f"{k}={v}" for k, v in alt.items())
+        try:
+            module = load_reference(self.req.problem, small=False)
+            for k, v in alt.items():
+                setattr(module, k, v)
+            seed = (self.req.seeds or [0])[0]
+            model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
+            inputs = self._draw(module, f"other-shape {what}")
+            refs = self._reference(model, inputs, f"other shape {what}")
+        except (ProblemError, Rejected) as e:
+            self._skip("other-shape", f"the reference fails at {what} ({e})")
+            return
+        self.runner.build("alt", seed, init_inputs, model.state_dict())
+        self._extra("other-shape", model, "alt", inputs, what, refs=refs)
 
     def _stop_on_failure(self) -> None:
         failures = self.ledger.failures()
         if not failures:
             return
-        cheat = [(w, c) for w, c in failures if c.name in _CHEATING_CHECKS]
+        cheat = [(w, c) for w, c in failures if c.name in CHEATING_CHECKS]
         where, check = (cheat or failures)[0]
-        raise _Rejected(
-            Status.CHEATING if cheat else Status.INCORRECT, f"{check.name} failed ({where}): {check.detail}"
+        self.rule = check.name
+        raise Rejected(
+            Status.CHEATING if cheat else Status.INCORRECT,
+            f"{check.name} failed ({where}): {check.detail}",
+            check.name,
         )
 
     # --- timing ----------------------------------------------------------------------------------
@@ -340,7 +813,7 @@ class Evaluation:
                 flops=self._flops(),
             )
         except BaseException as e:
-            raise _Rejected(Status.CRASHED, f"while timing: {self._describe(e)}") from None
+            raise Rejected(Status.CRASHED, f"while timing: {describe(e)}") from None
         self.ledger.add("timing", timing.plausibility(t))
         return t
 
@@ -358,19 +831,218 @@ def _max(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult, bool, str]:
+    """Judge and candidate in this process (the GPU path): (result, whether the process is clean, why not)."""
+    from agent import runtime_guards, triton_hooks
+    from agent.problem import ProblemError, load_reference
+    from agent.verify import TamperWatch
+
+    triton_hooks.install()
+    runtime_guards.install()
+    try:
+        ref_module = load_reference(request.problem, request.small)
+    except ProblemError as e:
+        return EvalResult(status=Status.CRASHED, reason=f"the problem's reference failed: {e}"), True, ""
+    ref_classes = {f"reference.{k}": v for k, v in vars(ref_module).items() if isinstance(v, type)}
+    watch = TamperWatch({"reference": ref_module, **ref_classes})
+    runner = InProcessRunner(request.device, workdir, watch)
+    result = Judge(request, runner, ref_module).run()
+    clean, why = runner.finish()
+    runner.session.unload()
+    return result, clean, why
+
+
+# --- the worker process ---------------------------------------------------------------------------------
+
+
+class _Server:
+    """`--serve`: answers the parent's commands, one JSON line each, until `bye` or end of input."""
+
+    def __init__(self) -> None:
+        self.session: CandidateSession | None = None
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        try:
+            return getattr(self, f"op_{op}")(msg)
+        except Rejected as r:
+            return {"ok": False, "status": r.status.value, "reason": r.reason, "rule": r.rule}
+
+    def op_load(self, msg: dict[str, Any]) -> dict[str, Any]:
+        workdir = Path(msg["dir"])
+        os.chdir(workdir)
+        self.session = CandidateSession(msg["device"], workdir)
+        self.session.load(msg["source"])
+        return {"ok": True}
+
+    def op_build(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        assert self.session is not None
+        data = torch.load(msg["path"], weights_only=True)
+        self.session.build(msg["key"], int(msg["seed"]), list(data["init"]), dict(data["state"]))
+        return {"ok": True}
+
+    def op_call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        session = self.session
+        assert session is not None
+        key, mode = msg["key"], msg["mode"]
+        loaded = [
+            x.to(session.device) if isinstance(x, torch.Tensor) else x
+            for x in torch.load(msg["inputs"], weights_only=True)
+        ]
+        held = session.inputs.get(key)
+        if mode in ("same", "refresh") and held is not None and len(held) == len(loaded):
+            # the same objects as before (same data pointers), holding the values just sent
+            for x, new in zip(held, loaded, strict=True):
+                if isinstance(x, torch.Tensor):
+                    if x.shape != new.shape:
+                        x.resize_(new.shape)
+                    x.copy_(new)
+            inputs = held
+        else:
+            inputs = loaded
+        result = session.call(key, inputs, msg["where"], int(msg.get("config", 0)))
+        torch.save(
+            {
+                "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
+                "inputs_after": [
+                    x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x
+                    for x in result.inputs_after
+                ],
+            },
+            msg["outputs"],
+        )
+        return {
+            "ok": True,
+            "launches": result.launches,
+            "own": result.own_kernels,
+            "checks": [c.model_dump() for c in result.checks],
+            "aliasing": result.aliasing,
+            "max_configs": result.max_configs,
+        }
+
+    def op_finish(self, msg: dict[str, Any]) -> dict[str, Any]:
+        clean, why = (True, "") if self.session is None else self.session.clean()
+        if self.session is not None:
+            self.session.unload()
+        self.session = None
+        _release_memory()
+        return {"ok": True, "clean": clean, "why": why}
+
+    def op_evaluate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        request = EvalRequest.model_validate(msg["request"])
+        workdir = Path(msg["dir"])
+        os.chdir(workdir)
+        start = time.perf_counter()
+        try:
+            result, clean, why = evaluate_in_process(request, workdir)
+        except BaseException as e:
+            result, clean, why = (
+                EvalResult(status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}"),
+                False,
+                "the evaluator failed",
+            )
+        result.device = request.device
+        result.interpreter = request.device == "cpu"
+        result.wall_s = time.perf_counter() - start
+        _release_memory()
+        return {"ok": True, "result": result.model_dump(mode="json"), "clean": clean, "why": why}
+
+    def op_ping(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid()}
+
+
+def _release_memory() -> None:
+    import contextlib
+    import gc
+
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        # after an illegal memory access the CUDA context is gone; the worker is replaced anyway
+        with contextlib.suppress(Exception):
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+
+
+def serve(cmd_fd: int, resp_fd: int) -> None:
+    reader = os.fdopen(cmd_fd, "rb", buffering=0)
+    lines = _LineReader(reader)
+    token = lines.next().decode().strip()
+    server = _Server()
+
+    def send(reply: dict[str, Any]) -> None:
+        data = f"{token} {json.dumps(reply)}\n".encode()
+        view = memoryview(data)
+        while view:
+            n = os.write(resp_fd, view)
+            view = view[n:]
+
+    while True:
+        line = lines.next()
+        if not line:
+            break
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            break
+        if msg.get("op") == "bye":
+            send({"ok": True})
+            break
+        try:
+            reply = server.handle(msg)
+        except BaseException as e:
+            status, rule = _classify(e)
+            reply = {
+                "ok": False,
+                "status": (status if rule else Status.CRASHED).value,
+                "reason": f"the evaluator itself failed: {describe(e)}{_exit_note(rule)}",
+                "rule": rule,
+            }
+        sys.stdout.flush()
+        sys.stderr.flush()
+        send(reply)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+class _LineReader:
+    def __init__(self, f: Any):
+        self.f = f
+        self.buf = b""
+
+    def next(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.f.read(1 << 16)
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--serve":
+        # Triton reads TRITON_INTERPRET when kernels are defined: the parent set it in the environment.
+        serve(int(args[1]), int(args[2]))
+        return
     req_path, res_path = Path(args[0]), Path(args[1])
     token = sys.stdin.readline().strip()
     start = time.perf_counter()
     request = EvalRequest.model_validate_json(req_path.read_text())
-    # Triton reads TRITON_INTERPRET when kernels are defined: set it before anything imports triton.
     if request.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     else:
         os.environ.pop("TRITON_INTERPRET", None)
     try:
-        result = Evaluation(request, Path.cwd()).run()
+        result, _, _ = evaluate_in_process(request, Path.cwd())
     except BaseException as e:
         result = EvalResult(status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}")
     result.device = request.device
