@@ -16,7 +16,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$ROOT
 fi
-STEPS=${*:-env tests run sweep profcost fixtures llm stability}
+STEPS=${*:-env tests run sweep profcost fixtures llm stability evalcost}
 W=$OUT/work
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 step() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
@@ -81,6 +81,11 @@ if has stability; then
   step "the same kernels in 5 fresh worker processes, and do_bench"
   python3 scripts/bench_stability.py kernels/l1_norm kernels/matmul_fp16 kernels/softmax --runs 5 \
     --out "$W/stability.json" 2>&1 | tee "$W/stability.log" | tail -8
+fi
+
+if has evalcost; then
+  step "cost of one evaluation, cold workers and a warm one"
+  python3 scripts/bench_eval_cost.py kernels/l1_norm --n 4 --out "$W/evalcost_l1.json" 2>&1 | tee "$W/evalcost.log" | tail -20
 fi
 
 tar -czf "$OUT/results.tar.gz" -C "$OUT" work
