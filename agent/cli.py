@@ -150,12 +150,17 @@ def run(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")] = False,
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
-    from agent.gpus import find_gpu, resolve_gpu
-    from agent.llm_settings import LLMConfigError, load_llm_settings
-    from agent.loop import LoopSettings, StartingKernelRejected
+    from agent.loop import StartingKernelRejected
     from agent.pipeline import PipelineError, resume_point, run_pipeline
-    from agent.proposers.search import SearchProposer
-    from agent.stages import default_pipeline, load_stage
+    from agent.run_setup import (
+        RunOptions,
+        RunSetupError,
+        loop_settings,
+        outcome_notes,
+        plan_run,
+        proposer_for,
+        run_record,
+    )
     from agent.store import Store
     from agent.tables import history_table
 
@@ -164,51 +169,44 @@ def run(
         raise _fail(
             f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
         )
+    options = RunOptions(
+        stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+        gpu=gpu,
+        metric_set=metric_set,
+        profile=profile,
+        search=search,
+        eval_timeout=eval_timeout,
+        max_iterations=max_iterations,
+        min_gain=min_gain,
+        no_gain_tries=no_gain_tries,
+        roofline_target=roofline_target,
+        llm=llm,
+        llm_config=config,
+        llm_overrides={
+            "model": model,
+            "base_url": base_url,
+            "samples": samples,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "timeout_s": timeout,
+            "max_requests": max_requests,
+            "max_tokens_total": max_tokens_total,
+            "use_cache": False if no_cache else None,
+        },
+    )
+    run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        stage_names = [s.strip() for s in stages.split(",") if s.strip()] if stages else default_pipeline()
-        stage_specs = [load_stage(n) for n in stage_names]
-        target = resolve_gpu(gpu)
-        gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
-        target = target or find_gpu("h200")
-        llm_settings = load_llm_settings(
-            config,
-            {
-                "model": model,
-                "base_url": base_url,
-                "samples": samples,
-                "temperature": temperature,
-                "max_tokens": max_tokens,
-                "timeout_s": timeout,
-                "max_requests": max_requests,
-                "max_tokens_total": max_tokens_total,
-                "use_cache": False if no_cache else None,
-            },
-        )
-        if llm:
-            llm_settings.require_model()
-        run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        stage_specs, resume_from = resume_point(run_dir, stage_specs, from_stage)
-        if search not in SearchProposer.STRATEGIES:
-            raise ValueError(f"--search {search!r}: choose one of {', '.join(SearchProposer.STRATEGIES)}")
-    except (KeyError, ValueError, LLMConfigError, PipelineError) as e:
+        plan = plan_run(options)
+        plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+    except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
     device = _device()
-    endpoint_known = any(llm_settings.source_of(f) != "default" for f in ("api_key", "base_url", "model"))
-    if llm:
-        llm_line = f"{llm_settings.describe()}: proposes the candidates"
-        proposer_line = "LLM"
-    else:
-        llm_line = (
-            f"{llm_settings.describe()} (configured, not used without --llm)"
-            if endpoint_known
-            else "none configured (OPENAI_API_KEY / OPENAI_BASE_URL unset): the built-in search proposes"
-        )
-        proposer_line = f"built-in search ({search}) over num_warps and num_stages"
+    proposer_line, llm_line = plan.describe_proposer()
     _banner(
         spec.name,
-        " -> ".join(s.name for s in stage_specs),
-        target.name,
-        gpu_note,
+        " -> ".join(s.name for s in plan.stages),
+        plan.target.name,
+        plan.gpu_note,
         device,
         proposer_line,
         llm_line,
@@ -219,56 +217,26 @@ def run(
     if llm:
         from agent.proposers.llm import LLMProposer
 
-        llm_proposer = LLMProposer(llm_settings, store)
-
-    def proposer_for(stage):
-        if llm_proposer is not None:
-            return llm_proposer
-        if SearchProposer.can_search(stage):
-            return SearchProposer(stage, search)
-        return "its parameters are not searchable by the built-in search: it needs the LLM proposer (--llm)"
-
-    settings = LoopSettings(
-        stage=stage_specs[0],
-        gpu=target,
-        device=device,
-        run_dir=run_dir,
-        metric_set=stage_specs[0].metric_set,
-        profile=profile,
-        timeout_s=eval_timeout,
-        max_iterations=max_iterations,
-        min_gain=min_gain,
-        no_gain_tries=no_gain_tries,
-        roofline_target=roofline_target,
-    )
+        llm_proposer = LLMProposer(plan.llm_settings, store)
     start_path = resume_from or spec.kernel_path
     run_id = store.start_run(
         spec.name,
         device,
-        target.name,
-        "llm" if llm else f"search:{search}",
+        plan.target.name,
+        plan.proposer_label,
         llm_line,
-        {
-            "stages": [s.name for s in stage_specs],
-            "metric_set": metric_set,
-            "problem": str(problem),
-            "start": str(start_path),
-            "min_gain": min_gain,
-            "no_gain_tries": no_gain_tries,
-            "roofline_target": roofline_target,
-            "llm": llm_settings.safe_dict() if llm else None,
-        },
+        run_record(plan, str(problem), start_path),
     )
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
     try:
         outcome = run_pipeline(
             spec,
             start_path.read_text(),
-            stage_specs,
-            proposer_for,
+            plan.stages,
+            proposer_for(plan, llm_proposer),
             store,
             run_id,
-            settings,
+            loop_settings(plan, device, run_dir),
             RichReporter(),
             metric_set,
         )
@@ -282,13 +250,12 @@ def run(
         if llm_proposer is not None:
             llm_proposer.close()
     last, first = outcome.last, outcome.first
-    notes = [f"{name}: skipped ({why})" for name, o, why in outcome.stages if o is None]
-    notes += [f"{name}: {n}" for name, o, _ in outcome.stages if o is not None for n in o.notes]
+    notes = outcome_notes(outcome)
     store.finish_run(run_id, last.stopped_by if last else "done", "; ".join(notes))
     console.print(
         history_table(
             store.history(run_id),
-            f"{spec.name}: {' -> '.join(stage_names)}",
+            f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}",
             last.best.cand_id if last else None,
         )
     )

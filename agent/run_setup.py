@@ -135,6 +135,9 @@ def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
         "metric_set": plan.options.metric_set,
         "problem": problem,
         "start": str(start),
+        "min_gain": plan.options.min_gain,
+        "no_gain_tries": plan.options.no_gain_tries,
+        "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
     }
 

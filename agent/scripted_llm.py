@@ -62,6 +62,8 @@ def answer(prompt: str) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    delay_s = 0.0  # a slow endpoint, for tests that must act while a request is in flight
+
     def log_message(self, *args: Any) -> None:  # quiet
         return
 
@@ -74,6 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": "invalid JSON request"}})
             return
         n = int(request.get("n") or 1)
+        time.sleep(self.delay_s)
         text = answer(prompt)
         self._send(
             200,
@@ -103,9 +106,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def serve(host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A server bound to loopback (port 0: any free port); call serve_forever() or run it in a thread."""
-    return ThreadingHTTPServer((host, port), _Handler)
+def serve(host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0) -> ThreadingHTTPServer:
+    """A server bound to loopback (port 0: any free port); call serve_forever() or run it in a thread.
+    `delay_s`: each reply waits that long (a slow endpoint)."""
+    handler = type("Handler", (_Handler,), {"delay_s": delay_s})
+    return ThreadingHTTPServer((host, port), handler)
 
 
 def main() -> None:

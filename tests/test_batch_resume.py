@@ -178,7 +178,9 @@ def scripted_llm():
 
     from agent.scripted_llm import serve
 
-    server = serve()
+    # Slow replies (2 s): the job is still waiting on its next request when the test kills it, instead of
+    # having finished the stage within milliseconds of its first LLM evaluation (which made this flaky).
+    server = serve(delay_s=2.0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
