@@ -23,7 +23,7 @@ from agent import triton_hooks
 from agent.candidate import load_candidate
 from agent.problem import build, load_problem, load_reference
 from agent.stages import load_stage
-from agent.variants import apply_move, stage_moves, site_stages
+from agent.variants import apply_move, site_stages, stage_moves
 
 
 def main() -> None:
