@@ -174,8 +174,8 @@ def check_inputs(path: Path, inputs: Any) -> list[Any]:
     return list(inputs)
 
 
-def build(module: ModuleType, path: Path, device: str, seed: int) -> tuple[Any, list[Any]]:
-    """Construct the reference Model and draw inputs, both seeded, both on `device`."""
+def build_model(module: ModuleType, path: Path, device: str, seed: int) -> tuple[Any, list[Any]]:
+    """The reference Model, seeded, on `device`, and the init inputs it was built with."""
     import torch
 
     torch.manual_seed(seed)
@@ -186,6 +186,15 @@ def build(module: ModuleType, path: Path, device: str, seed: int) -> tuple[Any, 
         model = _call(path, "Model(*get_init_inputs())", module.Model, *init_inputs)
         if not isinstance(model, torch.nn.Module):
             raise ProblemError(path, "Model is not a torch.nn.Module")
+    return model.to(device), list(init_inputs)
+
+
+def build(module: ModuleType, path: Path, device: str, seed: int) -> tuple[Any, list[Any]]:
+    """Construct the reference Model and draw inputs, both seeded, both on `device`."""
+    import torch
+
+    model, _ = build_model(module, path, device, seed)
+    with default_device(device):
         torch.manual_seed(seed)
         inputs = check_inputs(path, _call(path, "get_inputs()", module.get_inputs))
     inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]

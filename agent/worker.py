@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.models import Check, EvalRequest, EvalResult, Status, Timings
+from agent.problem import build_model
 
 MAX_TEXT = 2000
 CPU_TIMING_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times are not measured"
@@ -137,23 +138,6 @@ class Ledger:
 
 
 # --- building the problem's side (the judge) -------------------------------------------------------
-
-
-def build_model(module: Any, path: Path, device: str, seed: int) -> tuple[Any, list[Any]]:
-    """The reference Model, seeded, on `device`, and the init inputs it was built with."""
-    import torch
-
-    from agent.problem import ProblemError, _call, default_device
-
-    torch.manual_seed(seed)
-    with default_device(device):
-        init_inputs = _call(path, "get_init_inputs()", module.get_init_inputs)
-        if not isinstance(init_inputs, list | tuple):
-            raise ProblemError(path, "get_init_inputs() must return a list")
-        model = _call(path, "Model(*get_init_inputs())", module.Model, *init_inputs)
-        if not isinstance(model, torch.nn.Module):
-            raise ProblemError(path, "Model is not a torch.nn.Module")
-    return model.to(device), list(init_inputs)
 
 
 def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
