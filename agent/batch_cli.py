@@ -117,8 +117,10 @@ def batch(
     else:
         if not paths:
             raise fail("give the problems to run (PATHS), or --resume DIR")
-        options = RunOptions(
-            stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+        options = RunOptions.from_flags(
+            stages=stages,
+            llm_config=config.resolve() if config else None,  # jobs may run elsewhere
+            no_cache=no_cache,
             gpu=gpu,
             metric_set=metric_set,
             profile=profile,
@@ -129,16 +131,12 @@ def batch(
             no_gain_tries=no_gain_tries,
             roofline_target=roofline_target,
             llm=llm,
-            llm_config=config.resolve() if config else None,  # jobs may run elsewhere
-            llm_overrides={
-                "model": model,
-                "base_url": base_url,
-                "samples": samples,
-                "temperature": temperature,
-                "max_requests": max_requests,
-                "max_tokens_total": max_tokens_total,
-                "use_cache": False if no_cache else None,
-            },
+            model=model,
+            base_url=base_url,
+            samples=samples,
+            temperature=temperature,
+            max_requests=max_requests,
+            max_tokens_total=max_tokens_total,
         )
         try:
             plan_run(options)  # bad stages or LLM settings fail here, not in every job

@@ -169,8 +169,10 @@ def run(
         raise _fail(
             f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
         )
-    options = RunOptions(
-        stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+    options = RunOptions.from_flags(
+        stages=stages,
+        llm_config=config,
+        no_cache=no_cache,
         gpu=gpu,
         metric_set=metric_set,
         profile=profile,
@@ -181,18 +183,14 @@ def run(
         no_gain_tries=no_gain_tries,
         roofline_target=roofline_target,
         llm=llm,
-        llm_config=config,
-        llm_overrides={
-            "model": model,
-            "base_url": base_url,
-            "samples": samples,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "timeout_s": timeout,
-            "max_requests": max_requests,
-            "max_tokens_total": max_tokens_total,
-            "use_cache": False if no_cache else None,
-        },
+        model=model,
+        base_url=base_url,
+        samples=samples,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        max_requests=max_requests,
+        max_tokens_total=max_tokens_total,
     )
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:

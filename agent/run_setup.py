@@ -44,6 +44,32 @@ class RunOptions(BaseModel):
         default_factory=dict, description="LLM settings given as flags (None values: not given)."
     )
 
+    @classmethod
+    def from_flags(
+        cls, *, stages: str | None, llm_config: Path | None, no_cache: bool, **flags: Any
+    ) -> RunOptions:
+        """Options from command-line flags: `--stages a,b`, the LLM flags (`LLM_FLAGS`), the rest as is."""
+        llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
+        return cls(
+            stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+            llm_config=llm_config,
+            llm_overrides={**llm, "use_cache": False if no_cache else None},
+            **flags,
+        )
+
+
+# Command-line flag -> LLMSettings field, for the flags `run` and `batch` share.
+LLM_FLAGS = {
+    "model": "model",
+    "base_url": "base_url",
+    "samples": "samples",
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+    "timeout": "timeout_s",
+    "max_requests": "max_requests",
+    "max_tokens_total": "max_tokens_total",
+}
+
 
 @dataclass
 class RunPlan:
