@@ -89,7 +89,7 @@ class StartingKernelRejected(Exception):
     """The problem's own starting kernel failed its check: nothing to optimize from."""
 
 
-def _beats(new: EvalResult, best: Best, min_gain: float) -> bool:
+def beats(new: EvalResult, best: Best, min_gain: float) -> bool:
     """Faster by more than noise: at least `min_gain`, and more than both runs' spreads (IQR) together."""
     if not new.accepted or best.median_ms is None or new.timings is None or new.timings.candidate is None:
         return False
@@ -274,7 +274,7 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
             for (cand_id, source, result), prof in zip(
                 accepted, profile_step(problem, accepted, settings, store), strict=True
             ):
-                if _beats(result, best, settings.min_gain):
+                if beats(result, best, settings.min_gain):
                     best, improved = Best(cand_id, source, result, prof), True
             tries_without_gain = 0 if improved else tries_without_gain + len(candidates)
             pct = best.result.timings.pct_roofline if best.result.timings else None

@@ -1,7 +1,7 @@
 """What a report shows, read from a run directory's store into the models of agent/report_models.py.
 
 The store records candidates and evaluations but not which candidate was the best at each moment: the
-loop's choice is replayed here with the loop's own rule (`agent.loop._beats`), and checked against the
+loop's choice is replayed here with the loop's own rule (`agent.loop.beats`), and checked against the
 `best_kernel*.py` files the run wrote.
 """
 
@@ -150,10 +150,10 @@ def replay_steps(
     notes: list[str] | None = None,
 ) -> list[Step]:
     """The loop's sequence of bests over one run's candidates (all its stages, in the order evaluated): a
-    starting kernel, then each candidate that beats the best by the loop's own rule (`agent.loop._beats`).
+    starting kernel, then each candidate that beats the best by the loop's own rule (`agent.loop.beats`).
     A stage starts from the previous stage's best. At the end of each stage, the `best_kernel.STAGE.py`
     of `run_dir` (when there) has the last word. Marks `new_best` on the steps' candidates."""
-    from agent.loop import Best, _beats
+    from agent.loop import Best, beats
 
     last_of_stage = {c.stage: i for i, c in enumerate(candidates)}
     steps: list[Step] = []
@@ -164,7 +164,7 @@ def replay_steps(
                 steps.append(Step(parent=None, child=c))
         elif best is not None and best.result is not None and c.result is not None:
             as_best = Best(best.id, best.source, best.result, None)  # type: ignore[arg-type]  # no profile needed
-            if _beats(c.result, as_best, min_gain):
+            if beats(c.result, as_best, min_gain):
                 steps.append(Step(parent=best, child=c))
         if run_dir is not None and last_of_stage[c.stage] == i:
             _follow_file(steps, candidates[: i + 1], run_dir / f"best_kernel.{c.stage}.py", notes or [])
