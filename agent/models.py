@@ -100,6 +100,18 @@ class TimingStats(BaseModel):
         return len(self.times_ms)
 
 
+class RetuneNote(BaseModel):
+    """One autotuned kernel, re-tuned by the judge: each config's median, and which one the timing used."""
+
+    kernel: str
+    autotuner_choice: dict[str, int | float | str]
+    chosen: dict[str, int | float | str]
+    medians_ms: list[float] = Field(description="Per config (in the autotune list's order), its median time.")
+    configs: list[dict[str, int | float | str]] = Field(default_factory=list)
+    reps: int = 0
+    skipped: list[str] = Field(default_factory=list, description="Configs that could not run, and why.")
+
+
 class Timings(BaseModel):
     """The candidate and the PyTorch baselines, all measured in one worker process, interleaved."""
 
@@ -115,6 +127,11 @@ class Timings(BaseModel):
     mode: str = Field(default="events", description="'events' (per call) or 'cudagraph' (graph replays)")
     noisy: bool = Field(default=False, description="Re-measured and still unsteady: compare with care.")
     noise_detail: str = ""
+    retuned: list[RetuneNote] = Field(
+        default_factory=list,
+        description="Autotuned kernels whose config the judge re-chose by its own interleaved, L2-flushed "
+        "timing (Triton's pick varies from process to process when configs are close).",
+    )
 
     def _ratio(self, base: TimingStats | None) -> float | None:
         if base is None or self.candidate is None:
@@ -173,6 +190,14 @@ class EvalResult(BaseModel):
     device: str = ""
     interpreter: bool = False
     wall_s: float = 0.0
+    phases_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Seconds spent per phase of the evaluation in the worker (load, each seed, extra draws, "
+        "re-tuning, timing).",
+    )
+    worker_reused: bool | None = Field(
+        default=None, description="Whether a warm worker (imports done, CUDA up) served it; None: one-shot."
+    )
     log_tail: str = ""
 
     @property

@@ -84,7 +84,7 @@ def noisy(stats: dict[str, TimingStats], threshold: float = NOISE_THRESHOLD) -> 
     return [f"{name} {drift(s):.1%}" for name, s in stats.items() if drift(s) > threshold]
 
 
-def _median_ms(fn: Callable[[], Any], reps: int = 10, warmup: int = 2) -> float:
+def median_ms(fn: Callable[[], Any], reps: int = 10, warmup: int = 2) -> float:
     import torch
 
     for _ in range(warmup):
@@ -108,7 +108,7 @@ def measure_copy_bandwidth(nbytes: int = 1024**3, reps: int = 10) -> float:
 
     src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").fill_(1.0)
     dst = torch.empty_like(src)
-    ms = _median_ms(lambda: dst.copy_(src), reps)
+    ms = median_ms(lambda: dst.copy_(src), reps)
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 
@@ -119,7 +119,7 @@ def measure_matmul_tflops(n: int = 8192, reps: int = 10) -> float:
     a = torch.randn(n, n, dtype=torch.float16, device="cuda")
     b = torch.randn(n, n, dtype=torch.float16, device="cuda")
     out = torch.empty(n, n, dtype=torch.float16, device="cuda")
-    ms = _median_ms(lambda: torch.mm(a, b, out=out), reps)
+    ms = median_ms(lambda: torch.mm(a, b, out=out), reps)
     return 2 * n**3 / (ms * 1e-3) / 1e12
 
 
@@ -133,6 +133,22 @@ def roofline_ms(
     return t
 
 
+def compile_baseline(reference: Callable[..., Any], inputs: list[Any]) -> tuple[Any, str | None]:
+    """torch.compile of the reference, compiled now (its first call) so that a failure is the baseline's and
+    not the timing's: (compiled, None), or (None, the error)."""
+    import torch
+
+    try:
+        torch._dynamo.reset()
+        compiled = torch.compile(reference)
+        with torch.no_grad():
+            compiled(*inputs)
+        torch.cuda.synchronize()
+        return compiled, None
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"[:2000]
+
+
 def time_models(
     candidate: Callable[..., Any],
     reference: Callable[..., Any],
@@ -143,10 +159,13 @@ def time_models(
     bytes_moved: int,
     flops: float | None = None,
     graphs: bool = False,
+    compiled: tuple[Any, str | None] | None = None,
 ) -> Timings:
     """Candidate, eager reference and torch.compile of the reference, interleaved, plus the roofline.
 
-    A torch.compile failure is recorded in `compile_error`; a candidate failure propagates.
+    `compiled`: the reference's torch.compile as `compile_baseline` returned it (a warm worker keeps it
+    between candidates); compiled here when None. A torch.compile failure is recorded in `compile_error`;
+    a candidate failure propagates.
     """
     import torch
 
@@ -156,14 +175,9 @@ def time_models(
     with torch.no_grad():
         if baselines:
             fns["eager"] = lambda: reference(*inputs)
-            try:
-                torch._dynamo.reset()
-                compiled = torch.compile(reference)
-                compiled(*inputs)  # compiles now, so its failure is the baseline's and not the timing's
-                torch.cuda.synchronize()
-                fns["compiled"] = lambda: compiled(*inputs)
-            except Exception as e:
-                compile_error = f"{type(e).__name__}: {e}"[:2000]
+            fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
+            if fn is not None:
+                fns["compiled"] = lambda: fn(*inputs)
         stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs)
         unsteady = noisy(stats)
         if unsteady:  # measure once more; keep the second measurement, and say if it is still unsteady

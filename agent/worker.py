@@ -33,12 +33,14 @@ code existed, so the parent can tell them from something the candidate wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -454,6 +456,8 @@ class Judge:
         self.draws: list[str] = []
         self.ref_mutates = False
         self.rule: str | None = None
+        self.phases: dict[str, float] = {}
+        self.retuned: list[Any] = []
 
     @property
     def interpreting(self) -> bool:
@@ -465,6 +469,7 @@ class Judge:
             reason=reason,
             rule=self.rule if status != Status.ACCEPTED else None,
             checks=self.ledger.summary(),
+            phases_s={k: round(v, 4) for k, v in self.phases.items()},
             timings=timings,
             kernels_launched=self.kernels,
             max_abs_err=self.max_abs,
@@ -480,11 +485,14 @@ class Judge:
             except ProblemError as e:
                 return self._result(Status.CRASHED, f"the problem's reference failed: {e}")
         try:
-            self.runner.load(self.req.candidate_source)
+            with self._phase("load"):
+                self.runner.load(self.req.candidate_source)
             for i, seed in enumerate(self.req.seeds or [0]):
-                self._check_seed(i, seed)
+                with self._phase(f"seed {seed}"):
+                    self._check_seed(i, seed)
             if self.req.extra_checks:
-                self._extra_checks()
+                with self._phase("extra draws"):
+                    self._extra_checks()
             self.ledger.add("inputs", Check(name="input-draws", passed=True, detail="; ".join(self.draws)))
             timings = self._time()
         except Rejected as r:
@@ -498,6 +506,14 @@ class Judge:
 
             result.chosen_configs = triton_hooks.chosen_configs()
         return result
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
 
     # --- drawing and building ---
 
@@ -782,24 +798,72 @@ class Judge:
             return Timings(skipped_reason=CPU_TIMING_SKIPPED)
         if not self.req.time:
             return Timings(skipped_reason="timing not requested")
-        from agent import timing
+        from agent import baseline_cache, timing
 
         assert self.last is not None
         model, new_model, inputs = self.last
+        with self._phase("retune"):
+            self._retune(model, new_model, inputs)
         try:
-            t = timing.time_models(
-                new_model,
-                model,
-                inputs,
-                reps=self.req.timing_reps,
-                baselines=self.req.baselines,
-                bytes_moved=self.bytes_moved,
-                flops=self._flops(),
-            )
+            with self._phase("baselines"):
+                compiled = None
+                if self.req.baselines:
+                    seed = (self.req.seeds or [0])[-1]
+                    text = self.req.problem.reference_path.read_text()
+                    key = baseline_cache.cache_key(self.req.problem.name, text, seed, inputs)
+                    model, compiled = baseline_cache.baselines_for(key, model, inputs)
+            with self._phase("timing"):
+                t = timing.time_models(
+                    new_model,
+                    model,
+                    inputs,
+                    reps=self.req.timing_reps,
+                    baselines=self.req.baselines,
+                    bytes_moved=self.bytes_moved,
+                    flops=self._flops(),
+                    compiled=compiled,
+                )
         except BaseException as e:
             raise Rejected(Status.CRASHED, f"while timing: {describe(e)}") from None
+        t.retuned = self.retuned
         self.ledger.add("timing", timing.plausibility(t))
         return t
+
+    def _retune(self, model: Any, new_model: Any, inputs: list[Any]) -> None:
+        """Re-choose each autotuned kernel's config by the judge's own timing (`agent.retune`)."""
+        if new_model is None:
+            return
+        import torch
+
+        from agent import retune, triton_hooks
+        from agent.problem import flatten_outputs
+
+        refs: list[Any] = []
+
+        def check(out: Any) -> str | None:
+            if not refs:
+                refs.extend(self._reference(model, inputs, "re-tuning"))
+            failed = [c for c in self._compare(flatten_outputs(out), refs).checks if not c.passed]
+            return f"{failed[0].name}: {failed[0].detail}" if failed else None
+
+        try:
+            with torch.no_grad():
+                self.retuned, problem = retune.retune(
+                    list(triton_hooks.STATE.autotuners), lambda: new_model(*inputs), check
+                )
+        except Rejected:
+            raise
+        except BaseException as e:
+            raise Rejected(Status.CRASHED, f"while re-tuning its autotune configs: {describe(e)}") from None
+        if problem is not None:
+            self.rule = "autotune-config"
+            self.ledger.add("re-tuning", Check(name="autotune-config", passed=False, detail=problem))
+            raise Rejected(
+                Status.INCORRECT,
+                f"autotune-config failed (re-tuning at the full size): {problem}; the autotuner may pick "
+                "this config in another process",
+                "autotune-config",
+            )
 
     def _flops(self) -> float | None:
         expr = self.req.problem.flops
@@ -920,6 +984,7 @@ class _Server:
         request = EvalRequest.model_validate(msg["request"])
         workdir = Path(msg["dir"])
         os.chdir(workdir)
+        warm_harness(request)
         start = time.perf_counter()
         try:
             result, clean, why = evaluate_in_process(request, workdir)
@@ -939,8 +1004,29 @@ class _Server:
         return {"ok": True, "pid": os.getpid()}
 
 
+_HARNESS_WARM: set[str] = set()
+
+
+def warm_harness(request: EvalRequest) -> None:
+    """What the harness would otherwise do lazily during the first candidate's evaluation, done before the
+    first TamperWatch snapshot of a serving worker: torch.compile's first use patches
+    nn.Module.__init__ and __setstate__ (dynamo's module tracking), which the watch would report as the
+    candidate's tampering, and the worker would never be reused."""
+    if request.device != "cuda" or not (request.time and request.baselines) or "compile" in _HARNESS_WARM:
+        return
+    _HARNESS_WARM.add("compile")
+    import torch
+
+    from agent import baseline_cache, retune, timing  # noqa: F401  (imported here, not mid-evaluation)
+
+    with contextlib.suppress(Exception):  # a broken torch.compile shows up as the baseline's compile_error
+        fn = torch.compile(lambda x: x * 2 + 1)
+        fn(torch.ones(8, device="cuda"))
+        torch.cuda.synchronize()
+        torch._dynamo.reset()
+
+
 def _release_memory() -> None:
-    import contextlib
     import gc
 
     gc.collect()
