@@ -166,6 +166,7 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
         proposer_for,
         run_record,
     )
+    from agent.sandbox import WorkerPool
 
     cfg = BatchConfig.load(batch_dir)
     entry = cfg.entry(name)
@@ -216,17 +217,19 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
     reporter = FileReporter(pdir / "log.txt")
     base = base.model_copy(update={"run_id": run_id, "device": device})
     try:
-        outcome = run_pipeline(
-            spec,
-            spec.kernel_path.read_text(),
-            plan.stages,
-            proposer_for(plan, llm_proposer),
-            store,
-            run_id,
-            settings,
-            reporter,
-            cfg.run.metric_set,
-        )
+        with WorkerPool() as pool:
+            settings.pool = pool
+            outcome = run_pipeline(
+                spec,
+                spec.kernel_path.read_text(),
+                plan.stages,
+                proposer_for(plan, llm_proposer),
+                store,
+                run_id,
+                settings,
+                reporter,
+                cfg.run.metric_set,
+            )
     except StartingKernelRejected as e:
         result = base.model_copy(
             update={"status": "failed", "reason": f"the starting kernel was rejected: {e}"}

@@ -161,6 +161,7 @@ def run(
         proposer_for,
         run_record,
     )
+    from agent.sandbox import WorkerPool
     from agent.store import Store
     from agent.tables import history_table
 
@@ -227,17 +228,18 @@ def run(
     )
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
     try:
-        outcome = run_pipeline(
-            spec,
-            start_path.read_text(),
-            plan.stages,
-            proposer_for(plan, llm_proposer),
-            store,
-            run_id,
-            loop_settings(plan, device, run_dir),
-            RichReporter(),
-            metric_set,
-        )
+        with WorkerPool() as pool:
+            outcome = run_pipeline(
+                spec,
+                start_path.read_text(),
+                plan.stages,
+                proposer_for(plan, llm_proposer),
+                store,
+                run_id,
+                loop_settings(plan, device, run_dir, pool=pool),
+                RichReporter(),
+                metric_set,
+            )
     except StartingKernelRejected as e:
         store.finish_run(run_id, "failed", str(e))
         raise _fail(f"the starting kernel was rejected: {e}", 1) from None

@@ -140,9 +140,11 @@ def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProce
     return worker, key
 
 
-def _release(pool: WorkerPool | None, key: tuple[str, str], worker: WorkerProcess, reusable: bool) -> None:
+def _release(
+    pool: WorkerPool | None, key: tuple[str, str], worker: WorkerProcess, reusable: bool, why: str = ""
+) -> None:
     if pool is not None:
-        pool.release(key, worker, reusable)
+        pool.release(key, worker, reusable, why)
     else:
         worker.close()
 
@@ -178,7 +180,8 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
         reusable = False
     out, err = worker.tails()
     result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
-    _release(pool, key, worker, reusable)
+    result.worker_reused = worker.uses > 0
+    _release(pool, key, worker, reusable, "" if reusable else f"{result.status.value}: {result.reason}"[:300])
     return result
 
 
@@ -198,12 +201,15 @@ def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> Ev
                 status=Status.CRASHED, reason=f"the worker's result could not be read: {e}"[:2000]
             )
         reusable = bool(reply.get("clean")) and result.status in _REUSABLE
+        why = f"{result.status.value}: {reply.get('why') or result.reason}"[:300] if not reusable else ""
         out, err = worker.tails()
     except WorkerFault as fault:
         result = fault_result(fault.outcome, limit)
+        why = f"worker fault: {fault.kind}"
         out, err = fault.outcome.stdout_tail, fault.outcome.stderr_tail
     result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
-    _release(pool, key, worker, reusable)
+    result.worker_reused = worker.uses > 0
+    _release(pool, key, worker, reusable, why)
     return result
 
 

@@ -392,6 +392,7 @@ def run_unit(
     from agent.problem import ProblemError, load_problem
     from agent.prompting import template_dirs
     from agent.run_setup import loop_settings, outcome_notes, proposer_for, run_record
+    from agent.sandbox import WorkerPool
     from agent.store import Store
 
     udir = unit_dir(exp_dir, u)
@@ -433,7 +434,8 @@ def run_unit(
 
             client = _seeded_client(plan.llm_settings, seed) if cfg.send_seed else None
             llm_proposer = LLMProposer(plan.llm_settings, store, client=client)
-        with template_dirs(*setup.template_dirs):
+        with template_dirs(*setup.template_dirs), WorkerPool() as pool:
+            settings.pool = pool
             outcome = run_pipeline(
                 spec,
                 spec.kernel_path.read_text(),

@@ -60,6 +60,15 @@ class LoopSettings:
     # killed run left (agent/batch_worker.py).
     evaluator: Callable[..., EvalResult] | None = None
     profiler: Callable[..., list[Any]] | None = None
+    # Warm worker processes kept between candidates (agent.sandbox.WorkerPool); None: one per candidate.
+    pool: Any = None
+
+    def evaluate(self, problem: ProblemSpec, source: str) -> EvalResult:
+        """One candidate, through the evaluator hook (a batch's lock and budget) and the pool if any."""
+        extra = {"pool": self.pool} if self.pool is not None else {}
+        return (self.evaluator or evaluate)(
+            problem, source, self.device, seeds=self.seeds, timeout_s=self.timeout_s, **extra
+        )
 
 
 @dataclass
@@ -164,13 +173,7 @@ class StageRun:
         if violations:
             return EvalResult(status=Status.CONSTRAINT, reason=violations_text(violations))
         self.evaluations += 1
-        return (self.settings.evaluator or evaluate)(
-            self.problem,
-            cand.source,
-            self.settings.device,
-            seeds=self.settings.seeds,
-            timeout_s=self.settings.timeout_s,
-        )
+        return self.settings.evaluate(self.problem, cand.source)
 
     def evaluate_step(
         self, ctx: ProposalContext, candidates: list[Candidate], best_ms: float | None
@@ -224,9 +227,7 @@ def run_stage(
     start_cand = Candidate(source=start_source, proposer="start", stage=stage, label="starting kernel")
     sr.tried.add(start_source)
     sr.evaluations += 1
-    start_result = (settings.evaluator or evaluate)(
-        problem, start_source, settings.device, seeds=settings.seeds, timeout_s=settings.timeout_s
-    )
+    start_result = settings.evaluate(problem, start_source)
     start_id = sr.record(0, start_cand, start_result, None)
     reporter.end()
     if not start_result.accepted:

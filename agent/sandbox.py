@@ -366,6 +366,7 @@ class WorkerPool:
         self.started = 0
         self.reused = 0
         self.replaced = 0
+        self.replaced_why: list[str] = []  # why each replaced worker was not kept (the last 50)
 
     def acquire(self, key: Any, factory: Callable[[], WorkerProcess]) -> WorkerProcess:
         worker = self.idle.pop(key, None)
@@ -377,13 +378,15 @@ class WorkerPool:
         self.started += 1
         return factory()
 
-    def release(self, key: Any, worker: WorkerProcess, reusable: bool) -> None:
+    def release(self, key: Any, worker: WorkerProcess, reusable: bool, why: str = "") -> None:
+        """Keep `worker` for `key` if `reusable`; else close it (`why`: the reason, kept for diagnosis)."""
         worker.uses += 1
         if reusable and worker.alive and worker.uses < self.max_uses and key not in self.idle:
             self.idle[key] = worker
             return
         if not reusable:
             self.replaced += 1
+            self.replaced_why = [*self.replaced_why, why or "not reusable"][-50:]
         worker.close()
 
     def close(self) -> None:
