@@ -1,7 +1,12 @@
-"""What one evaluation costs (compile, correctness with every check, timing with both baselines): cold
-workers against a warm one, on the problem's starting kernel and its micro-stage variants.
+"""What one evaluation costs (compile, correctness with every check, re-tuning, timing with both
+baselines): one-shot (cold) workers against a warm one, on a problem's starting kernel and its micro-stage
+variants (each a new source, so Triton compiles it), plus the same source again (Triton's cache hit).
 
 python scripts/bench_eval_cost.py kernels/l1_norm --n 4 --out evalcost.json
+
+Per evaluation: wall time seen by the caller, the worker's phases (load, each seed, extra draws,
+re-tuning, baselines, timing), whether a warm worker served it; for the pool, how many workers it started,
+reused and replaced, and why each replaced one was not kept.
 """
 
 from __future__ import annotations
@@ -18,42 +23,60 @@ from agent.sandbox import WorkerPool
 from agent.variants import LaunchMove, apply_move
 
 
+def run(spec, sources: list[str], pool: WorkerPool | None) -> list[dict]:
+    rows = []
+    for src in sources:
+        t0 = time.perf_counter()
+        r = evaluate(spec, src, "cuda", pool=pool)
+        wall = time.perf_counter() - t0
+        t = r.timings
+        rows.append(
+            {
+                "wall_s": round(wall, 3),
+                "status": r.status.value,
+                "rule": r.rule,
+                "reused": r.worker_reused,
+                "phases_s": r.phases_s,
+                "median_ms": t.candidate.median_ms if t and t.candidate else None,
+                "speedup_eager": t.speedup_eager if t else None,
+                "speedup_compiled": t.speedup_compiled if t else None,
+                "retuned": [n.model_dump() for n in t.retuned] if t else [],
+                "reason": r.reason[:300],
+            }
+        )
+        print(json.dumps({k: rows[-1][k] for k in ("wall_s", "status", "reused", "phases_s")}), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("problem")
     ap.add_argument("--kernel", default="l1_norm_kernel_autotune")
-    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--n", type=int, default=4, help="evaluations per mode")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     spec = load_problem(args.problem)
     start = spec.kernel_path.read_text()
-    sources = [apply_move(start, args.kernel, LaunchMove(num_warps=w, stage_delta=0)) for w in (2, 4, 8, 16)]
-    sources = (sources * args.n)[: args.n]
-    rows: dict[str, list[float]] = {"cold": [], "warm": []}
-    statuses = []
-    for mode in ("cold", "warm"):
-        pool = WorkerPool() if mode == "warm" else None
-        for src in sources:
-            t0 = time.perf_counter()
-            r = evaluate(spec, src, "cuda", pool=pool)
-            rows[mode].append(time.perf_counter() - t0)
-            statuses.append((mode, r.status.value, r.rule, round(r.wall_s, 2)))
-        if pool is not None:
-            stats = {"started": pool.started, "reused": pool.reused, "replaced": pool.replaced}
-            pool.close()
-    out = {
-        "problem": spec.name,
-        "cold_s": rows["cold"],
-        "warm_s": rows["warm"],
-        "cold_median_s": statistics.median(rows["cold"]),
-        "warm_median_s": statistics.median(rows["warm"]),
-        "warm_per_minute": 60 / statistics.median(rows["warm"]),
-        "pool": stats,
-        "statuses": statuses,
-    }
+    moves = [LaunchMove(num_warps=w, stage_delta=d) for d in (0, 1) for w in (2, 4, 8, 16)]
+    variants = [apply_move(start, args.kernel, m) for m in moves]
+    out: dict = {"problem": spec.name}
+    out["cold"] = run(spec, variants[: args.n], None)
+    with WorkerPool() as pool:
+        out["warm_first"] = run(spec, [start], pool)  # starts the worker
+        out["warm_new_sources"] = run(spec, variants[-args.n :], pool)
+        out["warm_same_source"] = run(spec, [start] * 2, pool)
+        out["pool"] = {
+            "started": pool.started,
+            "reused": pool.reused,
+            "replaced": pool.replaced,
+            "replaced_why": pool.replaced_why,
+        }
+    for mode in ("cold", "warm_new_sources", "warm_same_source"):
+        walls = [r["wall_s"] for r in out[mode]]
+        out[f"{mode}_median_s"] = statistics.median(walls)
+        out[f"{mode}_per_minute"] = 60 / statistics.median(walls)
     args.out.write_text(json.dumps(out, indent=2))
-    print(json.dumps({k: v for k, v in out.items() if k != "statuses"}, indent=1))
-    print(statuses)
+    print(json.dumps({k: v for k, v in out.items() if not isinstance(v, list)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ python scripts/bench_stability.py kernels/l1_norm kernels/matmul_fp16 --runs 5 -
 
 For each problem's starting kernel: N evaluations, each in a fresh worker process (the tool's protocol:
 CUDA events, L2 flushed before every call, median), then one independent measurement with
-`triton.testing.do_bench(return_mode="median")` in this process. Reports the spread (max - min over the
-median of the N medians) and the relative difference to do_bench.
+`triton.testing.do_bench(return_mode="median")` in this process, with each autotuned kernel pinned to the
+config the tool's processes settled on (the judge re-tunes autotuned kernels: agent/retune.py). Reports the
+spread (max - min over the median of the N medians), the relative difference to do_bench, and per process
+the autotuner's own pick and the re-tuned one.
 """
 
 from __future__ import annotations
@@ -22,21 +24,29 @@ from agent import triton_hooks
 from agent.candidate import load_candidate
 from agent.models import EvalRequest, EvalResult
 from agent.problem import build, load_problem, load_reference
+from agent.profile_target import pin_configs
 from agent.sandbox import run_worker
 
 
-def tool_median(spec, source: str) -> float:
+def tool_median(spec, source: str, picks: list) -> float:
     req = EvalRequest(problem=spec, candidate_source=source, device="cuda", seeds=[0], baselines=False)
     out = run_worker("agent.worker", req, timeout_s=600)
     result = EvalResult.model_validate_json(out.result_json or "{}")
     assert result.timings and result.timings.candidate, result.reason
+    picks.append(
+        {n.kernel: {"autotuner": n.autotuner_choice, "retuned": n.chosen} for n in result.timings.retuned}
+    )
     return result.timings.candidate.median_ms
 
 
-def do_bench_median(spec, source: str, tmp: Path) -> float:
+def do_bench_median(spec, source: str, tmp: Path, pinned: dict) -> float:
+    """do_bench of the candidate in this process, each autotuned kernel pinned to `pinned` (the config the
+    tool's processes settled on), so both time the same kernel."""
     module = load_reference(spec, small=False)
     model, inputs = build(module, spec.reference_path, "cuda", seed=0)
+    triton_hooks.STATE.autotuners.clear()
     mod = load_candidate(source, tmp)
+    pin_configs(list(triton_hooks.STATE.autotuners), pinned)
     torch.manual_seed(0)
     with torch.device("cuda"):
         new = mod.ModelNew(*module.get_init_inputs())
@@ -58,9 +68,14 @@ def main() -> None:
     for name in args.problems:
         spec = load_problem(name)
         source = spec.kernel_path.read_text()
-        medians = [tool_median(spec, source) for _ in range(args.runs)]
+        picks: list = []
+        medians = [tool_median(spec, source, picks) for _ in range(args.runs)]
         mid = statistics.median(medians)
-        bench = do_bench_median(spec, source, tmp)
+        pinned = {}
+        for kernel in {k for p in picks for k in p}:
+            chosen = [json.dumps(p[kernel]["retuned"], sort_keys=True) for p in picks if kernel in p]
+            pinned[kernel] = json.loads(max(set(chosen), key=chosen.count))
+        bench = do_bench_median(spec, source, tmp, pinned)
         torch.cuda.empty_cache()  # the problem's tensors are gone with do_bench_median's frame
         row = {
             "problem": spec.name,
@@ -69,6 +84,7 @@ def main() -> None:
             "spread": (max(medians) - min(medians)) / mid,
             "do_bench_ms": bench,
             "vs_do_bench": mid / bench - 1,
+            "autotune_picks": picks,
         }
         rows.append(row)
         print(
