@@ -118,30 +118,48 @@ def _line_offsets(source: str) -> list[int]:
     return offsets
 
 
-def _apply(source: str, kernel: str, values: Callable[[ast.Call], dict[str, int]]) -> str:
-    """Set keywords on every config / launch of `kernel`; `values(site)` says which, to what."""
+def offsets_of(source: str) -> Callable[[int, int], int]:
+    """(line, col) of an AST node -> offset into `source`. Refuses non-ASCII sources: ast columns are UTF-8
+    byte offsets, and an edit must land on the same characters."""
     if not source.isascii():
         raise VariantError("non-ASCII source: refusing to edit by AST byte offsets")
-    sites, _ = _sites(source, kernel)
     offsets = _line_offsets(source)
+    return lambda line, col: offsets[line - 1] + col
 
-    def pos(line: int, col: int) -> int:
-        return offsets[line - 1] + col  # ast columns are UTF-8 byte offsets: ASCII checked above
 
-    edits: list[tuple[int, int, str]] = []
-    for call in sites:
-        for name, value in values(call).items():
-            kw = next((k for k in call.keywords if k.arg == name), None)
-            if kw is not None:
-                v = kw.value
-                edits.append((pos(v.lineno, v.col_offset), pos(v.end_lineno, v.end_col_offset), str(value)))  # type: ignore[arg-type]
-            else:
-                edits.append(_insertion(source, call, pos, f"{name}={value}"))
-    # Right to left, so earlier offsets stay valid; at one position the first edit ends up first.
+def node_span(pos: Callable[[int, int], int], node: ast.AST) -> tuple[int, int]:
+    return pos(node.lineno, node.col_offset), pos(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+
+
+def apply_edits(source: str, edits: list[tuple[int, int, str]]) -> str:
+    """Replace each (start, end) span with its text; at one position the first edit ends up first."""
+    # Right to left, so earlier offsets stay valid.
     for _, (start, end, text) in sorted(enumerate(edits), key=lambda e: (e[1][0], e[0]), reverse=True):
         source = source[:start] + text + source[end:]
     ast.parse(source)  # an edit that breaks the syntax is a bug here, not the user's
     return source
+
+
+def keyword_edit(
+    source: str, call: ast.Call, pos: Callable[[int, int], int], name: str, text: str
+) -> tuple[int, int, str]:
+    """The edit that sets keyword `name` of `call` to `text`: its value replaced, or the keyword added."""
+    kw = next((k for k in call.keywords if k.arg == name), None)
+    if kw is not None:
+        return (*node_span(pos, kw.value), text)
+    return keyword_insertion(source, call, pos, f"{name}={text}")
+
+
+def _apply(source: str, kernel: str, values: Callable[[ast.Call], dict[str, int]]) -> str:
+    """Set keywords on every config / launch of `kernel`; `values(site)` says which, to what."""
+    pos = offsets_of(source)
+    sites, _ = _sites(source, kernel)
+    edits = [
+        keyword_edit(source, call, pos, name, str(value))
+        for call in sites
+        for name, value in values(call).items()
+    ]
+    return apply_edits(source, edits)
 
 
 def with_launch_config(source: str, kernel: str, config: LaunchConfig) -> str:
@@ -191,7 +209,7 @@ def stage_moves(
     return [LaunchMove(num_warps=w, stage_delta=d) for w in warps for d in deltas]
 
 
-def _insertion(source: str, call: ast.Call, pos, text: str) -> tuple[int, int, str]:
+def keyword_insertion(source: str, call: ast.Call, pos, text: str) -> tuple[int, int, str]:
     """Where and how to add a keyword to a call, in the call's own layout (one line, or one per line)."""
     closing = pos(call.end_lineno, call.end_col_offset) - 1
     items = [*call.args, *call.keywords]
