@@ -22,11 +22,11 @@ LAUNCHED = {
 }
 
 
-def _ctx(problem: str, launched: dict[str, int]) -> ProposalContext:
+def _ctx(problem: str, launched: dict[str, int], stage: str = "micro") -> ProposalContext:
     spec = load_problem(problem)
     return ProposalContext(
         problem=spec,
-        stage="micro",
+        stage=stage,
         iteration=1,
         parent_id=1,
         parent_source=spec.kernel_path.read_text(),
@@ -100,3 +100,118 @@ def test_coordinate_search_goes_axis_by_axis_in_the_profiles_order():
 def test_search_ignores_kernels_it_cannot_vary():
     ctx = _ctx("l1_norm", {"some_library_kernel": 3})
     assert SearchProposer(load_stage("micro")).propose(ctx) == []
+
+
+# ---------------------------------------------------------------- the tiling stage
+
+DRAM = "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed"
+SPILLING = "derived__local_spilling_requests_pct"
+# Per bundled problem: the kernel it launches at its real size, and the distinct variants of its tiling
+# space (0: not searchable, its BLOCK size is computed in the wrapper).
+TILING_SPACES = {
+    "l1_norm": ("l1_norm_kernel_autotune", 12),
+    "fused_elementwise": ("bias_gelu_kernel", 14),
+    "layernorm": ("layernorm_kernel", 9),
+    "matmul_fp16": ("matmul_kernel", 1160),
+    "softmax": ("softmax_kernel", 0),
+    "sum_reduction": ("row_sum_kernel", 0),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(TILING_SPACES))
+def test_the_search_serves_tiling_where_a_block_is_exposed_and_says_why_not_elsewhere(problem):
+    kernel, size = TILING_SPACES[problem]
+    stage = load_stage("tiling")
+    assert SearchProposer.can_search(stage)
+    ctx = _ctx(problem, {kernel: 1}, "tiling")
+    proposer = SearchProposer(stage)
+    assert proposer.space_size(ctx) == size
+    first = proposer.propose(ctx)
+    if size == 0:
+        assert first == []
+        (note,) = proposer.notes
+        assert note.startswith(f"not searchable: {kernel}: BLOCK_SIZE at line ")
+        assert "is computed at run time (`min(triton.next_power_of_2(n_cols)" in note
+        return
+    assert proposer.notes == []
+    (cand,) = first  # the coordinate search evaluates one neighbour a step
+    assert cand.label.startswith(f"{kernel}: BLOCK") and cand.proposer == "search" and cand.stage == "tiling"
+    broken = check_constraints(stage, ctx.parent_source, cand.source, parent_launched=[kernel])
+    assert broken == []
+
+
+def test_exhaustive_tiling_search_proposes_the_whole_space_once():
+    stage = load_stage("tiling")
+    ctx = _ctx("layernorm", {"layernorm_kernel": 1}, "tiling")
+    proposer = SearchProposer(stage, "exhaustive")
+    proposals = proposer.propose(ctx)
+    assert len(proposals) == proposer.space_size(ctx) == 9
+    assert len({p.source for p in proposals}) == 9 and ctx.parent_source not in {p.source for p in proposals}
+    assert proposer.propose(ctx) == []
+
+
+def _gain(ctx: ProposalContext, cand) -> ProposalContext:
+    """The loop after `cand` beat the best: it is the next parent."""
+    ctx.tried_sources.add(cand.source)
+    return ctx.model_copy(update={"parent_source": cand.source, "iteration": ctx.iteration + 1})
+
+
+def _no_gain(ctx: ProposalContext, cand) -> ProposalContext:
+    ctx.tried_sources.add(cand.source)
+    return ctx.model_copy(update={"iteration": ctx.iteration + 1})
+
+
+def test_coordinate_tiling_search_follows_a_gain_and_turns_back_once():
+    """fused_elementwise's BLOCK_SIZE sets its grid; with DRAM under-used, smaller blocks (more programs)
+    come first. A gain goes on the same way; a miss after a gain ends the axis; a first miss turns back."""
+    ctx = _ctx("fused_elementwise", {"bias_gelu_kernel": 1}, "tiling")
+    proposer = SearchProposer(load_stage("tiling"))
+    proposer.observe_profile({"bias_gelu_kernel": [{DRAM: 40.0}]})
+    labels = []
+
+    def step(ctx, outcome):
+        (cand,) = proposer.propose(ctx)
+        labels.append(cand.label.removeprefix("bias_gelu_kernel: "))
+        return outcome(ctx, cand), cand
+
+    ctx, _ = step(ctx, _gain)  # BLOCK_SIZE /2: better
+    ctx, _ = step(ctx, _no_gain)  # /2 again: not better, the axis is done
+    ctx, _ = step(ctx, _no_gain)  # num_warps x2 (more, as DRAM is under-used): not better
+    ctx, last = step(ctx, _no_gain)  # num_warps /2: not better either
+    assert labels == [
+        "BLOCK_SIZE=512/1024/2048 num_warps=2/4/4 (BLOCK_SIZE /2 first: DRAM 40% of peak: more programs)",
+        "BLOCK_SIZE=256/512/1024 num_warps=2/2/2 (BLOCK_SIZE /2 again)",
+        "BLOCK_SIZE=512/1024/2048 num_warps=4/8/8 (num_warps x2 first: DRAM 40% of peak)",
+        "BLOCK_SIZE=512/1024/2048 num_warps=2/2/2 (num_warps /2, the other way gave no gain)",
+    ]
+    assert 'triton.Config({"BLOCK_SIZE": 512}, num_warps=2)' in last.source
+    assert proposer.propose(ctx) == []  # every axis done: the stage ends
+    assert proposer.propose(ctx) == []
+
+
+@pytest.mark.parametrize(
+    "metrics,first",
+    [
+        (None, "BLOCK_SIZE_D x2)"),  # no profile: larger blocks first
+        ({DRAM: 88.0}, "BLOCK_SIZE_D x2)"),
+        ({DRAM: 40.0}, "BLOCK_SIZE_D x2 first: DRAM 40% of peak)"),  # the block does not set l1's grid
+        ({DRAM: 88.0, SPILLING: 5.0}, "BLOCK_SIZE_D /2 first: registers spill (5% of requests))"),
+    ],
+)
+def test_the_profile_orders_the_first_try(metrics, first):
+    ctx = _ctx("l1_norm", {"l1_norm_kernel_autotune": 1}, "tiling")
+    proposer = SearchProposer(load_stage("tiling"))
+    proposer.observe_profile({"l1_norm_kernel_autotune": [metrics]} if metrics else None)
+    (cand,) = proposer.propose(ctx)
+    assert cand.label.endswith(f"({first}")
+
+
+def test_a_step_outside_the_allowed_values_is_never_proposed():
+    """l1_norm's list tops out at 4096: x2 reaches 8192, x4 would be 16384 (not allowed), so after a gain
+    at 8192 the axis ends without proposing it."""
+    ctx = _ctx("l1_norm", {"l1_norm_kernel_autotune": 1}, "tiling")
+    proposer = SearchProposer(load_stage("tiling"))
+    (up,) = proposer.propose(ctx)
+    assert "BLOCK_SIZE_D=512/1024/2048/4096/8192" in up.label
+    (nxt,) = proposer.propose(_gain(ctx, up))
+    assert nxt.label.endswith("(num_warps /2)") and "16384" not in nxt.source

@@ -1,7 +1,13 @@
-"""The built-in search: needs no LLM; explores a stage's launch-parameter space directly.
+"""The built-in search: needs no LLM; explores a stage's parameter space directly.
 
-The space, per kernel the parent launches: num_warps over the stage's allowed values, and each config's
-num_stages moved by the same delta (within ±1 where the stage has the num-stages rule, as micro does).
+Which space depends on the stage's parameters (`SearchProposer.mode`):
+- "tiling" (a `BLOCK*` parameter with values, and no block-sizes rule: the tiling stage): BLOCK sizes, grid
+  multipliers and num_warps, searched by agent.proposers.tiling_search;
+- "launch" (num_warps and num_stages with values: occupancy, micro): the rest of this module.
+
+The launch space, per kernel the parent launches: num_warps over the stage's allowed values, and each
+config's num_stages moved by the same delta (within ±1 where the stage has the num-stages rule, as micro
+does).
 
 Strategies:
 - "coordinate" (default): per kernel, first the num_warps axis at the current num_stages, tried in the
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 
 from agent.models import Candidate
 from agent.proposers.base import ProposalContext
+from agent.proposers.tiling_search import MULTIPLIER_PARAMETER, TilingSearch
 from agent.stages import Stage
 from agent.variants import LaunchMove, VariantError, apply_move, current_config, site_stages, stage_moves
 
@@ -54,16 +61,44 @@ class SearchProposer:
         if strategy not in self.STRATEGIES:
             raise ValueError(f"unknown search strategy {strategy!r} ({', '.join(self.STRATEGIES)})")
         self.stage, self.strategy = stage, strategy
+        self.mode = self.search_mode(stage)
+        self.phases: list[_Phase] | None = None
+        self.metrics: dict | None = None
+        self.tiling: TilingSearch | None = None
+        if self.mode == "tiling":
+            self.tiling = TilingSearch(stage, strategy)
+            return
         self.warps = self._allowed("num_warps")
         self.stages = self._allowed("num_stages")
         self.max_delta = 1 if "num-stages" in stage.constraints.rule_ids() else max(self.stages)
-        self.phases: list[_Phase] | None = None
-        self.metrics: dict | None = None
 
     @staticmethod
-    def can_search(stage: Stage) -> bool:
+    def search_mode(stage: Stage) -> str | None:
+        """ "tiling", "launch", or None when the stage's parameters give the search nothing to turn."""
         names = {p.name for p in stage.parameters if p.values}
-        return {"num_warps", "num_stages"} <= names
+        if any("BLOCK" in n.upper() for n in names) and "block-sizes" not in stage.constraints.rule_ids():
+            return "tiling"
+        if {"num_warps", "num_stages"} <= names:
+            return "launch"
+        return None
+
+    @classmethod
+    def can_search(cls, stage: Stage) -> bool:
+        return cls.search_mode(stage) is not None
+
+    @classmethod
+    def knobs(cls, stage: Stage) -> str:
+        """What the search turns in `stage`, for the run's banner."""
+        if cls.search_mode(stage) == "tiling":
+            names = {p.name for p in stage.parameters if p.values}
+            extra = [n for n in (MULTIPLIER_PARAMETER, "num_warps") if n in names]
+            return ", ".join(["BLOCK sizes", *extra])
+        return "num_warps, num_stages" if cls.can_search(stage) else ""
+
+    @property
+    def notes(self) -> list[str]:
+        """What the search could not search, and why (the pipeline adds these to the stage's notes)."""
+        return self.tiling.notes if self.tiling is not None else []
 
     def _allowed(self, name: str) -> list[int]:
         for p in self.stage.parameters:
@@ -74,6 +109,8 @@ class SearchProposer:
     def observe_profile(self, metrics: dict | None) -> None:
         """The parent's ncu metrics (seed JSON form), used to order the next tries."""
         self.metrics = metrics
+        if self.tiling is not None:
+            self.tiling.metrics = metrics
 
     def kernels_to_vary(self, ctx: ProposalContext) -> list[str]:
         """Kernels the parent actually launched at the evaluated size and defines in its own source."""
@@ -91,12 +128,16 @@ class SearchProposer:
 
     def space_size(self, ctx: ProposalContext) -> int:
         """Points of the whole space: the product over launched kernels (what an exhaustive sweep costs)."""
+        if self.tiling is not None:
+            return self.tiling.space_size(ctx)
         size = 1
         for k in self.kernels_to_vary(ctx):
             size *= len(self.space(ctx.parent_source, k))
         return size if self.kernels_to_vary(ctx) else 0
 
     def propose(self, ctx: ProposalContext) -> list[Candidate]:
+        if self.tiling is not None:
+            return self.tiling.propose(ctx)
         if self.strategy == "exhaustive":
             if self.phases == []:
                 return []

@@ -1,0 +1,213 @@
+"""The built-in search over a stage's tiling space: BLOCK sizes, grid multipliers, then num_warps.
+
+The space of each kernel the parent launched is `agent.tiling.tiling_space` of the parent at the time the
+kernel's turn comes (docs/stages.md, "The tiling search"). Strategies:
+- "coordinate" (default): axis by axis (each BLOCK size in the order the code names them, then each grid
+  multiplier, then num_warps), one candidate a step: the neighbour one power of two away in the direction
+  the profile suggests (`first_direction`). While a step beats the best, the next goes on the same way;
+  when the first step does not, the other direction is tried once; then the next axis. A candidate that is
+  invalid (outside the stage's values), already tried, or fails (compile error, wrong values: a BLOCK that
+  breaks the kernel) counts as no gain. The stage's budget of iterations bounds the evaluations.
+- "exhaustive": every point of every kernel's space in one step (the reference the search is judged by).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.models import Candidate
+from agent.proposers.base import ProposalContext
+from agent.stages import Stage
+from agent.tiling import BLOCK, WARPS, Point, TilingSpace, tiling_space
+from agent.variants import VariantError
+
+MULTIPLIER_PARAMETER = "programs per SM"
+SPILLING = "derived__local_spilling_requests_pct"
+DRAM = (
+    "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",  # the memory metric set's name
+    "dram__throughput.avg.pct_of_peak_sustained_elapsed",  # the seed set's
+)
+OCCUPANCY = "sm__warps_active.avg.pct_of_peak_sustained_active"
+LOW_DRAM_PCT = 60.0  # below: the kernel does not keep DRAM busy
+LOW_OCCUPANCY_PCT = 50.0
+
+
+def _metric(metrics: dict | None, kernel: str, names: tuple[str, ...]) -> float | None:
+    """The kernel's last profiled launch's value of the first of `names` it has."""
+    value = None
+    for launch in (metrics or {}).get(kernel, []):
+        for name in names:
+            v = launch.get(name)
+            if isinstance(v, int | float):
+                value = float(v)
+                break
+    return value
+
+
+def first_direction(kind: str, feeds_grid: bool, metrics: dict | None, kernel: str) -> tuple[int, str]:
+    """Which way to try an axis first (+1: up, -1: down), from the parent's profile, and why.
+
+    - Registers spill (derived__local_spilling_requests_pct > 0): smaller BLOCK sizes and more warps first
+      (fewer elements, so less state, per thread).
+    - The GPU is under-filled: DRAM throughput below 60% of peak, or achieved occupancy below 50% where the
+      profile has it (not in the memory set). Then more programs first: a smaller BLOCK size where it sets
+      the number of programs (it is in the grid), a larger grid multiplier, more warps.
+    - Otherwise larger BLOCK sizes first (wider loads, fewer programs or fewer loop trips over a row; also
+      when the GPU is under-filled but the BLOCK size does not set the grid: more bytes in flight per
+      program), fewer programs per SM and fewer warps (more elements per thread) first.
+    """
+    spills = _metric(metrics, kernel, (SPILLING,))
+    dram = _metric(metrics, kernel, DRAM)
+    occupancy = _metric(metrics, kernel, (OCCUPANCY,))
+    if spills and kind in (BLOCK, WARPS):
+        return (-1 if kind == BLOCK else +1), f"registers spill ({spills:g}% of requests)"
+    low = [
+        f"DRAM {dram:g}% of peak" if dram is not None and dram < LOW_DRAM_PCT else "",
+        f"occupancy {occupancy:g}%" if occupancy is not None and occupancy < LOW_OCCUPANCY_PCT else "",
+    ]
+    under = ", ".join(x for x in low if x)
+    if kind == BLOCK:
+        return (-1, f"{under}: more programs") if under and feeds_grid else (+1, under)
+    if under:
+        return +1, under
+    if kind == WARPS and occupancy is not None:
+        return -1, f"occupancy {occupancy:g}%"
+    return -1, ""
+
+
+@dataclass
+class _Walk:
+    """The coordinate search over one kernel's space."""
+
+    space: TilingSpace
+    point: Point
+    axis: int = 0
+    direction: int = 0  # 0: the axis has not started
+    moved: bool = False  # a step along this axis beat the best
+    reversed: bool = False
+    pending: tuple[Point, str] | None = None  # the point proposed last, and its source
+    why: str = ""
+
+    def advance(self, gained: bool) -> None:
+        if gained:
+            self.moved = True
+        elif not self.moved and not self.reversed:
+            self.direction, self.reversed = -self.direction, True
+        else:
+            self.axis, self.direction, self.moved, self.reversed = self.axis + 1, 0, False, False
+
+
+@dataclass
+class TilingSearch:
+    stage: Stage
+    strategy: str = "coordinate"
+    metrics: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    _kernels: list[str] | None = None
+    _walk: _Walk | None = None
+    _done: bool = False
+
+    def __post_init__(self) -> None:
+        values = {p.name: tuple(int(v) for v in p.values) for p in self.stage.parameters if p.values}
+        self.blocks = {n: v for n, v in values.items() if "BLOCK" in n.upper()}
+        self.warps = values.get("num_warps")
+        rules = self.stage.constraints.rule_ids()
+        self.multipliers = values.get(MULTIPLIER_PARAMETER) if "grid-mapping" not in rules else None
+
+    def space(self, source: str, kernel: str) -> TilingSpace:
+        return tiling_space(source, kernel, self.blocks, self.warps, self.multipliers)
+
+    def spaces(self, ctx: ProposalContext) -> list[TilingSpace]:
+        """The space of each kernel the parent launched and defines (searchable or not)."""
+        out = []
+        for k in sorted(ctx.parent_result.kernels_launched):
+            try:
+                out.append(self.space(ctx.parent_source, k))
+            except VariantError:
+                continue  # not this source's kernel (a library's): nothing to vary
+        return out
+
+    def space_size(self, ctx: ProposalContext) -> int:
+        """Distinct sources of the space but the parent: the product over kernels (an exhaustive sweep)."""
+        sizes = [len(s.variants()) + 1 for s in self.spaces(ctx) if s.searchable]
+        total = 1
+        for n in sizes:
+            total *= n
+        return total - 1 if sizes else 0
+
+    def _note_unexposed(self, spaces: list[TilingSpace]) -> None:
+        for s in spaces:
+            if not s.searchable:
+                self.notes.append(f"not searchable: {s.why_not()}")
+            elif s.unexposed:
+                self.notes.append(f"left as they are: {'; '.join(s.unexposed)}")
+
+    def propose(self, ctx: ProposalContext) -> list[Candidate]:
+        if self._done:
+            return []
+        if self.strategy == "exhaustive":
+            self._done = True
+            spaces = self.spaces(ctx)
+            self._note_unexposed(spaces)
+            seen = set(ctx.tried_sources)
+            out = []
+            for s in (s for s in spaces if s.searchable):
+                for label, source in s.variants().items():
+                    if source not in seen:
+                        seen.add(source)
+                        out.append(self._candidate(ctx, source, label))
+            return out
+        if self._kernels is None:
+            spaces = self.spaces(ctx)
+            self._note_unexposed(spaces)
+            self._kernels = [s.kernel for s in spaces if s.searchable]
+        while True:
+            if self._walk is None:
+                if not self._kernels:
+                    self._done = True
+                    return []
+                space = self.space(ctx.parent_source, self._kernels.pop(0))
+                self._walk = _Walk(space, space.origin)
+            found = self._next(self._walk, ctx)
+            if found is not None:
+                return [found]
+            self._walk = None
+
+    def _next(self, walk: _Walk, ctx: ProposalContext) -> Candidate | None:
+        space = walk.space
+        if walk.pending is not None:
+            point, source = walk.pending
+            walk.pending = None
+            gained = ctx.parent_source == source
+            if gained:
+                walk.point = point
+            walk.advance(gained)
+        current = space.source(walk.point)
+        while walk.axis < len(space.axes):
+            axis = space.axes[walk.axis]
+            if walk.direction == 0:
+                walk.direction, walk.why = first_direction(
+                    axis.kind, axis.feeds_grid, self.metrics, space.kernel
+                )
+            step = space.step(walk.point, walk.axis, walk.direction)
+            source = space.source(step) if step is not None else None
+            if step is None or source == current or source in ctx.tried_sources:
+                walk.advance(False)
+                continue
+            walk.pending = (step, source)
+            move = f"{axis.name} {'x2' if walk.direction > 0 else '/2'}"
+            why = " again" if walk.moved else ", the other way gave no gain" if walk.reversed else ""
+            if not why and walk.why:
+                why = f" first: {walk.why}"
+            return self._candidate(ctx, source, f"{space.label(step)} ({move}{why})")
+        return None
+
+    def _candidate(self, ctx: ProposalContext, source: str, label: str) -> Candidate:
+        return Candidate(
+            source=source,
+            proposer="search",
+            stage=ctx.stage,
+            parent_id=ctx.parent_id,
+            label=label,
+            prompt_id=ctx.prompt_id,
+        )
