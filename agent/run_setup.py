@@ -94,7 +94,10 @@ class RunPlan:
             if known
             else "none configured (OPENAI_API_KEY / OPENAI_BASE_URL unset): the built-in search proposes"
         )
-        return f"built-in search ({self.options.search}) over num_warps and num_stages", llm_line
+        from agent.proposers.search import SearchProposer
+
+        knobs = "; ".join(f"{s.name}: {k}" for s in self.stages if (k := SearchProposer.knobs(s)))
+        return f"built-in search ({self.options.search}) over {knobs or 'nothing in these stages'}", llm_line
 
 
 def plan_run(options: RunOptions) -> RunPlan:
@@ -130,7 +133,10 @@ def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stag
             return llm_proposer
         if SearchProposer.can_search(stage):
             return SearchProposer(stage, plan.options.search)
-        return "its parameters are not searchable by the built-in search: it needs the LLM proposer (--llm)"
+        return (
+            "its parameters are not searchable by the built-in search (docs/stages.md says why): "
+            "it needs the LLM proposer (--llm)"
+        )
 
     return pick
 

@@ -1,0 +1,51 @@
+"""`ncu-agent run --stages tiling` end to end with no LLM: the built-in search serves the tiling stage.
+
+On the CPU the candidates run in Triton's interpreter (correctness only, nothing is timed), so one
+iteration is enough to see a BLOCK variant proposed, checked against the stage's rules, evaluated and
+recorded; a problem whose BLOCK size is computed in the wrapper says why the stage has nothing to search.
+"""
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(problem: str, tmp_path: Path) -> tuple[str, sqlite3.Connection]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    run_dir = tmp_path / problem
+    argv = [sys.executable, "-m", "agent", "run", f"kernels/{problem}", "--stages", "tiling"]
+    argv += ["--max-iterations", "1", "--run-dir", str(run_dir)]
+    proc = subprocess.run(
+        argv, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, sqlite3.connect(run_dir / "records.sqlite")
+
+
+def test_tiling_runs_with_the_search_and_evaluates_a_block_variant(tmp_path):
+    out, db = _run("l1_norm", tmp_path)
+    assert "built-in search (coordinate) over tiling: BLOCK sizes, programs per SM, num_warps" in out
+    rows = db.execute(
+        "SELECT c.stage, c.proposer, c.label, e.status FROM candidates c "
+        "JOIN evaluations e ON e.candidate_id = c.id ORDER BY c.id"
+    ).fetchall()
+    assert rows[0] == ("tiling", "start", "starting kernel", "accepted")
+    stage, proposer, label, status = rows[1]
+    assert (stage, proposer, status) == ("tiling", "search", "accepted")
+    assert label.startswith("l1_norm_kernel_autotune: BLOCK_SIZE_D=512/1024/2048/4096/8192 ")
+    (source,) = db.execute(
+        "SELECT source FROM candidates WHERE id = (SELECT MAX(id) FROM candidates)"
+    ).fetchone()
+    assert "triton.Config({'BLOCK_SIZE_D': 8192}" in source
+
+
+def test_tiling_says_why_a_computed_block_is_not_searched(tmp_path):
+    out, db = _run("softmax", tmp_path)
+    assert "stage tiling: not searchable: softmax_kernel: BLOCK_SIZE at line" in " ".join(out.split())
+    assert [r[0] for r in db.execute("SELECT proposer FROM candidates")] == ["start"]
+    (note,) = db.execute("SELECT note FROM runs").fetchone()
+    assert "tiling: not searchable: softmax_kernel" in note
