@@ -1,11 +1,19 @@
-"""Independent check of the micro stage's pick: sweep its whole space with triton.testing.do_bench.
+"""Independent check of a stage's pick: sweep the search's whole space with triton.testing.do_bench.
 
-Run on a GPU:  python scripts/bench_micro_sweep.py kernels/l1_norm --pick RUN/best_kernel.py --out sweep.json
+Run on a GPU:
+  python scripts/bench_micro_sweep.py kernels/l1_norm --pick RUN/best_kernel.py --out sweep.json
+  python scripts/bench_micro_sweep.py kernels/l1_norm --stage tiling \
+      --out tests/fixtures/sweeps/l1_norm_tiling_h200.json
 
-Every variant of the space (num_warps x num_stages within ±1, per launched kernel) is timed in this one
-process with do_bench (median, L2 flushed by do_bench), in several interleaved rounds; the tool's pick
-(the run's best_kernel.py) is timed in the same rounds, so "within noise of the sweep's best" compares
-numbers from one run.
+Every variant of the space is timed in this one process with do_bench (median, L2 flushed by do_bench), in
+several interleaved rounds; the tool's pick (the run's best_kernel.py) is timed in the same rounds, so
+"within noise of the sweep's best" compares numbers from one run. The space, per launched kernel:
+- micro (default): num_warps x num_stages within ±1 (agent.variants.stage_moves);
+- tiling: every point of the kernel's tiling space (agent.tiling: BLOCK sizes, grid multipliers, num_warps),
+  keyed by `TilingSpace.label`. Each variant is run once first (its autotuner tunes then) and checked
+  against the reference; one that fails to compile or computes wrong values is listed under "failed" with
+  the reason, and not timed.
+tests/test_search_replay.py replays the search on the JSON this writes.
 """
 
 from __future__ import annotations
@@ -22,13 +30,40 @@ import triton.testing
 from agent import triton_hooks
 from agent.candidate import load_candidate
 from agent.problem import build, load_problem, load_reference
+from agent.proposers.tiling_search import TilingSearch
 from agent.stages import load_stage
 from agent.variants import apply_move, site_stages, stage_moves
+from agent.verify import compare_outputs
+
+
+def space_variants(stage_name: str, source: str, launched: dict[str, int]) -> dict[str, str]:
+    """label -> source of every point of the stage's space, per launched kernel (the start left out)."""
+    stage = load_stage(stage_name)
+    variants: dict[str, str] = {}
+    if stage_name == "tiling":
+        search = TilingSearch(stage)
+        for kernel in launched:
+            space = search.space(source, kernel)
+            if not space.searchable:
+                print(f"{kernel}: not searchable: {space.why_not()}")
+            variants.update(space.variants())
+        return variants
+    params = {p.name: [int(v) for v in p.values] for p in stage.parameters}
+    for kernel in launched:
+        stages_now = set(site_stages(source, kernel))
+        for move in stage_moves(source, kernel, params["num_warps"], params["num_stages"]):
+            variants[move.label(kernel, stages_now)] = apply_move(source, kernel, move)
+    return variants
+
+
+def _outputs(out) -> list:
+    return list(out) if isinstance(out, list | tuple) else [out]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("problem")
+    ap.add_argument("--stage", choices=("micro", "tiling"), default="micro", help="whose space to sweep")
     ap.add_argument("--pick", type=Path, help="the tool's best_kernel.py")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
@@ -39,8 +74,6 @@ def main() -> None:
     module = load_reference(spec, small=False)
     model, inputs = build(module, spec.reference_path, "cuda", seed=0)
     start_source = spec.kernel_path.read_text()
-    stage = load_stage("micro")
-    params = {p.name: [int(v) for v in p.values] for p in stage.parameters}
     workdir = Path(tempfile.mkdtemp())
 
     def instantiate(source: str):
@@ -57,14 +90,30 @@ def main() -> None:
     start(*inputs)
     torch.cuda.synchronize()
     launched = triton_hooks.stop_recording()
-    variants: dict[str, str] = {"start": start_source}
-    for kernel in launched:
-        stages_now = set(site_stages(start_source, kernel))
-        for move in stage_moves(start_source, kernel, params["num_warps"], params["num_stages"]):
-            variants[move.label(kernel, stages_now)] = apply_move(start_source, kernel, move)
+    variants: dict[str, str] = {"start": start_source, **space_variants(args.stage, start_source, launched)}
     if args.pick:
         variants["tool pick"] = args.pick.read_text()
-    fns = {name: instantiate(src) for name, src in variants.items()}
+    with torch.no_grad():
+        ref = _outputs(model(*inputs))
+    fns, failed = {}, {}
+    for name, src in variants.items():
+        try:
+            fn = instantiate(src)
+            with torch.no_grad():
+                outs = _outputs(fn(*inputs))  # compiles, and autotunes an autotuned kernel
+            torch.cuda.synchronize()
+            check = compare_outputs(outs, ref, spec.atol, spec.rtol)
+            del outs
+        except Exception as e:  # a variant that does not compile or crashes: a result, not the sweep's end
+            failed[name] = f"{type(e).__name__}: {e}"[:500]
+            continue
+        if not check.passed:
+            failed[name] = "; ".join(c.detail for c in check.checks if not c.passed)[:500]
+            continue
+        fns[name] = fn
+    del ref
+    for name, why in failed.items():
+        print(f"failed: {name}: {why}")
     fns["eager"] = model
     fns["torch.compile"] = torch.compile(model)
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -75,14 +124,16 @@ def main() -> None:
             )
     summary = {name: {"median_ms": statistics.median(t), "rounds_ms": t} for name, t in times.items()}
     space = [n for n in variants if n not in ("start", "tool pick")]
-    best = min(space, key=lambda n: summary[n]["median_ms"])
+    best = min((n for n in space if n in summary), key=lambda n: summary[n]["median_ms"])
     result = {
         "problem": spec.name,
+        "stage": args.stage,
         "device": torch.cuda.get_device_name(),
         "launched": launched,
         "space_size": len(space),
         "best": best,
         "times": summary,
+        "failed": failed,
     }
     if args.pick:
         pick, best_ms = summary["tool pick"]["median_ms"], summary[best]["median_ms"]

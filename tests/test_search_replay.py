@@ -7,6 +7,7 @@ search reaches the sweep's best with fewer evaluations than the sweep.
 """
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,137 @@ def test_exhaustive_search_tries_the_whole_space(replay):
     out, calls = replay("exhaustive")
     assert len(calls) - 1 == SWEEP["space_size"]
     assert out.best.median_ms == pytest.approx(SWEEP["times"][SWEEP["best"]]["median_ms"], rel=0.005)
+
+
+# ---------------------------------------------------------------- the tiling stage
+
+TILING_SWEEP = Path(__file__).parent / "fixtures" / "sweeps" / "l1_norm_tiling_h200.json"
+DRAM = "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed"
+SPILLING = "derived__local_spilling_requests_pct"
+
+
+def _l1_tiling_space():
+    from agent.proposers.tiling_search import TilingSearch
+
+    start = load_problem("kernels/l1_norm").kernel_path.read_text()
+    return TilingSearch(load_stage("tiling")).space(start, KERNEL)
+
+
+def synthetic_tiling_sweep() -> dict:
+    """A cost table over the real tiling space of kernels/l1_norm, in the format bench_micro_sweep.py
+    --stage tiling writes, used until a recorded sweep is in tests/fixtures/sweeps/.
+
+    A config (BLOCK_SIZE_D, num_warps) costs a memory-bound 6.55 ms times a penalty for its elements per
+    thread (best at 32: fewer leave loads in flight unused, more cost registers) and for loop trips over the
+    65535-wide rows (small blocks); an autotune list costs its best config (the autotuner picks it). The
+    largest list with 16 warps fails to compile (out of resources), as a BLOCK that breaks a kernel would.
+    """
+    space = _l1_tiling_space()
+
+    def config_ms(block: int, warps: int) -> float:
+        per_thread = block / (32 * warps)
+        return 6.55 * (1 + 0.06 * math.log2(per_thread / 32) ** 2) * (1 + 12 / block)
+
+    times, failed = {}, {}
+    for point in space.points():
+        blocks, warps = space.values(point)
+        label = "start" if point == space.origin else space.label(point)
+        if max(blocks) == 8192 and max(warps) == 16:
+            failed[label] = "OutOfResources: out of resource: shared memory"
+            continue
+        ms = min(config_ms(b, w) for b, w in zip(blocks, warps, strict=True))
+        times[label] = {"median_ms": ms, "rounds_ms": [ms, ms * 1.001, ms * 0.999]}
+    times["eager"] = {"median_ms": 14.6, "rounds_ms": [14.6, 14.61, 14.59]}
+    times["torch.compile"] = {"median_ms": 7.3, "rounds_ms": [7.3, 7.31, 7.29]}
+    variants = space.variants()
+    best = min((n for n in variants if n in times), key=lambda n: times[n]["median_ms"])
+    return {
+        "problem": "l1_norm",
+        "stage": "tiling",
+        "device": "synthetic",
+        "launched": {KERNEL: 1},
+        "space_size": len(variants),
+        "best": best,
+        "times": times,
+        "failed": failed,
+    }
+
+
+TILING = json.loads(TILING_SWEEP.read_text()) if TILING_SWEEP.exists() else synthetic_tiling_sweep()
+
+
+@pytest.fixture
+def replay_tiling(monkeypatch, tmp_path):
+    spec = load_problem("kernels/l1_norm")
+    start = spec.kernel_path.read_text()
+    labels = {source: label for label, source in _l1_tiling_space().variants().items()}
+    labels[start] = "start"
+    calls: list[str] = []
+
+    def fake_evaluate(problem, source, device, **kw):
+        label = labels.get(source)
+        assert label is not None, "the search proposed a source outside the tiling space"
+        calls.append(label)
+        if label in TILING["failed"]:
+            return EvalResult(status=Status.COMPILE_ERROR, reason=TILING["failed"][label])
+        assert label in TILING["times"], f"the sweep has no time for {label!r}: record it again"
+        t = TILING["times"]
+        return EvalResult(
+            status=Status.ACCEPTED,
+            kernels_launched={KERNEL: 1},
+            timings=Timings(
+                candidate=TimingStats(times_ms=t[label]["rounds_ms"]),
+                eager=TimingStats(times_ms=t["eager"]["rounds_ms"]),
+                compiled=TimingStats(times_ms=t["torch.compile"]["rounds_ms"]),
+                roofline_ms=4.02,
+            ),
+        )
+
+    def run(strategy: str, metrics: dict):
+        monkeypatch.setattr(
+            loop,
+            "profile_step",
+            lambda problem, items, settings, store: [ProfileOutcome(metrics=metrics)] * len(items),
+        )
+        calls.clear()
+        stage = load_stage("tiling")
+        store = Store.open_dir(tmp_path)
+        settings = loop.LoopSettings(
+            stage=stage,
+            gpu=find_gpu("h200"),
+            device="cuda",
+            run_dir=tmp_path,
+            metric_set="memory",
+            evaluator=fake_evaluate,
+        )
+        run_id = store.start_run("l1_norm", "cuda", "H200", "search", None, {})
+        out = loop.run_stage(spec, start, SearchProposer(stage, strategy), store, run_id, settings, Quiet())
+        return out, list(calls)
+
+    return run
+
+
+PROFILES = {
+    "memory-bound": {KERNEL: [{DRAM: 88.07}]},  # the H200's l1_norm: larger blocks, fewer warps first
+    "spilling": {KERNEL: [{DRAM: 88.07, SPILLING: 12.0}]},  # smaller blocks, more warps first
+}
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_coordinate_tiling_search_finds_the_sweeps_best_with_far_fewer_evaluations(replay_tiling, profile):
+    out, calls = replay_tiling("coordinate", PROFILES[profile])
+    times = TILING["times"]
+    best_ms = times[TILING["best"]]["median_ms"]
+    assert out.best.median_ms <= best_ms * 1.01  # within the loop's min_gain of the sweep's best
+    assert out.best.median_ms < times["start"]["median_ms"] * 0.95
+    tries = len(calls) - 1
+    assert tries <= TILING["space_size"] // 2  # a recorded sweep: at most half of it
+    if TILING["device"] == "synthetic":
+        assert tries <= TILING["space_size"] // 3  # 4 of 12 with the right first direction, or not
+        assert calls[1].startswith(f"{KERNEL}: BLOCK_SIZE_D=")
+
+
+def test_exhaustive_tiling_search_tries_the_whole_space(replay_tiling):
+    out, calls = replay_tiling("exhaustive", PROFILES["memory-bound"])
+    assert len(calls) - 1 == TILING["space_size"]
+    assert out.best.median_ms == pytest.approx(TILING["times"][TILING["best"]]["median_ms"], rel=0.005)
