@@ -4,6 +4,7 @@ The built-in search proposes real source files (a user can take any of them away
 candidate's text at the positions Python's AST gives, so formatting and comments are kept:
 - for an autotuned kernel, every `triton.Config(...)` of its `@triton.autotune(configs=[...])` list;
 - for a plain `@triton.jit` kernel, every launch `kernel[grid](..., num_warps=..., num_stages=...)`.
+The tiling stage's BLOCK sizes and grid multipliers are edited the same way, by agent/tiling.py.
 """
 
 from __future__ import annotations
