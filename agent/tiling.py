@@ -54,6 +54,10 @@ MAX_SHIFT = 16
 _SM_COUNT = re.compile(r"^_?(get_)?((n|num|number_of)_?)?sms?(_count)?$")  # num_sms, NUM_SMS, sm_count
 
 
+class UnknownKernel(VariantError):
+    """The kernel is not defined, or not launched, in this source (a library's kernel, say)."""
+
+
 @dataclass(frozen=True)
 class Slot:
     """One integer literal of the base source that an axis edits (or where an absent num_warps goes)."""
@@ -369,18 +373,21 @@ def tiling_space(
 ) -> TilingSpace:
     """The tiling space of `kernel` in `source`. `blocks`: the stage's BLOCK parameter patterns and their
     allowed values; `warps` / `multipliers`: allowed num_warps / programs per SM (None: not searched).
-    Raises VariantError when the kernel is not there or never launched as kernel[grid](...)."""
+    Raises UnknownKernel when the kernel is not there or never launched as kernel[grid](...)."""
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
         raise VariantError(f"source does not parse: {e.msg} (line {e.lineno})") from None
     kernels = find_kernels(tree)
     if kernel not in kernels:
-        raise VariantError(f"no @triton.jit kernel named {kernel!r}")
+        raise UnknownKernel(f"no @triton.jit kernel named {kernel!r}")
     sites = launch_sites(tree, kernel)
     if not sites:
-        raise VariantError(f"kernel {kernel!r} is never launched as {kernel}[grid](...) in this source")
-    f = _Finder(tree, source)
+        raise UnknownKernel(f"kernel {kernel!r} is never launched as {kernel}[grid](...) in this source")
+    try:
+        f = _Finder(tree, source)
+    except VariantError as e:  # a non-ASCII source
+        return TilingSpace(kernel, source, (), (), (f"{kernel}: {e}",))
     reasons: list[str] = []
     try:
         configs = autotune_configs(kernels[kernel])

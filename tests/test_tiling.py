@@ -19,7 +19,7 @@ from agent.constraints import check_constraints
 from agent.proposers.tiling_search import TilingSearch
 from agent.resources import kernels_dir
 from agent.stages import load_stage
-from agent.tiling import BLOCK, MULTIPLIER, WARPS, TilingSpace, tiling_space
+from agent.tiling import BLOCK, MULTIPLIER, WARPS, TilingSpace, UnknownKernel, tiling_space
 
 TILING = load_stage("tiling")
 SEARCH = TilingSearch(TILING)
@@ -176,6 +176,13 @@ def test_an_absent_num_warps_is_added_in_the_calls_layout():
     assert "        BLOCK = 512\n" in up
     assert s.label((1, 0)) == "scale_kernel: BLOCK_SIZE=512 num_warps=8"
     assert s.source((0, -1)).count("num_warps=2") == 1
+
+
+def test_a_non_ascii_source_is_not_edited_and_says_why():
+    s = space(LITERAL.replace("# the block", "# the block (\u00d72)"), "scale_kernel")
+    assert not s.searchable and "non-ASCII source" in s.why_not()
+    with pytest.raises(UnknownKernel):
+        space(LITERAL, "no_such_kernel")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from agent.models import Candidate
 from agent.proposers.base import ProposalContext
 from agent.stages import Stage
-from agent.tiling import BLOCK, WARPS, Point, TilingSpace, tiling_space
+from agent.tiling import BLOCK, WARPS, Point, TilingSpace, UnknownKernel, tiling_space
 from agent.variants import VariantError
 
 MULTIPLIER_PARAMETER = "programs per SM"
@@ -123,8 +123,10 @@ class TilingSearch:
         for k in sorted(ctx.parent_result.kernels_launched):
             try:
                 out.append(self.space(ctx.parent_source, k))
-            except VariantError:
+            except UnknownKernel:
                 continue  # not this source's kernel (a library's): nothing to vary
+            except VariantError as e:
+                out.append(TilingSpace(k, ctx.parent_source, (), (), (f"{k}: {e}",)))
         return out
 
     def space_size(self, ctx: ProposalContext) -> int:
