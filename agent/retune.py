@@ -10,6 +10,9 @@ median in the autotuner's cache. The correctness checks ran with the autotuner's
 the judge switches to is first checked against the reference (`check`); one that gives wrong results is
 the candidate's bug (another process might pick it), and the caller rejects the candidate.
 
+Since the judge makes the choice, the autotuner's own benchmark is cut short in the GPU worker
+(`agent.triton_hooks.quick_bench`: a few calls per config instead of ~125 ms of them).
+
 Only configs the autotuner could run are tried: those with a finite time in its own benchmark
 (`configs_timings`), or, without one (a disk-cache hit), every config, each run once before timing.
 """
@@ -23,8 +26,8 @@ from typing import Any
 
 from agent.models import RetuneNote
 
-TARGET_S = 1.0  # about how long re-tuning may take per autotuned kernel
-MIN_REPS, MAX_REPS = 10, 30
+TARGET_S = 0.6  # about how long re-tuning may take per autotuned kernel
+MIN_REPS, MAX_REPS = 8, 30
 
 
 class _KeySpy(dict):  # type: ignore[type-arg]

@@ -21,6 +21,8 @@ from agent.models import Check, Timings, TimingStats
 FLUSH_BYTES = 256 * 1024**2
 METHOD = "cuda-events on the current stream, L2 flushed (256 MiB zeroed) before each call, interleaved"
 GRAPH_METHOD = "cuda-graph replays timed with cuda-events, L2 flushed before each replay, interleaved"
+MIN_REPS = 30  # a measurement never has fewer rounds than this
+BUDGET_S = 1.0  # about how long the interleaved timing of a candidate and its baselines may take
 NOISE_THRESHOLD = 0.02  # halves of one measurement disagreeing by more: measure again, then mark it noisy
 
 
@@ -36,12 +38,17 @@ def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 3, graphs: bool = False
+    fns: dict[str, Callable[[], Any]],
+    reps: int,
+    warmup: int = 3,
+    graphs: bool = False,
+    max_s: float | None = None,
 ) -> dict[str, TimingStats]:
     """Time each fn `reps` times, interleaved round by round, with a cold L2 before every call.
 
     `graphs`: time replays of a CUDA graph of each fn (for launch-bound kernels); the L2 flush stays
-    outside the graphs. Compare graph times only with graph times.
+    outside the graphs. Compare graph times only with graph times. `max_s`: fewer rounds (never under
+    MIN_REPS) when `reps` rounds would take longer than this, judged from the last warm-up round.
     """
     import torch
 
@@ -52,6 +59,16 @@ def time_interleaved(
     if graphs:
         fns = {name: _graphed(fn) for name, fn in fns.items()}
     flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    if max_s is not None and reps > MIN_REPS:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for fn in fns.values():
+            flush.zero_()
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        round_s = start.elapsed_time(end) / 1e3
+        reps = max(MIN_REPS, min(reps, int(max_s / max(round_s, 1e-9))))
     events: dict[str, list[tuple[Any, Any]]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
@@ -178,10 +195,10 @@ def time_models(
             fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
             if fn is not None:
                 fns["compiled"] = lambda: fn(*inputs)
-        stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs)
+        stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs, max_s=BUDGET_S)
         unsteady = noisy(stats)
         if unsteady:  # measure once more; keep the second measurement, and say if it is still unsteady
-            stats = time_interleaved(fns, reps=reps, warmup=1, graphs=graphs)
+            stats = time_interleaved(fns, reps=reps, warmup=1, graphs=graphs, max_s=BUDGET_S)
             unsteady = noisy(stats)
     bw = measure_copy_bandwidth()
     tflops = measure_matmul_tflops() if flops else None

@@ -2,6 +2,8 @@
 
 - Launch recording: which Triton kernels ran, how often, and from which module. This is how the
   evaluator knows the work was done by the candidate's own kernels and which kernels to profile.
+- Quick autotuning (`STATE.quick_autotune`, set by the GPU judge when it re-tunes afterwards): autotuners
+  that bring no benchmark of their own get `quick_bench`.
 - Autotune under the interpreter: `@triton.autotune` benchmarks its configs, which the interpreter
   cannot do ("0 active drivers"). Under the interpreter each autotuned kernel instead runs the config
   selected by `select_config(k)`, so the evaluator can check every config for correctness in turn.
@@ -22,6 +24,7 @@ class _State:
     modules: dict[str, str] = field(default_factory=dict)
     config_index: int = 0
     autotuners: list[Any] = field(default_factory=list)
+    quick_autotune: bool = False  # see quick_bench
 
 
 STATE = _State()
@@ -68,6 +71,8 @@ def install() -> None:
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         STATE.autotuners.append(self)
+        if STATE.quick_autotune and getattr(self, "_do_bench", None) is None:
+            self._do_bench = quick_bench
 
     autotuner.Autotuner.__init__ = init
     if interpreting():
@@ -85,6 +90,14 @@ def _interpreted_autotune_run(self: Any, *args: Any, **kwargs: Any) -> Any:
     ret = self.fn.run(*args, **kwargs, **extra)
     self.nargs = None
     return ret
+
+
+def quick_bench(kernel_call: Any, quantiles: Any = None) -> Any:
+    """The autotuner's benchmark when the judge re-tunes afterwards (agent/retune.py): a few calls per
+    config instead of ~125 ms of them, since the judge's interleaved timing makes the choice anyway."""
+    import triton.testing
+
+    return triton.testing.do_bench(kernel_call, warmup=1, rep=5, quantiles=quantiles)
 
 
 def max_configs() -> int:

@@ -131,40 +131,78 @@ class _Stats:
     first_nonfinite: int = -1
 
 
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """fp16/bf16/fp32 outputs are compared in fp32 (the rounding of |a - b| there, ~6e-8 relative, is far
+    below any tolerance used for them); everything else in fp64."""
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float64
+
+
+def _chunk_summary(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> torch.Tensor:
+    """[non-finite elements in either, elements outside tolerance, max abs err, max rel err, worst excess,
+    where it is] of one chunk, as a float64 tensor on the chunk's device: no synchronisation."""
+    dtype = _compute_dtype(b)
+    a, b = a.to(dtype), b.to(dtype)
+    both = torch.isfinite(a) & torch.isfinite(b)
+    nonfinite = (~both).sum()
+    diff = torch.where(both, (a - b).abs(), 0.0)
+    b_abs = b.abs()
+    excess = torch.where(both, diff - (atol + rtol * b_abs), -math.inf)
+    bad = (excess > 0).sum()
+    rel = torch.where(both & (b_abs > atol), diff / b_abs, 0.0)
+    worst, at = excess.max(0)
+    parts = (nonfinite, bad, diff.max(), rel.max(), worst, at)
+    return torch.stack([x.to(torch.float64) for x in parts])
+
+
+def _nonfinite_details(s: _Stats, start: int, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Unwritten (NaN where the reference is finite) and NaN/Inf mismatches of a chunk that has some."""
+    a, b = a.double(), b.double()
+    fin_a, fin_b = torch.isfinite(a), torch.isfinite(b)
+    unwritten = torch.isnan(a) & fin_b
+    n = int(unwritten.sum())
+    if n:
+        s.unwritten += n
+        if s.first_unwritten < 0:
+            s.first_unwritten = start + int(unwritten.nonzero()[0, 0])
+    # Non-finite elements must match exactly (NaN where NaN, +Inf where +Inf).
+    same_nonfinite = (torch.isnan(a) & torch.isnan(b)) | (torch.isinf(a) & (a == b))
+    mismatch = ~(fin_a & fin_b) & ~same_nonfinite & ~unwritten
+    n = int(mismatch.sum())
+    if n:
+        s.nonfinite_mismatch += n
+        if s.first_nonfinite < 0:
+            s.first_nonfinite = start + int(mismatch.nonzero()[0, 0])
+
+
 def _compare_float(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float, chunk: int) -> _Stats:
+    """One pass over the chunks with no synchronisation (a summary per chunk, read back at once), then the
+    details only where they are needed: chunks holding non-finite elements, and the worst element."""
     s = _Stats()
+    summaries, starts = [], []
     for start, a, b in _chunks(out, ref, chunk):
-        a, b = a.double(), b.double()
         s.count += a.numel()
-        fin_a, fin_b = torch.isfinite(a), torch.isfinite(b)
-        unwritten = torch.isnan(a) & fin_b
-        n = int(unwritten.sum())
-        if n:
-            s.unwritten += n
-            if s.first_unwritten < 0:
-                s.first_unwritten = start + int(unwritten.nonzero()[0, 0])
-        # Non-finite elements must match exactly (NaN where NaN, +Inf where +Inf).
-        same_nonfinite = (torch.isnan(a) & torch.isnan(b)) | (torch.isinf(a) & (a == b))
-        mismatch = ~(fin_a & fin_b) & ~same_nonfinite & ~unwritten
-        n = int(mismatch.sum())
-        if n:
-            s.nonfinite_mismatch += n
-            if s.first_nonfinite < 0:
-                s.first_nonfinite = start + int(mismatch.nonzero()[0, 0])
-        both = fin_a & fin_b
-        diff = torch.where(both, (a - b).abs(), 0.0)
-        bound = atol + rtol * b.abs()
-        excess = torch.where(both, diff - bound, -math.inf)
-        s.bad_values += int((excess > 0).sum())
-        if diff.numel():
-            s.max_abs = max(s.max_abs, float(diff.max()))
-            rel_ok = both & (b.abs() > atol)
-            if bool(rel_ok.any()):
-                s.max_rel = max(s.max_rel, float((diff[rel_ok] / b[rel_ok].abs()).max()))
-            i = int(excess.argmax())
-            if float(excess[i]) > s.worst_excess:
-                s.worst_excess, s.worst_at = float(excess[i]), start + i
-                s.worst_got, s.worst_want = float(a[i]), float(b[i])
+        if a.numel():
+            summaries.append(_chunk_summary(a, b, atol, rtol))
+            starts.append(start)
+    if not summaries:
+        return s
+    table = torch.stack(summaries).tolist()
+    nonfinite_chunks = []
+    for start, (nonfinite, bad, max_abs, max_rel, worst, at) in zip(starts, table, strict=True):
+        s.bad_values += int(bad)
+        s.max_abs = max(s.max_abs, max_abs)
+        s.max_rel = max(s.max_rel, max_rel)
+        if worst > s.worst_excess:
+            s.worst_excess, s.worst_at = worst, start + int(at)
+        if nonfinite:
+            nonfinite_chunks.append(start)
+    if nonfinite_chunks:
+        wanted = set(nonfinite_chunks)
+        for start, a, b in _chunks(out, ref, chunk):
+            if start in wanted:
+                _nonfinite_details(s, start, a, b)
+    if s.worst_at >= 0:
+        s.worst_got, s.worst_want = float(_flat(out)[s.worst_at]), float(_flat(ref)[s.worst_at])
     return s
 
 
@@ -363,19 +401,20 @@ def check_aliasing(outs: Sequence[torch.Tensor], inputs: Sequence[Any]) -> Check
 
 def check_reference_signal(refs: Sequence[torch.Tensor], chunk: int = CHUNK_ELEMENTS) -> Check:
     """A warning (never a failure) when the reference output is near zero or near constant."""
-    n, total, sq, peak = 0, 0.0, 0.0, 0.0
+    parts = []  # per chunk, on the device: [finite elements, sum, sum of squares, max |x|]
     for t in refs:
         if t.numel() == 0:
             continue
         flat = _flat(t)
         for start in range(0, flat.numel(), chunk):
             c = flat[start : start + chunk].double()
-            c = c[torch.isfinite(c)]
-            n += c.numel()
-            total += float(c.sum())
-            sq += float((c * c).sum())
-            if c.numel():
-                peak = max(peak, float(c.abs().max()))
+            fin = torch.isfinite(c)
+            c = torch.where(fin, c, 0.0)
+            parts.append(torch.stack([fin.sum().double(), c.sum(), (c * c).sum(), c.abs().max()]))
+    rows = torch.stack(parts).tolist() if parts else []
+    n = int(sum(r[0] for r in rows))
+    total, sq = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    peak = max((r[3] for r in rows), default=0.0)
     if n == 0:
         return Check(
             name="degenerate-reference", passed=True, detail=WARNING + "the reference has no finite output"
@@ -462,7 +501,6 @@ class TamperWatch:
 
     def snapshot(self) -> dict[str, Any]:
         import importlib
-        import os
         import sys
         import threading
         import time
@@ -526,9 +564,7 @@ class TamperWatch:
             "deterministic algorithms": torch.are_deterministic_algorithms_enabled,
             "fill_uninitialized_memory": lambda: torch.utils.deterministic.fill_uninitialized_memory,
             "torch function modes": _function_modes,
-            "TRITON_* environment": lambda: str(
-                sorted((k, v) for k, v in os.environ.items() if "TRITON" in k)
-            ),
+            TRITON_ENV: triton_environment,
         }
         for flag, read in flags.items():
             try:
@@ -536,6 +572,12 @@ class TamperWatch:
             except Exception:
                 snap[flag] = None
         return snap
+
+    def accept(self, names: list[str]) -> None:
+        """Take the current values of `names` as the reference: the harness itself changed them (torch.compile
+        of the baseline sets TRITON_CACHE_DIR, TRITON_PTXAS_PATH... the first time it compiles a kernel)."""
+        now = self.snapshot()
+        self.before.update({k: now.get(k) for k in names})
 
     def changed(self) -> list[str]:
         now = self.snapshot()
@@ -547,6 +589,15 @@ class TamperWatch:
             shown = ", ".join(changed[:8]) + (f" (+{len(changed) - 8} more)" if len(changed) > 8 else "")
             return Check(name="tamper", passed=False, detail=f"the candidate replaced or changed {shown}")
         return Check(name="tamper", passed=True, detail="evaluation functions and torch flags untouched")
+
+
+TRITON_ENV = "TRITON_* environment"
+
+
+def triton_environment() -> str:
+    import os
+
+    return str(sorted((k, v) for k, v in os.environ.items() if "TRITON" in k))
 
 
 def _function_modes() -> str:

@@ -798,7 +798,7 @@ class Judge:
             return Timings(skipped_reason=CPU_TIMING_SKIPPED)
         if not self.req.time:
             return Timings(skipped_reason="timing not requested")
-        from agent import baseline_cache, timing
+        from agent import baseline_cache, timing, verify
 
         assert self.last is not None
         model, new_model, inputs = self.last
@@ -811,7 +811,11 @@ class Judge:
                     seed = (self.req.seeds or [0])[-1]
                     text = self.req.problem.reference_path.read_text()
                     key = baseline_cache.cache_key(self.req.problem.name, text, seed, inputs)
+                    env = verify.triton_environment()
                     model, compiled = baseline_cache.baselines_for(key, model, inputs)
+                    watch = getattr(getattr(self.runner, "session", None), "watch", None)
+                    if watch is not None and verify.triton_environment() != env:
+                        watch.accept([verify.TRITON_ENV])  # torch.compile's own settings, not the candidate's
             with self._phase("timing"):
                 t = timing.time_models(
                     new_model,
@@ -887,6 +891,8 @@ def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult
 
     triton_hooks.install()
     runtime_guards.install()
+    # the judge re-tunes every autotuned kernel before timing it, so the autotuner's own pick may be quick
+    triton_hooks.STATE.quick_autotune = request.device == "cuda" and request.time
     try:
         ref_module = load_reference(request.problem, request.small)
     except ProblemError as e:

@@ -85,7 +85,7 @@ fi
 
 if has evalcost; then
   step "cost of one evaluation, cold workers and a warm one"
-  python3 scripts/bench_eval_cost.py kernels/l1_norm --n 4 --out "$W/evalcost_l1.json" 2>&1 | tee "$W/evalcost.log" | tail -20
+  python3 scripts/bench_eval_cost.py kernels/l1_norm --n ${EVALCOST_N:-4} --out "$W/evalcost_l1.json" 2>&1 | tee "$W/evalcost.log" | tail -20
 fi
 
 tar -czf "$OUT/results.tar.gz" -C "$OUT" work
