@@ -99,6 +99,9 @@ class _Walk:
 
 @dataclass
 class TilingSearch:
+    """The search of a stage with BLOCK parameters (SearchProposer's tiling mode). `notes` gathers what it
+    could not vary and why; the pipeline adds them to the stage's notes."""
+
     stage: Stage
     strategy: str = "coordinate"
     metrics: dict | None = None
@@ -168,7 +171,11 @@ class TilingSearch:
                 if not self._kernels:
                     self._done = True
                     return []
-                space = self.space(ctx.parent_source, self._kernels.pop(0))
+                try:
+                    space = self.space(ctx.parent_source, self._kernels.pop(0))
+                except VariantError as e:
+                    self.notes.append(f"not searchable: {e}")
+                    continue
                 self._walk = _Walk(space, space.origin)
             found = self._next(self._walk, ctx)
             if found is not None:
