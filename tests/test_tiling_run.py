@@ -34,6 +34,7 @@ def test_tiling_runs_with_the_search_and_evaluates_a_block_variant(tmp_path):
         "JOIN evaluations e ON e.candidate_id = c.id ORDER BY c.id"
     ).fetchall()
     assert rows[0] == ("tiling", "start", "starting kernel", "accepted")
+    assert len(rows) == 2  # --max-iterations 1: the budget stops the search after one step
     stage, proposer, label, status = rows[1]
     assert (stage, proposer, status) == ("tiling", "search", "accepted")
     assert label.startswith("l1_norm_kernel_autotune: BLOCK_SIZE_D=512/1024/2048/4096/8192 ")
