@@ -162,7 +162,10 @@ class EvalRequest(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     small: bool = Field(default=False, description="Use the problem's small shapes (always on the CPU).")
     time: bool = Field(default=True, description="Time candidate and baselines (GPU only).")
-    timing_reps: int = 50
+    timing_reps: int = Field(
+        default=30,
+        description="Rounds of the interleaved timing, at least; more (up to 500) while they fit in ~1 s.",
+    )
     baselines: bool = Field(default=True, description="Also time eager and torch.compile.")
     extra_checks: bool = Field(
         default=True,

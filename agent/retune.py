@@ -100,23 +100,6 @@ def _finite(t: Any) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
-def _estimate_ms(tuner: Any, call: Callable[[], Any]) -> float:
-    """About how long one call takes: the autotuner's slowest finite time, else one timed call."""
-    timings = getattr(tuner, "configs_timings", None) or {}
-    finite = [t if isinstance(t, int | float) else t[0] for t in timings.values() if _finite(t)]
-    if finite:
-        return float(max(finite))
-    from agent import timing
-
-    return timing.median_ms(call, reps=1, warmup=0)
-
-
-def reps_for(n_configs: int, est_ms: float, target_s: float = TARGET_S) -> int:
-    """Rounds of the interleaved timing so that re-tuning takes about `target_s`."""
-    per_round_s = max(n_configs * est_ms, 1e-3) / 1e3
-    return max(MIN_REPS, min(MAX_REPS, int(target_s / per_round_s)))
-
-
 def retune(
     tuners: list[Any],
     call: Callable[[], Any],
@@ -133,7 +116,6 @@ def retune(
         tuner.cache[key] = original
         if len(ok) < 2:
             continue
-        reps = reps_for(len(ok), _estimate_ms(tuner, call))
 
         def pinned(config: Any, tuner: Any = tuner, key: Any = key) -> Callable[[], Any]:
             def run() -> Any:
@@ -142,7 +124,9 @@ def retune(
 
             return run
 
-        stats = timing.time_interleaved({str(i): pinned(c) for i, c in enumerate(ok)}, reps=reps, warmup=1)
+        fns = {str(i): pinned(c) for i, c in enumerate(ok)}
+        stats = timing.time_interleaved(fns, reps=MIN_REPS, warmup=1, max_s=TARGET_S, max_reps=MAX_REPS)
+        reps = len(stats["0"].times_ms)
         medians = [statistics.median(stats[str(i)].times_ms) for i in range(len(ok))]
         best = ok[min(range(len(ok)), key=medians.__getitem__)]
         if best is not original:

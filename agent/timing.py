@@ -21,8 +21,8 @@ from agent.models import Check, Timings, TimingStats
 FLUSH_BYTES = 256 * 1024**2
 METHOD = "cuda-events on the current stream, L2 flushed (256 MiB zeroed) before each call, interleaved"
 GRAPH_METHOD = "cuda-graph replays timed with cuda-events, L2 flushed before each replay, interleaved"
-MIN_REPS = 30  # a measurement never has fewer rounds than this
-BUDGET_S = 1.0  # about how long the interleaved timing of a candidate and its baselines may take
+BUDGET_S = 1.0  # a measurement takes as many rounds as fit in about this long (at least the request's reps)
+MAX_REPS = 500
 NOISE_THRESHOLD = 0.02  # halves of one measurement disagreeing by more: measure again, then mark it noisy
 
 
@@ -43,12 +43,14 @@ def time_interleaved(
     warmup: int = 3,
     graphs: bool = False,
     max_s: float | None = None,
+    max_reps: int | None = None,
 ) -> dict[str, TimingStats]:
     """Time each fn `reps` times, interleaved round by round, with a cold L2 before every call.
 
     `graphs`: time replays of a CUDA graph of each fn (for launch-bound kernels); the L2 flush stays
-    outside the graphs. Compare graph times only with graph times. `max_s`: fewer rounds (never under
-    MIN_REPS) when `reps` rounds would take longer than this, judged from the last warm-up round.
+    outside the graphs. Compare graph times only with graph times. `max_s`: as many rounds as fit in about
+    `max_s` seconds (judged from one timed round after the warm-up), at least `reps` and at most `max_reps`:
+    short kernels are then measured over a window long enough that clock changes average out.
     """
     import torch
 
@@ -59,7 +61,7 @@ def time_interleaved(
     if graphs:
         fns = {name: _graphed(fn) for name, fn in fns.items()}
     flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
-    if max_s is not None and reps > MIN_REPS:
+    if max_s is not None:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for fn in fns.values():
@@ -67,8 +69,8 @@ def time_interleaved(
             fn()
         end.record()
         torch.cuda.synchronize()
-        round_s = start.elapsed_time(end) / 1e3
-        reps = max(MIN_REPS, min(reps, int(max_s / max(round_s, 1e-9))))
+        fit = int(max_s / max(start.elapsed_time(end) / 1e3, 1e-9))
+        reps = max(reps, min(max_reps or reps, fit))
     events: dict[str, list[tuple[Any, Any]]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
@@ -195,10 +197,11 @@ def time_models(
             fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
             if fn is not None:
                 fns["compiled"] = lambda: fn(*inputs)
-        stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs, max_s=BUDGET_S)
+        budget = {"max_s": BUDGET_S, "max_reps": MAX_REPS}
+        stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs, **budget)
         unsteady = noisy(stats)
         if unsteady:  # measure once more; keep the second measurement, and say if it is still unsteady
-            stats = time_interleaved(fns, reps=reps, warmup=1, graphs=graphs, max_s=BUDGET_S)
+            stats = time_interleaved(fns, reps=reps, warmup=1, graphs=graphs, **budget)
             unsteady = noisy(stats)
     bw = measure_copy_bandwidth()
     tflops = measure_matmul_tflops() if flops else None

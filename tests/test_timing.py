@@ -94,3 +94,15 @@ def test_cuda_graph_mode_times_replays():
     stats = timing.time_interleaved({"copy": lambda: y.copy_(x)}, reps=10, warmup=2, graphs=True)
     assert stats["copy"].n == 10 and stats["copy"].method == timing.GRAPH_METHOD
     assert 0 < stats["copy"].median_ms < 5
+
+
+@pytest.mark.gpu
+def test_a_time_budget_gives_short_kernels_more_rounds_and_long_ones_the_minimum():
+    import torch
+
+    small = torch.ones(1024, device="cuda")
+    big = torch.ones(256 * 1024**2, device="cuda")  # 1 GiB: about 0.5 ms per add on an H100/H200
+    short = timing.time_interleaved({"s": lambda: small.add(1)}, reps=30, max_s=0.2, max_reps=400)
+    assert len(short["s"].times_ms) == 400  # many fit: capped
+    long = timing.time_interleaved({"b": lambda: big.add(1)}, reps=30, max_s=0.002, max_reps=400)
+    assert len(long["b"].times_ms) == 30  # none fit: the minimum
