@@ -523,7 +523,8 @@ class Judge:
         seed = secrets.randbits(48)
         self.draws.append(f"{label}: input seed {seed}")
         try:
-            return draw_inputs(module, self.req.problem.reference_path, self.device, seed)
+            with self._phase("of which: drawing inputs"):
+                return draw_inputs(module, self.req.problem.reference_path, self.device, seed)
         except ProblemError as e:
             raise Rejected(Status.CRASHED, f"{label}: the problem's reference failed: {e}") from None
 
@@ -540,7 +541,8 @@ class Judge:
     def _call(self, key: str, inputs: list[Any], config: int, where: str, mode: str) -> CallResult:
         """mode: "new" (inputs the candidate has not seen), "same" (the very tensors of its last call, holding
         the values sent), "refresh" (those tensors, refilled in place with new values)."""
-        return self.runner.call(key, inputs, mode, config, where)
+        with self._phase("of which: candidate calls"):
+            return self.runner.call(key, inputs, mode, config, where)
 
     def _reference(self, model: Any, inputs: list[Any], where: str) -> list[Any]:
         import torch
@@ -548,10 +550,10 @@ class Judge:
         from agent.problem import flatten_outputs
 
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._phase("of which: reference calls"):
                 out = model(*inputs)
-            if self.device == "cuda":
-                torch.cuda.synchronize()
+                if self.device == "cuda":
+                    torch.cuda.synchronize()
         except Exception as e:
             raise Rejected(Status.CRASHED, f"{where}: the reference Model raised {describe(e)}") from None
         return flatten_outputs(out)
@@ -651,7 +653,8 @@ class Judge:
 
         spec = self.req.problem
         try:
-            return verify.compare_outputs(outs, refs, spec.atol, spec.rtol)
+            with self._phase("of which: comparing outputs"):
+                return verify.compare_outputs(outs, refs, spec.atol, spec.rtol)
         except Exception as e:
             return verify.Comparison(
                 [Check(name="values", passed=False, detail=f"could not compare: {describe(e)}")]
