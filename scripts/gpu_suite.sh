@@ -79,7 +79,7 @@ fi
 
 if has stability; then
   step "the same kernels in 5 fresh worker processes, and do_bench"
-  python3 scripts/bench_stability.py kernels/l1_norm kernels/matmul_fp16 kernels/softmax --runs 5 \
+  python3 scripts/bench_stability.py ${STABILITY_PROBLEMS:-kernels/l1_norm kernels/matmul_fp16 kernels/softmax} --runs 5 \
     --out "$W/stability.json" 2>&1 | tee "$W/stability.log" | tail -8
 fi
 
