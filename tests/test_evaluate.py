@@ -178,8 +178,9 @@ def test_gpu_evaluation_checks_and_times_the_starting_kernel(l1):
     assert "l1_norm_kernel_autotune" in result.chosen_configs
     t = result.timings
     assert t is not None and t.skipped_reason is None
-    assert t.candidate is not None and t.candidate.n == 20 and t.candidate.median_ms > 0
-    assert t.eager is not None and (t.compiled is not None or t.compile_error)
+    # at least the rounds asked for; more (up to 500) while they fit in ~1 s: these calls take ~0.05 ms
+    assert t.candidate is not None and 20 <= t.candidate.n <= 500 and t.candidate.median_ms > 0
+    assert t.eager is not None and t.eager.n == t.candidate.n and (t.compiled is not None or t.compile_error)
     assert t.copy_bandwidth_gbps and t.copy_bandwidth_gbps > 100
     assert t.bytes_moved == 2 * 3 * 5003 * 4
     assert t.roofline_ms and t.roofline_ms > 0
