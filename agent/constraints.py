@@ -126,7 +126,7 @@ def _in_body(node: ast.AST, fn: ast.AST) -> bool:
     return isinstance(fn, ast.FunctionDef) and any(st is node for st in fn.body)
 
 
-class _Resolver:
+class Resolver:
     def __init__(self, tree: ast.Module):
         self.tree = tree
         self.parent = {id(c): n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
@@ -202,7 +202,7 @@ def _run(where: str, keywords: dict[str, _Value]) -> Run:
     return Run(where, values, frozenset(keywords))
 
 
-def _kernel_runs(res: _Resolver, fn: ast.FunctionDef, sites: list[ast.Call]) -> list[Run] | str:
+def _kernel_runs(res: Resolver, fn: ast.FunctionDef, sites: list[ast.Call]) -> list[Run] | str:
     site_kw = [{k.arg: res.value(k.value) for k in s.keywords if k.arg} for s in sites]
     try:
         configs = autotune_configs(fn)
@@ -225,13 +225,13 @@ def _kernel_runs(res: _Resolver, fn: ast.FunctionDef, sites: list[ast.Call]) -> 
     return runs
 
 
-def _grid_text(res: _Resolver, site: ast.Call) -> str:
+def _grid_text(res: Resolver, site: ast.Call) -> str:
     grid = site.func.slice  # type: ignore[attr-defined]
     return res.value(grid).text
 
 
 def _facts(tree: ast.Module) -> _Facts:
-    res = _Resolver(tree)
+    res = Resolver(tree)
     kernels = find_kernels(tree)
     launched, runs, grids = [], {}, {}
     for name, fn in kernels.items():

@@ -21,8 +21,10 @@ name) is judged by name (`.sum()` is compute) or rejected (`dynamic-access`).
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from agent.variants import scope_nodes
 
 # Rule id -> one line on what it rejects. The order is the priority: a candidate breaking several rules
 # is reported under the first (the others are listed too).
@@ -947,7 +949,7 @@ class _Checker:
 
         kept: set[str] = set()
         stored: set[str] = set()
-        for node in _walk_function(root):
+        for node in scope_nodes(root):
             if isinstance(node, ast.Assign):
                 if stateful(node.value):
                     kept |= {t.id for t in node.targets if isinstance(t, ast.Name)}
@@ -958,7 +960,7 @@ class _Checker:
                         and t.value.id in module_state
                     ):
                         stored |= {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
-        for node in _walk_function(root):
+        for node in scope_nodes(root):
             if not isinstance(node, ast.Return) or node.value is None:
                 continue
             values = node.value.elts if isinstance(node.value, ast.Tuple | ast.List) else [node.value]
@@ -970,13 +972,3 @@ class _Checker:
                         "forward returns an object kept across calls (stored on "
                         "self or in a module-level container): every call must compute a fresh output",
                     )
-
-
-def _walk_function(root: ast.AST) -> Iterator[ast.AST]:
-    """The nodes of a function, not those of functions nested in it."""
-    todo = list(ast.iter_child_nodes(root))
-    while todo:
-        node = todo.pop()
-        yield node
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
-            todo.extend(ast.iter_child_nodes(node))

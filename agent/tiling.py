@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from itertools import product
 
-from agent.constraints import _Resolver
+from agent.constraints import Resolver
 from agent.variants import (
     DEFAULT_NUM_WARPS,
     VariantError,
@@ -47,6 +47,8 @@ from agent.variants import (
     launch_sites,
     node_span,
     offsets_of,
+    parse_source,
+    scope_nodes,
 )
 
 BLOCK, MULTIPLIER, WARPS = "block", "multiplier", "warps"
@@ -210,7 +212,7 @@ def block_allowed(name: str, blocks: dict[str, tuple[int, ...]]) -> tuple[int, .
 class _Finder:
     def __init__(self, tree: ast.Module, source: str):
         self.tree, self.source = tree, source
-        self.res = _Resolver(tree)
+        self.res = Resolver(tree)
         self.parent = self.res.parent
         self.pos = offsets_of(source)
 
@@ -245,7 +247,7 @@ class _Finder:
                 and isinstance(n.value, ast.Name)
                 and n.value.id == "self"
             ]
-            stores += [n for n in _scope_nodes(cls) if _stores_name(n, node.attr)]
+            stores += [n for n in scope_nodes(cls) if _stores_name(n, node.attr)]
             return self._single_literal(stores, text)
         if not isinstance(node, ast.Name):
             return f"`{text}` is computed at run time"
@@ -253,10 +255,10 @@ class _Finder:
         while (scope := self.up(scope, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)) is not None:
             if node.id in _params(scope):  # type: ignore[arg-type]
                 return f"`{node.id}` is a parameter of {getattr(scope, 'name', 'a lambda')}"
-            stores = [n for n in _scope_nodes(scope) if _stores_name(n, node.id)]
+            stores = [n for n in scope_nodes(scope) if _stores_name(n, node.id)]
             if stores:
                 return self._single_literal(stores, text)
-        stores = [n for n in _scope_nodes(self.tree) if _stores_name(n, node.id)]
+        stores = [n for n in scope_nodes(self.tree) if _stores_name(n, node.id)]
         return self._single_literal(stores, text)
 
     def _single_literal(self, stores: list[ast.AST], text: str) -> tuple[Slot, str] | str:
@@ -342,16 +344,6 @@ def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]
     return {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
 
 
-def _scope_nodes(scope: ast.AST) -> Iterator[ast.AST]:
-    """The nodes of a scope's own code: not inside nested functions, lambdas or classes."""
-    todo = list(ast.iter_child_nodes(scope))
-    while todo:
-        n = todo.pop()
-        yield n
-        if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
-            todo.extend(ast.iter_child_nodes(n))
-
-
 def _config_meta(call: ast.Call) -> ast.Dict | None:
     meta = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "kwargs"), None)
     return meta if isinstance(meta, ast.Dict) else None
@@ -374,10 +366,7 @@ def tiling_space(
     """The tiling space of `kernel` in `source`. `blocks`: the stage's BLOCK parameter patterns and their
     allowed values; `warps` / `multipliers`: allowed num_warps / programs per SM (None: not searched).
     Raises UnknownKernel when the kernel is not there or never launched as kernel[grid](...)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        raise VariantError(f"source does not parse: {e.msg} (line {e.lineno})") from None
+    tree = parse_source(source)
     kernels = find_kernels(tree)
     if kernel not in kernels:
         raise UnknownKernel(f"no @triton.jit kernel named {kernel!r}")

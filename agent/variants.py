@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from agent.models import LaunchConfig
@@ -47,6 +47,23 @@ def find_kernels(tree: ast.Module) -> dict[str, ast.FunctionDef]:
     return out
 
 
+def scope_nodes(scope: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of a scope's own code: not inside nested functions, lambdas or classes."""
+    todo = list(ast.iter_child_nodes(scope))
+    while todo:
+        n = todo.pop()
+        yield n
+        if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(n))
+
+
+def parse_source(source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SyntaxError as e:
+        raise VariantError(f"source does not parse: {e.msg} (line {e.lineno})") from None
+
+
 def autotune_configs(fn: ast.FunctionDef) -> list[ast.Call] | None:
     for dec in fn.decorator_list:
         if isinstance(dec, ast.Call) and decorator_name(dec).endswith("autotune"):
@@ -77,10 +94,7 @@ def launch_sites(tree: ast.Module, kernel: str) -> list[ast.Call]:
 
 
 def _sites(source: str, kernel: str) -> tuple[list[ast.Call], bool]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        raise VariantError(f"source does not parse: {e.msg} (line {e.lineno})") from None
+    tree = parse_source(source)
     kernels = find_kernels(tree)
     if kernel not in kernels:
         raise VariantError(
