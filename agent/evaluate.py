@@ -5,7 +5,7 @@ leaving the process early is CHEATING, and everything else is whatever the judge
 
 1. Static checks (`agent.static_checks`), in this process, on the source: a violation is CHEATING with
    the rule named, and no worker is started.
-2. The judge (`agent.worker.Judge`):
+2. The judge (`agent.judge.Judge`), reaching the candidate through a runner (`agent.candidate_session`):
    - split (the default on the CPU): the judge runs here, with the reference and the comparison; the
      candidate runs in a worker process that only ever sees inputs and returns outputs;
    - one process (the default on the GPU, where the timing phase runs the reference beside the
@@ -151,7 +151,8 @@ def _release(
 
 def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
     """The judge here, the candidate in a worker process."""
-    from agent.worker import Judge, RemoteRunner
+    from agent.candidate_session import RemoteRunner
+    from agent.judge import Judge
 
     deadline = _time.monotonic() + limit
     worker, key = _acquire(request, pool)
@@ -172,7 +173,7 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
     except WorkerFault as fault:
         result = fault_result(fault.outcome, limit)
     except Exception as e:  # a bug of the judge's side: never the caller's problem, never a reused worker
-        from agent.worker import describe
+        from agent.judge import describe
 
         result = EvalResult(
             status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}"[:2000]

@@ -1,4 +1,4 @@
-"""Run-time guards for the process that runs candidate code (used by `agent.worker`).
+"""Run-time guards for the process that runs candidate code (used by `agent.candidate_session`).
 
 During every candidate call (`guarded`):
 - `ComputeGuard`, a TorchFunctionMode, sees every torch function, tensor method and operator the

@@ -34,7 +34,7 @@ The checks (each a `models.Check`, by name):
 - `degenerate-reference`: always passes; its detail warns when the reference output is near zero or
   near constant (max |ref| < 1e-2 or std < 1e-3), where allclose proves little.
 
-The run-time guards (`agent.runtime_guards`), the extra draws (`agent.worker.Judge`) and the static
+The run-time guards (`agent.runtime_guards`), the extra draws (`agent.judge.Judge`) and the static
 rules (`agent.static_checks`) add their own checks; docs/anticheat.md lists them all.
 
 Large tensors are compared in flat chunks, upcast to float64 one chunk at a time, so an 8 GB output
@@ -451,6 +451,8 @@ _LAZILY_REPLACED = {"torch.manual_seed"}
 # The harness's own modules: every function and class method in them is watched.
 _AGENT_MODULES = (
     "agent.verify",
+    "agent.judge",
+    "agent.candidate_session",
     "agent.worker",
     "agent.runtime_guards",
     "agent.triton_hooks",

@@ -265,6 +265,33 @@ def test_faults_are_contained_and_the_next_worker_is_healthy(l1):
         assert pool.started == 1 + faulted
 
 
+def test_tamper_watch_covers_the_judge_and_the_candidate_session():
+    """The judge's and the session's modules are the harness too (`verify._AGENT_MODULES`): replacing one of
+    their functions or methods is seen."""
+    from agent import candidate_session, judge, worker
+    from agent.verify import TamperWatch
+
+    targets = {
+        "agent.judge.describe": (judge, "describe"),
+        "agent.judge.Judge._compare": (judge.Judge, "_compare"),
+        "agent.judge.Ledger.summary": (judge.Ledger, "summary"),
+        "agent.candidate_session.CandidateSession.call": (candidate_session.CandidateSession, "call"),
+        "agent.candidate_session.RemoteRunner.call": (candidate_session.RemoteRunner, "call"),
+        "agent.worker.evaluate_in_process": (worker, "evaluate_in_process"),
+    }
+    watch = TamperWatch()
+    saved = {label: vars(owner)[name] for label, (owner, name) in targets.items()}
+    try:
+        for owner, name in targets.values():
+            setattr(owner, name, lambda *args, **kwargs: None)
+        changed = watch.changed()
+    finally:
+        for label, (owner, name) in targets.items():
+            setattr(owner, name, saved[label])
+    assert set(targets) <= set(changed), changed
+    assert not watch.changed()
+
+
 def test_warm_worker_is_reused_only_after_clean_candidates(l1):
     with WorkerPool() as pool:
         honest = (HERE / "candidates" / "simple_l1.py").read_text()
