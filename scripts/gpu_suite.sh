@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Everything ncu-agent measures on a GPU, in one call of the device tool (or on any CUDA machine):
-#   bash scripts/gpu_suite.sh [STEP...]      steps: env tests run sweep profcost fixtures (default: all)
+#   bash scripts/gpu_suite.sh [STEP...]
+# steps: env tests run sweep profcost fixtures llm stability evalcost (the default: all of these), and
+# pipeline (the default pipeline over every bundled problem, one GPU) and gpus (the same capped batch on
+# GPU 0, then on GPUs 0 and 1: a two-GPU machine), which are asked for by name.
 # Installs what the GPU machine lacks from wheels carried in .whl/ (scripts/fetch_wheels.sh makes them),
 # writes logs and results under $OUT (default /tmp/ncu-agent-gpu), packed into $OUT/results.tar.gz.
 set -uo pipefail
@@ -10,9 +13,19 @@ mkdir -p "$OUT/work"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site:$ROOT
+  # Once per wheel set, under a lock: a second suite started beside this one (another GPU) must neither
+  # reinstall into the directory this one imports from nor import from a half-written one.
+  SITE=/tmp/site-$(ls .whl/*.whl | xargs -n1 basename | sort | sha256sum | cut -c1-12)
+  (
+    flock 9
+    if [ ! -f "$SITE/.complete" ]; then
+      rm -rf "$SITE"
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
+        && touch "$SITE/.complete"
+    fi
+  ) 9>/tmp/ncu-agent-site.lock
+  [ -f "$SITE/.complete" ] || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=$SITE:$ROOT
 else
   export PYTHONPATH=$ROOT
 fi
@@ -86,6 +99,25 @@ fi
 if has evalcost; then
   step "cost of one evaluation, cold workers and a warm one"
   python3 scripts/bench_eval_cost.py kernels/l1_norm --n ${EVALCOST_N:-4} --out "$W/evalcost_l1.json" 2>&1 | tee "$W/evalcost.log" | tail -20
+fi
+
+if has pipeline; then
+  step "the default pipeline with the built-in search over every bundled problem (one GPU)"
+  rm -rf "$W/pipeline"
+  python3 -m agent batch kernels --gpus 0 --out "$W/pipeline" > "$W/pipeline.log" 2>&1
+  tail -25 "$W/pipeline.log"
+fi
+
+if has gpus; then
+  # The same batch on one GPU, then on two; compare evaluations_per_min, the correct column, gpu_overlaps.
+  for g in 0 0,1; do
+    step "batch on GPUs $g (--max-evaluations ${GPUS_MAX_EVALS:-3})"
+    rm -rf "$W/gpus_$g"
+    python3 -m agent batch kernels --gpus "$g" --max-evaluations "${GPUS_MAX_EVALS:-3}" --out "$W/gpus_$g" \
+      > "$W/gpus_$g.log" 2>&1
+    python3 -c "import json,sys; o=json.load(open(sys.argv[1]))['overall']; print({k: o[k] for k in \
+('problems', 'correct', 'evaluations', 'wall_s', 'evaluations_per_min', 'gpu_overlaps')})" "$W/gpus_$g/summary.json"
+  done
 fi
 
 tar -czf "$OUT/results.tar.gz" -C "$OUT" work
