@@ -54,6 +54,10 @@ class ProblemRow(BaseModel):
     attempts: int = 0
     reused: int = 0
     device: str | None = None
+    gpu: str | None = Field(default=None, description="The GPU its last job ran on (batch GPU id).")
+    run_s: float | None = Field(
+        default=None, description="Wall seconds of its last run, from start to finish (how jobs packed)."
+    )
     reason: str = ""
 
 
@@ -132,6 +136,15 @@ def _result(conn: sqlite3.Connection, cand_id: int | None) -> EvalResult | None:
     return EvalResult.model_validate_json(row[0]) if row else None
 
 
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def problem_row(batch_dir: Path, name: str) -> ProblemRow:
     pdir = problem_dir(batch_dir, name)
     outcome = read_outcome(pdir)
@@ -139,6 +152,7 @@ def problem_row(batch_dir: Path, name: str) -> ProblemRow:
     row = ProblemRow(name=name, status=outcome.status if outcome else "running" if has_store else "pending")
     if outcome is not None:
         row.reason, row.attempts, row.reused = outcome.reason, outcome.attempts, outcome.reused
+        row.gpu = outcome.gpu
     if not has_store:
         return row
     store = Store.open_dir(pdir)
@@ -149,7 +163,10 @@ def problem_row(batch_dir: Path, name: str) -> ProblemRow:
             run_id = last[0] if last else None
         if run_id is None:
             return row
-        row.device = store.conn.execute("SELECT device FROM runs WHERE id=?", (run_id,)).fetchone()[0]
+        row.device, started, finished = store.conn.execute(
+            "SELECT device, started_at, finished_at FROM runs WHERE id=?", (run_id,)
+        ).fetchone()
+        row.run_s = _seconds_between(started, finished)
         row.evaluations = worker_evaluations(store.conn, run_id)
         row.candidates = store.conn.execute(
             "SELECT COUNT(*) FROM candidates WHERE run_id=?", (run_id,)

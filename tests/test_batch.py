@@ -372,6 +372,8 @@ def test_batch_end_to_end_with_fake_gpu_ids(tmp_path):
     # The fake GPUs: each job ran with its GPU, every evaluation held that GPU's lock, none overlapped.
     gpus = {json.loads((batch_dir / "problems" / n / "attempts.jsonl").read_text())["gpu"] for n in rows}
     assert gpus == {"0", "1"}
+    for name in ("l1_norm", "softmax"):  # where and how long each ran, for reading how the jobs packed
+        assert rows[name].gpu in {"0", "1"} and rows[name].run_s is not None and rows[name].run_s >= 0
     assert sum(h["evaluate"] for h in o.gpu_holds.values()) == 4 and o.gpu_overlaps == []
 
     # Each problem folder is a run directory: `ncu-agent show` reads it.
