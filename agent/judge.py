@@ -192,6 +192,11 @@ class Judge:
             for i, seed in enumerate(self.req.seeds or [0]):
                 with self._phase(f"seed {seed}"):
                     self._check_seed(i, seed)
+                if i == 0 and self.device == "cuda" and self.req.time and self.last is not None:
+                    # Re-tune now, so the config that will be timed is the one the other seeds and the
+                    # extra draws check at this shape (agent/retune.py).
+                    with self._phase("retune"):
+                        self._retune(*self.last)
             if self.req.extra_checks:
                 with self._phase("extra draws"):
                     self._extra_checks()
@@ -507,8 +512,6 @@ class Judge:
 
         assert self.last is not None
         model, new_model, inputs = self.last
-        with self._phase("retune"):
-            self._retune(model, new_model, inputs)
         try:
             with self._phase("baselines"):
                 compiled = None

@@ -6,9 +6,10 @@ configs are close, which one wins changes from process to process (on the H200, 
 kernel timed 1.63 ms in some fresh processes and 1.87 ms in others: docs/measurements.md). Before timing,
 the judge therefore times every config of each autotuned kernel that ran, interleaved round by round with
 the L2 flushed before each call (`agent.timing.time_interleaved`), and pins the config with the lowest
-median in the autotuner's cache. The correctness checks ran with the autotuner's own choice, so a config
-the judge switches to is first checked against the reference (`check`); one that gives wrong results is
-the candidate's bug (another process might pick it), and the caller rejects the candidate.
+median in the autotuner's cache. It does so after the first seed's checks, which ran with the autotuner's
+own choice: a config the judge switches to is first checked against that seed's reference (`check`), and
+the other seeds and the extra draws then check it at that shape. One that gives wrong results is the
+candidate's bug (another process might pick it), and the caller rejects the candidate.
 
 Since the judge makes the choice, the autotuner's own benchmark is cut short in the GPU worker
 (`agent.triton_hooks.quick_bench`: a few calls per config instead of ~125 ms of them).
