@@ -110,7 +110,7 @@ fi
 
 if has gpus; then
   # The same batch on one GPU, then on two; compare evaluations_per_min, the correct column, gpu_overlaps.
-  for g in 0 0,1; do
+  for g in ${GPUS_SETS:-0 0,1}; do  # GPUS_SETS="0" then GPUS_SETS="0,1": one device call each
     step "batch on GPUs $g (--max-evaluations ${GPUS_MAX_EVALS:-3})"
     rm -rf "$W/gpus_$g"
     python3 -m agent batch kernels --gpus "$g" --max-evaluations "${GPUS_MAX_EVALS:-3}" --out "$W/gpus_$g" \
