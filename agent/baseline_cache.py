@@ -15,11 +15,11 @@ a candidate that passed the tamper checks).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from agent import timing
+from agent.problem import source_hash
 
 
 @dataclass
@@ -41,15 +41,14 @@ def cache_key(problem_name: str, reference_text: str, seed: int, inputs: list[An
         (tuple(x.shape), str(x.dtype), tuple(x.stride())) if isinstance(x, torch.Tensor) else repr(x)
         for x in inputs
     )
-    digest = hashlib.sha256(reference_text.encode()).hexdigest()
-    return (problem_name, digest, seed, shapes)
+    return (problem_name, source_hash(reference_text), seed, shapes)
 
 
 def _intact(kept: _Kept, model: Any) -> bool:
     import torch
 
     m = kept.model
-    if type(m) is not type(model) and type(m).__qualname__ != type(model).__qualname__:
+    if type(m).__qualname__ != type(model).__qualname__:  # the reference is re-imported per evaluation
         return False
     if type(m).forward is not kept.forward or "forward" in vars(m):
         return False

@@ -115,7 +115,7 @@ def _assigned(scope: ast.AST, name: str) -> list[ast.AST]:
     return out
 
 
-def _params(fn: ast.FunctionDef | ast.Lambda) -> set[str]:
+def function_params(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
     a = fn.args
     return {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
 
@@ -152,7 +152,7 @@ class Resolver:
                     if defs and isinstance(st, ast.Assign | ast.AnnAssign | ast.FunctionDef):
                         return found  # a plain (re)definition: nothing earlier reaches the use
             if _in_body(node, up):  # the function's boundary (a decorator or default is evaluated outside)
-                local = found or name.id in _params(up)  # type: ignore[arg-type]
+                local = found or name.id in function_params(up)  # type: ignore[arg-type]
                 return found if local else _assigned(self.tree, name.id)
             node = up
         return found
@@ -180,12 +180,16 @@ class Resolver:
         return None
 
 
+def config_meta(call: ast.Call) -> ast.Dict | None:
+    """The dict of meta-parameters a triton.Config(...) is given as a literal, else None."""
+    meta = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "kwargs"), None)
+    return meta if isinstance(meta, ast.Dict) else None
+
+
 def _config_keywords(call: ast.Call) -> dict[str, ast.expr] | str:
     """A triton.Config(...)'s meta-parameters and keywords, or why they cannot be read."""
-    meta = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "kwargs"), None)
-    if not isinstance(meta, ast.Dict) or not all(
-        isinstance(k, ast.Constant) and isinstance(k.value, str) for k in meta.keys
-    ):
+    meta = config_meta(call)
+    if meta is None or not all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in meta.keys):
         return f"`{ast.unparse(call)}` does not give its meta-parameters as a literal dict"
     out: dict[str, ast.expr] = {k.value: v for k, v in zip(meta.keys, meta.values, strict=True)}  # type: ignore[union-attr]
     out.update(zip(("num_warps", "num_stages"), call.args[1:3], strict=False))

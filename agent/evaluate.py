@@ -140,13 +140,25 @@ def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProce
     return worker, key
 
 
-def _release(
-    pool: WorkerPool | None, key: tuple[str, str], worker: WorkerProcess, reusable: bool, why: str = ""
-) -> None:
+def _finish(
+    pool: WorkerPool | None,
+    key: tuple[str, str],
+    worker: WorkerProcess,
+    reusable: bool,
+    result: EvalResult,
+    out: str,
+    err: str,
+    why: str = "",
+) -> EvalResult:
+    """The worker's log tails onto the result, and the worker back to the pool (kept if `reusable`; `why`
+    not, else the result's reason) or closed."""
+    result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
+    result.worker_reused = worker.uses > 0
     if pool is not None:
-        pool.release(key, worker, reusable, why)
+        pool.release(key, worker, reusable, f"{result.status.value}: {why or result.reason}"[:300])
     else:
         worker.close()
+    return result
 
 
 def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
@@ -179,11 +191,7 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
             status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}"[:2000]
         )
         reusable = False
-    out, err = worker.tails()
-    result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
-    result.worker_reused = worker.uses > 0
-    _release(pool, key, worker, reusable, "" if reusable else f"{result.status.value}: {result.reason}"[:300])
-    return result
+    return _finish(pool, key, worker, reusable, result, *worker.tails())
 
 
 def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> EvalResult:
@@ -202,16 +210,13 @@ def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> Ev
                 status=Status.CRASHED, reason=f"the worker's result could not be read: {e}"[:2000]
             )
         reusable = bool(reply.get("clean")) and result.status in _REUSABLE
-        why = f"{result.status.value}: {reply.get('why') or result.reason}"[:300] if not reusable else ""
+        why = reply.get("why") or ""
         out, err = worker.tails()
     except WorkerFault as fault:
         result = fault_result(fault.outcome, limit)
         why = f"worker fault: {fault.kind}"
         out, err = fault.outcome.stdout_tail, fault.outcome.stderr_tail
-    result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
-    result.worker_reused = worker.uses > 0
-    _release(pool, key, worker, reusable, why)
-    return result
+    return _finish(pool, key, worker, reusable, result, out, err, why)
 
 
 def log_tail(outcome: WorkerOutcome) -> str:

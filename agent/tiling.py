@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from itertools import product
 
-from agent.constraints import Resolver
+from agent.constraints import Resolver, config_meta, function_params
 from agent.variants import (
     DEFAULT_NUM_WARPS,
     VariantError,
@@ -253,7 +253,7 @@ class _Finder:
             return f"`{text}` is computed at run time"
         scope: ast.AST | None = node
         while (scope := self.up(scope, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)) is not None:
-            if node.id in _params(scope):  # type: ignore[arg-type]
+            if node.id in function_params(scope):  # type: ignore[arg-type]
                 return f"`{node.id}` is a parameter of {getattr(scope, 'name', 'a lambda')}"
             stores = [n for n in scope_nodes(scope) if _stores_name(n, node.id)]
             if stores:
@@ -339,16 +339,6 @@ def _is_name(node: ast.AST) -> bool:
     )
 
 
-def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
-    a = fn.args
-    return {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
-
-
-def _config_meta(call: ast.Call) -> ast.Dict | None:
-    meta = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "kwargs"), None)
-    return meta if isinstance(meta, ast.Dict) else None
-
-
 @dataclass
 class _Run:
     where: str
@@ -391,7 +381,7 @@ def tiling_space(
     runs: list[_Run] = []
     if configs is not None:
         for i, call in enumerate(configs, 1):
-            meta = _config_meta(call)
+            meta = config_meta(call)
             if meta is None:
                 return TilingSpace(kernel, source, (), (), (f"{kernel}: config {i} has no literal dict",))
             found: dict[str, tuple[Slot, str | None] | str] = {}

@@ -139,7 +139,8 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 def _chunk_summary(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> torch.Tensor:
     """[non-finite elements in either, elements outside tolerance, max abs err, max rel err, worst excess,
-    where it is] of one chunk, as a float64 tensor on the chunk's device: no synchronisation."""
+    where it is, the output and the reference there] of one chunk, as a float64 tensor on the chunk's
+    device: no synchronisation."""
     dtype = _compute_dtype(b)
     a, b = a.to(dtype), b.to(dtype)
     both = torch.isfinite(a) & torch.isfinite(b)
@@ -150,7 +151,7 @@ def _chunk_summary(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -
     bad = (excess > 0).sum()
     rel = torch.where(both & (b_abs > atol), diff / b_abs, 0.0)
     worst, at = excess.max(0)
-    parts = (nonfinite, bad, diff.max(), rel.max(), worst, at)
+    parts = (nonfinite, bad, diff.max(), rel.max(), worst, at, a[at], b[at])
     return torch.stack([x.to(torch.float64) for x in parts])
 
 
@@ -188,12 +189,12 @@ def _compare_float(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: floa
         return s
     table = torch.stack(summaries).tolist()
     nonfinite_chunks = []
-    for start, (nonfinite, bad, max_abs, max_rel, worst, at) in zip(starts, table, strict=True):
+    for start, (nonfinite, bad, max_abs, max_rel, worst, at, got, want) in zip(starts, table, strict=True):
         s.bad_values += int(bad)
         s.max_abs = max(s.max_abs, max_abs)
         s.max_rel = max(s.max_rel, max_rel)
         if worst > s.worst_excess:
-            s.worst_excess, s.worst_at = worst, start + int(at)
+            s.worst_excess, s.worst_at, s.worst_got, s.worst_want = worst, start + int(at), got, want
         if nonfinite:
             nonfinite_chunks.append(start)
     if nonfinite_chunks:
@@ -201,8 +202,6 @@ def _compare_float(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: floa
         for start, a, b in _chunks(out, ref, chunk):
             if start in wanted:
                 _nonfinite_details(s, start, a, b)
-    if s.worst_at >= 0:
-        s.worst_got, s.worst_want = float(_flat(out)[s.worst_at]), float(_flat(ref)[s.worst_at])
     return s
 
 

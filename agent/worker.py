@@ -24,6 +24,7 @@ code existed, so the parent can tell them from something the candidate wrote.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -163,17 +164,17 @@ class _Server:
         return {"ok": True, "pid": os.getpid()}
 
 
-_HARNESS_WARM: set[str] = set()
-
-
 def warm_harness(request: EvalRequest) -> None:
     """What the harness would otherwise do lazily during the first candidate's evaluation, done before the
     first TamperWatch snapshot of a serving worker: torch.compile's first use patches
     nn.Module.__init__ and __setstate__ (dynamo's module tracking), which the watch would report as the
     candidate's tampering, and the worker would never be reused."""
-    if request.device != "cuda" or not (request.time and request.baselines) or "compile" in _HARNESS_WARM:
-        return
-    _HARNESS_WARM.add("compile")
+    if request.device == "cuda" and request.time and request.baselines:
+        _warm_compile()
+
+
+@functools.cache
+def _warm_compile() -> None:
     import torch
 
     from agent import baseline_cache, retune, timing  # noqa: F401  (imported here, not mid-evaluation)

@@ -31,3 +31,19 @@ class Proposer(Protocol):
     def propose(self, ctx: ProposalContext) -> list[Candidate]:
         """Candidates to evaluate next; an empty list ends the stage."""
         ...
+
+
+OCCUPANCY = "sm__warps_active.avg.pct_of_peak_sustained_active"
+LOW_OCCUPANCY_PCT = 50.0  # below: few warps resident, latency is not hidden
+
+
+def last_metric(metrics: dict | None, kernel: str, names: tuple[str, ...]) -> float | None:
+    """The kernel's last profiled launch's value of the first of `names` it has."""
+    value = None
+    for launch in (metrics or {}).get(kernel, []):
+        for name in names:
+            v = launch.get(name)
+            if isinstance(v, int | float):
+                value = float(v)
+                break
+    return value

@@ -22,12 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.models import Candidate
-from agent.proposers.base import ProposalContext
+from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, last_metric
 from agent.proposers.tiling_search import MULTIPLIER_PARAMETER, TilingSearch
 from agent.stages import Stage
 from agent.variants import LaunchMove, VariantError, apply_move, current_config, site_stages, stage_moves
-
-OCCUPANCY_METRIC = "sm__warps_active.avg.pct_of_peak_sustained_active"
 
 
 @dataclass
@@ -38,15 +36,11 @@ class _Phase:
 
 def warps_order(warps: list[int], current: int, metrics: dict | None, kernel: str) -> list[int]:
     """The num_warps values in the order to try them, from the parent's achieved occupancy if known."""
-    occupancy = None
-    for launch in (metrics or {}).get(kernel, []):
-        value = launch.get(OCCUPANCY_METRIC)
-        if isinstance(value, int | float):
-            occupancy = float(value)
+    occupancy = last_metric(metrics, kernel, (OCCUPANCY,))
     if occupancy is None:
         return sorted(warps, key=lambda w: (w == current, abs(w - current)))  # nearest first, current last
     # Few warps resident: more warps per program hide more latency. Many: fewer warps, more programs.
-    return sorted(warps, key=lambda w: (w == current, -w if occupancy < 50.0 else w))
+    return sorted(warps, key=lambda w: (w == current, -w if occupancy < LOW_OCCUPANCY_PCT else w))
 
 
 class SearchProposer:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.models import Candidate
-from agent.proposers.base import ProposalContext
+from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, last_metric
 from agent.stages import Stage
 from agent.tiling import BLOCK, WARPS, Point, TilingSpace, UnknownKernel, tiling_space
 from agent.variants import VariantError
@@ -27,21 +27,7 @@ DRAM = (
     "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",  # the memory metric set's name
     "dram__throughput.avg.pct_of_peak_sustained_elapsed",  # the seed set's
 )
-OCCUPANCY = "sm__warps_active.avg.pct_of_peak_sustained_active"
 LOW_DRAM_PCT = 60.0  # below: the kernel does not keep DRAM busy
-LOW_OCCUPANCY_PCT = 50.0
-
-
-def _metric(metrics: dict | None, kernel: str, names: tuple[str, ...]) -> float | None:
-    """The kernel's last profiled launch's value of the first of `names` it has."""
-    value = None
-    for launch in (metrics or {}).get(kernel, []):
-        for name in names:
-            v = launch.get(name)
-            if isinstance(v, int | float):
-                value = float(v)
-                break
-    return value
 
 
 def first_direction(kind: str, feeds_grid: bool, metrics: dict | None, kernel: str) -> tuple[int, str]:
@@ -56,9 +42,9 @@ def first_direction(kind: str, feeds_grid: bool, metrics: dict | None, kernel: s
       when the GPU is under-filled but the BLOCK size does not set the grid: more bytes in flight per
       program), fewer programs per SM and fewer warps (more elements per thread) first.
     """
-    spills = _metric(metrics, kernel, (SPILLING,))
-    dram = _metric(metrics, kernel, DRAM)
-    occupancy = _metric(metrics, kernel, (OCCUPANCY,))
+    spills = last_metric(metrics, kernel, (SPILLING,))
+    dram = last_metric(metrics, kernel, DRAM)
+    occupancy = last_metric(metrics, kernel, (OCCUPANCY,))
     if spills and kind in (BLOCK, WARPS):
         return (-1 if kind == BLOCK else +1), f"registers spill ({spills:g}% of requests)"
     low = [
