@@ -17,6 +17,7 @@ continue their run (agent/batch_store.py), and nothing is recorded twice.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from agent.batch_budget import BatchCounter, JobBudget, worker_evaluations
 from agent.batch_inputs import BatchConfig, Execution, Invocation, Invocations
 from agent.batch_summary import BatchSummary, summarize, write_summary
 from agent.batch_worker import (
+    STOPPED,
     attempts,
     is_done,
     problem_dir,
@@ -44,6 +46,15 @@ def create_batch(batch_dir: Path, config: BatchConfig) -> None:
         raise FileExistsError(f"{batch_dir} already holds a batch: resume it with --resume {batch_dir}")
     (batch_dir / "problems").mkdir(parents=True, exist_ok=True)
     config.save(batch_dir)
+
+
+def interim_summary(batch_dir: Path, log: Callable[[str], None]) -> None:
+    """The summary so far, after each problem ends: a batch killed later still leaves one. Best effort: a
+    store being written by a running job may be busy, and the final summary is written anyway."""
+    try:
+        write_summary(batch_dir, summarize(batch_dir))
+    except (sqlite3.Error, OSError) as e:
+        log(f"the summary so far could not be written ({type(e).__name__}: {e}); the final one will be")
 
 
 def recorded_evaluations(batch_dir: Path, names: list[str]) -> int:
@@ -113,6 +124,12 @@ def run_batch(
             outcome = read_outcome(pdir)
             assert outcome is not None
             log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason[:100]}")
+            interim_summary(batch_dir, log)
+            return False
+        if spent := budget.batch_spent():  # stopped at the time limit: no second job
+            record_end(batch_dir, name, "budget", f"{spent}; {STOPPED}")
+            log(f"end {name}: budget (its job was stopped at the time limit)")
+            interim_summary(batch_dir, log)
             return False
         if started.get(name, 0) < cfg.max_attempts:
             log(f"the job of {name} died (exit {rc}); starting it again")

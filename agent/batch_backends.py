@@ -7,6 +7,7 @@ PDEATHSIG), so a kill -9 of the batch leaves no job writing to a store.
 
 - local: jobs are started from this (single-threaded) process as slots free up; a job on a GPU gets
   `CUDA_VISIBLE_DEVICES=<id>`.
+- both: a job still running shortly after the batch's time limit is stopped (`OverdueJobs`).
 - ray: one task per problem asking for one GPU (`num_gpus=1`; on CPU-only clusters `num_cpus=1`), which
   starts the job on the node Ray picked, with the GPU Ray gave it. The batch directory must be on a file
   system every node mounts at the same path (docs/batch.md).
@@ -27,6 +28,31 @@ from agent.gpu_slots import GPU_ENV, Slots
 
 OnExit = Callable[[str, int], bool]  # (problem, exit code) -> start it again?
 POLL_S = 0.2
+STOP_GRACE_S = 10.0  # past the batch's deadline, an evaluation in flight gets this long to finish
+KILL_AFTER_S = 30.0  # after SIGTERM, a job that has not ended by then is killed
+
+
+class OverdueJobs:
+    """Stops jobs still running `STOP_GRACE_S` after the batch's deadline: SIGTERM, which the job turns
+    into a clean end (agent/batch_worker.py), then SIGKILL if it has not ended `KILL_AFTER_S` later.
+    Jobs check the deadline before each evaluation; this bounds the one in flight (an ncu run of an
+    autotuned kernel can take minutes)."""
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+        self.signalled: dict[int, float] = {}
+
+    def check(self, proc: subprocess.Popen) -> None:
+        if self.deadline is None or proc.poll() is not None:
+            return
+        now = time.time()
+        if now < self.deadline + STOP_GRACE_S:
+            return
+        first = self.signalled.setdefault(proc.pid, now)
+        if first == now:
+            proc.terminate()
+        elif now - first >= KILL_AFTER_S:
+            proc.kill()
 
 
 def job_env(gpu: str | None) -> dict[str, str]:
@@ -66,6 +92,7 @@ def run_local(
     """Run the jobs of `names`, as many at once as `slots` allow; `on_start` False: not started."""
     queue = deque(names)
     running: dict[str, tuple[subprocess.Popen, str | None]] = {}
+    overdue = OverdueJobs(deadline)
     try:
         while queue or running:
             while queue and slots.has_room():
@@ -78,6 +105,7 @@ def run_local(
             for name, (proc, gpu) in list(running.items()):
                 rc = proc.poll()
                 if rc is None:
+                    overdue.check(proc)
                     continue
                 del running[name]
                 slots.give_back(gpu)
@@ -98,7 +126,11 @@ def ray_job(batch_dir: str, name: str, deadline: float | None) -> int:
     ids = ray.get_gpu_ids()
     gpu = str(ids[0]) if ids else None
     proc = start_job(Path(batch_dir), name, gpu, deadline)
-    return proc.wait()
+    overdue = OverdueJobs(deadline)
+    while proc.poll() is None:
+        overdue.check(proc)
+        time.sleep(POLL_S)
+    return proc.returncode
 
 
 def run_ray(

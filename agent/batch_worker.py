@@ -7,13 +7,15 @@ recorded evaluations and profiles are given back, not run again, and no record i
 
 A problem is done when `outcome.json` says how it ended and its run is finished in its store; the job
 writes the first, then finishes the run, so a kill between the two only costs a replay.
+
+SIGTERM (the batch's time limit passed while an evaluation was in flight) stops the job cleanly: the
+evaluation's worker and any ncu run are killed, and the problem ends as `budget` with its best so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -32,14 +34,26 @@ from agent.batch_hooks import FileReporter, evaluator_for, profiler_for
 from agent.batch_inputs import BatchConfig, write_atomic
 from agent.batch_store import ReplayStore
 from agent.gpu_slots import GPU_ENV, host, job_lock
+from agent.sandbox import die_with_parent
 from agent.store import Store
 
 OUTCOME_FILE = "outcome.json"
 ATTEMPTS_FILE = "attempts.jsonl"
 PARENT_ENV = "NCU_AGENT_PARENT_PID"
+STOPPED = "the batch's time limit passed during an evaluation: the job was stopped, that evaluation lost"
 NEEDS_LLM = "no starting Triton kernel: a first version needs the LLM (first stage)"
 
 OutcomeStatus = Literal["done", "budget", "failed", "error", "skipped", "crashed"]
+
+
+class JobStopped(BaseException):
+    """SIGTERM from the batch. A BaseException, so no `except Exception` on the way records it as a
+    candidate's failure: it unwinds to `_run`, closing workers and ncu runs as it goes."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the unwinding must not be interrupted again
+    raise JobStopped(STOPPED)
 
 
 class ProblemOutcome(BaseModel):
@@ -234,7 +248,7 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
         result = base.model_copy(
             update={"status": "failed", "reason": f"the starting kernel was rejected: {e}"}
         )
-    except BudgetExhausted as e:
+    except (BudgetExhausted, JobStopped) as e:
         result = base.model_copy(update={"status": "budget", "reason": str(e)})
     except Exception as e:  # a bug or a broken environment: recorded, and the batch goes on
         reporter.info(traceback.format_exc())
@@ -263,16 +277,6 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
     return ended
 
 
-def die_with_parent(parent: int | None) -> None:
-    """Be killed when the batch that started this job is (Linux): a kill -9 of the batch stops its jobs."""
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the call above
-        os._exit(3)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.batch_worker", description=__doc__)
     parser.add_argument("batch_dir", type=Path)
@@ -281,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = os.environ.get(PARENT_ENV)
     die_with_parent(int(parent) if parent else None)
+    signal.signal(signal.SIGTERM, _stop)
     outcome = run_problem(args.batch_dir, args.name, args.deadline)
     print(outcome.model_dump_json())
     return 0

@@ -1,7 +1,8 @@
 """Running a worker process that executes untrusted candidate code.
 
 The worker is `python -m <module> request.json result.json`, started in a fresh temporary directory
-(removed afterwards) and in a new session, so a timeout can SIGKILL it with everything it spawned.
+(removed afterwards) and in a new session, so a timeout can SIGKILL it with everything it spawned; on
+Linux it is also killed when the process that started it dies (a killed batch job leaves no worker).
 What it prints goes to files, of which only the last few KB are kept; RLIMIT_FSIZE caps how much it
 can write to any one file, so a candidate printing gigabytes hurts only itself. Secrets are removed
 from its environment. On the CPU its address space is capped too; not on the GPU, where CUDA reserves
@@ -24,6 +25,7 @@ problem) between candidates and replaces it after any fault or any candidate tha
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -93,8 +95,24 @@ def read_tail(path: Path, limit: int = TAIL_BYTES, start: int = 0) -> str:
     return f"[... {before} bytes before]\n{text}" if before > 0 else text
 
 
-def _limits(address_space: int | None) -> None:
-    """Runs in the child between fork and exec: keep it to plain system calls."""
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Be killed (SIGKILL) when process `parent`, which started this one, dies; Linux only. Safe between
+    fork and exec: prctl is resolved at import, so this is one system call and a getppid."""
+    if parent is None or _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(3)
+
+
+def _limits(address_space: int | None, parent: int) -> None:
+    """Runs in the child between fork and exec: keep it to plain system calls. The worker leads its own
+    session (so its group can be killed), which would let it outlive a killed caller: it dies with it."""
+    die_with_parent(parent)
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if address_space is not None:
@@ -129,6 +147,7 @@ def run_worker(
         cmd = [sys.executable, "-X", "faulthandler", "-m", module, str(req_path), str(res_path)]
         start = time.perf_counter()
         timed_out = False
+        parent = os.getpid()
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
                 cmd,
@@ -138,7 +157,7 @@ def run_worker(
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=lambda: _limits(address_space_bytes),
+                preexec_fn=lambda: _limits(address_space_bytes, parent),
             )
             assert proc.stdin is not None
             with contextlib.suppress(OSError):  # a worker that died at once closed its end
@@ -216,6 +235,7 @@ class WorkerProcess:
         self._mark = (0, 0)
         self._buf = b""
         self._dead: WorkerOutcome | None = None
+        parent = os.getpid()
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-X", "faulthandler", "-m", module, "--serve", str(cmd_r), str(resp_w)],
@@ -226,7 +246,7 @@ class WorkerProcess:
                 stderr=err,
                 pass_fds=(cmd_r, resp_w),
                 start_new_session=True,
-                preexec_fn=lambda: _limits(address_space_bytes),
+                preexec_fn=lambda: _limits(address_space_bytes, parent),
             )
         os.close(cmd_r)
         os.close(resp_w)
@@ -264,6 +284,15 @@ class WorkerProcess:
         """Send one command and wait for its answer, at most `timeout_s` seconds."""
         if self._dead is not None:
             raise WorkerFault("died", self._dead)
+        try:
+            return self._exchange(message, timeout_s)
+        except WorkerFault:
+            raise
+        except BaseException:  # interrupted mid-command (Ctrl-C, the batch's stop): its state is unknown
+            self._end()
+            raise
+
+    def _exchange(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         self._write(json.dumps(message) + "\n")
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buf:

@@ -15,7 +15,13 @@ On a GPU (`-m gpu`): the same corpus through the GPU path (judge and candidate i
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,6 +269,86 @@ def test_faults_are_contained_and_the_next_worker_is_healthy(l1):
             after = evaluate(l1, honest, "cpu", seeds=(0,), pool=pool)
             assert after.accepted, f"after {name}: {after.reason}"
         assert pool.started == 1 + faulted
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it was ours
+        time.sleep(0.1)
+    return False
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGALRM and /proc")
+def test_an_interrupted_evaluation_kills_its_worker(l1, monkeypatch):
+    """Ctrl-C or a batch job's stop while a candidate runs (here: one that never returns): the worker, in
+    an unknown state, is killed rather than left running, and the interruption goes on up."""
+    import agent.evaluate as ev
+
+    started: list[ev.WorkerProcess] = []
+    real = ev.start_worker
+    monkeypatch.setattr(ev, "start_worker", lambda device: started.append(real(device)) or started[-1])
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with WorkerPool() as pool:
+            signal.alarm(8)
+            with pytest.raises(_Interrupted):
+                evaluate(l1, (HERE / "candidates" / "hangs.py").read_text(), "cpu", seeds=(0,), pool=pool)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(started) == 1 and not started[0].alive
+    assert _gone(started[0].proc.pid, 5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
+    """A worker leads its own session (so its group can be killed), yet a SIGKILL of its caller (a batch
+    job killed at its time limit, or with the batch) takes it down too, even while it runs a candidate
+    that never returns: no orphan keeps using the GPU. (An idle worker leaves by itself: its pipe closes.)"""
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import sys\n"
+        "import agent.evaluate as ev\n"
+        "from agent.problem import load_problem\n"
+        "from agent.sandbox import WorkerPool\n"
+        "real = ev.start_worker\n"
+        "def start(device):\n"
+        "    w = real(device)\n"
+        "    print(w.proc.pid, flush=True)\n"
+        "    return w\n"
+        "ev.start_worker = start\n"
+        "with WorkerPool() as pool:  # the candidate never returns: the worker is busy when we die\n"
+        "    ev.evaluate(load_problem(sys.argv[1]), open(sys.argv[2]).read(), 'cpu', seeds=(0,), pool=pool)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    hangs = HERE / "candidates" / "hangs.py"
+    caller = subprocess.Popen(
+        [sys.executable, str(script), str(HERE.parent / "kernels" / "l1_norm"), str(hangs)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert caller.stdout is not None
+        worker_pid = int(caller.stdout.readline())
+        assert not _gone(worker_pid, 5)  # it runs (the candidate's endless loop, after its import)
+    finally:
+        caller.kill()
+        caller.wait()
+    assert _gone(worker_pid, 10)
 
 
 def test_tamper_watch_covers_the_judge_and_the_candidate_session():

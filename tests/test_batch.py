@@ -409,6 +409,75 @@ def test_batch_budget_skips_the_rest(tmp_path):
     assert not (timed / "problems" / "l1_norm" / "attempts.jsonl").exists()  # no job was started
 
 
+def _serving_workers() -> set[int]:
+    """Pids of live `agent.worker --serve` processes (the sandbox's warm workers)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent.worker" in cmd and b"--serve" in cmd:
+            pids.add(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_time_limit_stops_an_evaluation_in_flight(tmp_path):
+    """A job whose evaluation never ends (a starting kernel that hangs, with a 10-minute evaluation
+    timeout) is stopped shortly after the batch's time limit: the batch ends, the problem is `budget`
+    with the reason, its worker is gone, and the summary says so. Without the stop the batch would wait
+    for the evaluation's own timeout."""
+    problem = tmp_path / "hangs_l1"
+    problem.mkdir()
+    for name in ("reference.py", "problem.toml"):
+        text = (Path(KERNELS) / "l1_norm" / name).read_text()
+        (problem / name).write_text(text.replace('name = "l1_norm"', 'name = "hangs_l1"'))
+    (problem / "kernel.py").write_text((ROOT / "tests" / "candidates" / "hangs.py").read_text())
+    batch_dir = tmp_path / "batch"
+    cfg = BatchConfig(
+        inputs=[str(problem)],
+        problems=find_problems([str(problem)], [], [], None),
+        run=RunOptions(stages=["micro"], max_iterations=1, eval_timeout=600),
+        budget=Budget(time_limit_s=20),
+    )
+    create_batch(batch_dir, cfg)
+    before = _serving_workers()
+    lines: list[str] = []
+    start = time.time()
+    summary = run_batch(batch_dir, Execution(jobs=1), log=lines.append)
+    took = time.time() - start
+    assert took < 20 + 10 + 30, lines  # limit + STOP_GRACE_S + KILL_AFTER_S at the very most
+    row = summary.problems[0]
+    assert row.status == "budget" and "time limit" in row.reason and "stopped" in row.reason, row
+    assert not row.correct and row.evaluations == 0  # the one evaluation never finished
+    assert json.loads((batch_dir / "summary.json").read_text())["problems"][0]["status"] == "budget"
+    assert _serving_workers() <= before  # the hanging candidate's worker was killed with the job
+
+
+def test_interim_summary_after_each_problem(tmp_path, monkeypatch):
+    """The batch writes the summary so far each time a problem ends, so a batch killed later still
+    leaves one; a busy store does not stop the batch."""
+    import sqlite3
+
+    import agent.batch as batch
+
+    calls: list[Path] = []
+    monkeypatch.setattr(batch, "summarize", lambda d: calls.append(d) or "S")
+    monkeypatch.setattr(batch, "write_summary", lambda d, s: calls.append(s))
+    batch.interim_summary(tmp_path, print)
+    assert calls == [tmp_path, "S"]
+
+    def busy(d):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(batch, "summarize", busy)
+    said: list[str] = []
+    batch.interim_summary(tmp_path, said.append)
+    assert "could not be written" in said[0] and "database is locked" in said[0]
+
+
 def test_batch_cli_usage_errors(tmp_path):
     runner = CliRunner()
     assert runner.invoke(app, ["batch"]).exit_code == 2
