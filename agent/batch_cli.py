@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agent import cli_options as opt
+
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -36,17 +38,13 @@ def batch(
     list_file: Annotated[
         Path | None, typer.Option("--list", help="A file of problem names or globs, one a line.")
     ] = None,
-    stages: Annotated[str | None, typer.Option(help="Comma-separated stages (default pipeline).")] = None,
-    gpu: Annotated[
-        str | None, typer.Option("--gpu", help="Target GPU for prompts (default: detected).")
-    ] = None,
-    metric_set: Annotated[
-        str | None, typer.Option("--set", help="ncu metric set (default: each stage's).")
-    ] = None,
-    profile: Annotated[bool, typer.Option(help="Profile accepted candidates with ncu (GPU only).")] = True,
-    search: Annotated[str, typer.Option(help="Search strategy: coordinate or exhaustive.")] = "coordinate",
-    eval_timeout: Annotated[float | None, typer.Option(help="Seconds one evaluation may take.")] = None,
-    max_iterations: Annotated[int | None, typer.Option(help="Cap on each stage's iterations.")] = None,
+    stages: opt.Stages = None,
+    gpu: opt.Gpu = None,
+    metric_set: opt.MetricSet = None,
+    profile: opt.Profile = True,
+    search: opt.Search = "coordinate",
+    eval_timeout: opt.EvalTimeout = None,
+    max_iterations: opt.MaxIterations = None,
     max_evaluations: Annotated[
         int | None, typer.Option(help="Budget per problem: worker evaluations.", min=1)
     ] = None,
@@ -56,18 +54,20 @@ def batch(
     time_limit: Annotated[
         float | None, typer.Option(help="Budget of the whole batch: minutes of wall time (resumes too).")
     ] = None,
-    min_gain: Annotated[float, typer.Option(help="Relative gain a new best needs (above noise too).")] = 0.01,
-    no_gain_tries: Annotated[int, typer.Option(help="End a stage after this many tries without gain.")] = 16,
-    roofline_target: Annotated[float, typer.Option(help="End a stage at this % of the roofline.")] = 90.0,
-    llm: Annotated[bool, typer.Option("--llm", help="Propose with the LLM endpoint.")] = False,
-    model: Annotated[str | None, typer.Option(help="LLM model name.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file with an [llm] table.")] = None,
-    samples: Annotated[int | None, typer.Option(help="LLM samples per prompt.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="LLM sampling temperature.")] = None,
-    max_requests: Annotated[int | None, typer.Option(help="LLM budget per problem: requests.")] = None,
-    max_tokens_total: Annotated[int | None, typer.Option(help="LLM budget per problem: tokens.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")] = False,
+    min_gain: opt.MinGain = 0.01,
+    no_gain_tries: opt.NoGainTries = 16,
+    roofline_target: opt.RooflineTarget = 90.0,
+    llm: opt.Llm = False,
+    model: opt.Model = None,
+    base_url: opt.BaseUrl = None,
+    config: opt.Config = None,
+    samples: opt.Samples = None,
+    temperature: opt.Temperature = None,
+    max_tokens: opt.MaxTokens = None,
+    timeout: opt.Timeout = None,
+    max_requests: opt.MaxRequests = None,
+    max_tokens_total: opt.MaxTokensTotal = None,
+    no_cache: opt.NoCache = False,
     jobs: Annotated[
         int | None, typer.Option(help="Problems at once (default: one per GPU; on the CPU 1).", min=1)
     ] = None,
@@ -82,11 +82,12 @@ def batch(
     ] = None,
 ) -> None:
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
+    flags = dict(locals())  # first: the parameters, for opt.run_options
     from agent.batch import create_batch, run_batch
     from agent.batch_inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
     from agent.batch_summary import summary_tables
     from agent.gpu_slots import parse_gpus
-    from agent.run_setup import RunOptions, RunSetupError, plan_run
+    from agent.run_setup import RunSetupError, plan_run
 
     def fail(message: str) -> typer.Exit:
         err.print(f"[red]error:[/red] {message}")
@@ -117,27 +118,7 @@ def batch(
     else:
         if not paths:
             raise fail("give the problems to run (PATHS), or --resume DIR")
-        options = RunOptions.from_flags(
-            stages=stages,
-            llm_config=config.resolve() if config else None,  # jobs may run elsewhere
-            no_cache=no_cache,
-            gpu=gpu,
-            metric_set=metric_set,
-            profile=profile,
-            search=search,
-            eval_timeout=eval_timeout,
-            max_iterations=max_iterations,
-            min_gain=min_gain,
-            no_gain_tries=no_gain_tries,
-            roofline_target=roofline_target,
-            llm=llm,
-            model=model,
-            base_url=base_url,
-            samples=samples,
-            temperature=temperature,
-            max_requests=max_requests,
-            max_tokens_total=max_tokens_total,
-        )
+        options = opt.run_options(flags, config)
         try:
             plan_run(options)  # bad stages or LLM settings fail here, not in every job
             problems = find_problems(paths, include or [], exclude or [], list_file)

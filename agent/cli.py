@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agent import cli_options as opt
 from agent.models import EvalResult, Status
 from agent.problem import ProblemError, load_problem
 
@@ -31,10 +32,6 @@ ProblemArg = Annotated[
         help="A problem folder (see kernels/README.md), a KernelBench .py "
         "file, or the name of a bundled problem."
     ),
-]
-GpuOpt = Annotated[
-    str | None,
-    typer.Option("--gpu", help="Target GPU for prompts (e.g. 4090, h100, h200); default: the detected GPU."),
 ]
 
 
@@ -115,45 +112,39 @@ def _banner(
 @app.command()
 def run(
     problem: ProblemArg,
-    stages: Annotated[
-        str | None, typer.Option(help="Comma-separated stages (default: the default pipeline).")
-    ] = None,
+    stages: opt.Stages = None,
     from_stage: Annotated[
         str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
     ] = None,
-    gpu: GpuOpt = None,
+    gpu: opt.Gpu = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
-    metric_set: Annotated[
-        str | None, typer.Option("--set", help="ncu metric set (default: each stage's).")
-    ] = None,
-    profile: Annotated[bool, typer.Option(help="Profile accepted candidates with ncu (GPU only).")] = True,
-    search: Annotated[str, typer.Option(help="Search strategy: coordinate or exhaustive.")] = "coordinate",
-    eval_timeout: Annotated[float | None, typer.Option(help="Seconds one evaluation may take.")] = None,
-    max_iterations: Annotated[int | None, typer.Option(help="Cap on each stage's iterations.")] = None,
-    min_gain: Annotated[float, typer.Option(help="Relative gain a new best needs (above noise too).")] = 0.01,
-    no_gain_tries: Annotated[int, typer.Option(help="End a stage after this many tries without gain.")] = 16,
-    roofline_target: Annotated[float, typer.Option(help="End a stage at this % of the roofline.")] = 90.0,
-    llm: Annotated[
-        bool, typer.Option("--llm", help="Propose with the LLM endpoint instead of the search.")
-    ] = False,
-    model: Annotated[str | None, typer.Option(help="LLM model name.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file with an [llm] table.")] = None,
-    samples: Annotated[int | None, typer.Option(help="LLM samples per prompt.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="LLM sampling temperature.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="LLM max tokens per reply.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="LLM request timeout in seconds.")] = None,
-    max_requests: Annotated[int | None, typer.Option(help="LLM budget: requests for the run.")] = None,
-    max_tokens_total: Annotated[int | None, typer.Option(help="LLM budget: tokens for the run.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")] = False,
+    metric_set: opt.MetricSet = None,
+    profile: opt.Profile = True,
+    search: opt.Search = "coordinate",
+    eval_timeout: opt.EvalTimeout = None,
+    max_iterations: opt.MaxIterations = None,
+    min_gain: opt.MinGain = 0.01,
+    no_gain_tries: opt.NoGainTries = 16,
+    roofline_target: opt.RooflineTarget = 90.0,
+    llm: opt.Llm = False,
+    model: opt.Model = None,
+    base_url: opt.BaseUrl = None,
+    config: opt.Config = None,
+    samples: opt.Samples = None,
+    temperature: opt.Temperature = None,
+    max_tokens: opt.MaxTokens = None,
+    timeout: opt.Timeout = None,
+    max_requests: opt.MaxRequests = None,
+    max_tokens_total: opt.MaxTokensTotal = None,
+    no_cache: opt.NoCache = False,
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
+    options = opt.run_options(locals(), config)  # first: locals() are the flags here
     from agent.loop import StartingKernelRejected
     from agent.pipeline import PipelineError, resume_point, run_pipeline
     from agent.run_setup import (
-        RunOptions,
         RunSetupError,
         loop_settings,
         outcome_notes,
@@ -170,29 +161,6 @@ def run(
         raise _fail(
             f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
         )
-    options = RunOptions.from_flags(
-        stages=stages,
-        llm_config=config,
-        no_cache=no_cache,
-        gpu=gpu,
-        metric_set=metric_set,
-        profile=profile,
-        search=search,
-        eval_timeout=eval_timeout,
-        max_iterations=max_iterations,
-        min_gain=min_gain,
-        no_gain_tries=no_gain_tries,
-        roofline_target=roofline_target,
-        llm=llm,
-        model=model,
-        base_url=base_url,
-        samples=samples,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        timeout=timeout,
-        max_requests=max_requests,
-        max_tokens_total=max_tokens_total,
-    )
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
         plan = plan_run(options)
@@ -321,7 +289,7 @@ def check(
 def render(
     problem: ProblemArg,
     stage: Annotated[str, typer.Option(help="The stage whose prompt to render.")] = "micro",
-    gpu: GpuOpt = None,
+    gpu: opt.Gpu = None,
     metrics: Annotated[Path | None, typer.Option(help="ncu metrics as JSON (the seed's form).")] = None,
     code: Annotated[
         Path | None, typer.Option(help="Kernel source (default: the problem's starting kernel).")
