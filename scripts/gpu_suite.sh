@@ -2,8 +2,10 @@
 # Everything ncu-agent measures on a GPU, in one call of the device tool (or on any CUDA machine):
 #   bash scripts/gpu_suite.sh [STEP...]
 # steps: env tests run sweep profcost fixtures llm stability evalcost (the default: all of these), and
-# pipeline (the default pipeline over every bundled problem, one GPU) and gpus (the same capped batch on
-# GPU 0, then on GPUs 0 and 1: a two-GPU machine), which are asked for by name.
+# pipeline (the default pipeline over every bundled problem) and gpus (the same capped batch on GPU 0, then
+# on GPUs 0 and 1: a two-GPU machine), which are asked for by name.
+# Knobs: GPU_TESTS (test files for the tests step), STABILITY_PROBLEMS, STABILITY_ARGS (--baselines),
+# EVALCOST_N, PIPELINE_GPUS (0,1), PIPELINE_MINUTES (the batch's --time-limit), GPUS_SETS, GPUS_MAX_EVALS.
 # Installs what the GPU machine lacks from wheels carried in .whl/ (scripts/fetch_wheels.sh makes them),
 # writes logs and results under $OUT (default /tmp/ncu-agent-gpu), packed into $OUT/results.tar.gz.
 set -uo pipefail
@@ -43,7 +45,7 @@ fi
 
 if has tests; then
   step "GPU tests"
-  python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$W/gpu_tests.log" | tail -25
+  python3 -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests} 2>&1 | tee "$W/gpu_tests.log" | tail -25
 fi
 
 if has run; then
@@ -92,7 +94,7 @@ fi
 
 if has stability; then
   step "the same kernels in 5 fresh worker processes, and do_bench"
-  python3 scripts/bench_stability.py ${STABILITY_PROBLEMS:-kernels/l1_norm kernels/matmul_fp16 kernels/softmax} --runs 5 \
+  python3 scripts/bench_stability.py ${STABILITY_ARGS:-} ${STABILITY_PROBLEMS:-kernels/l1_norm kernels/matmul_fp16 kernels/softmax} --runs 5 \
     --out "$W/stability.json" 2>&1 | tee "$W/stability.log" | tail -8
 fi
 
@@ -102,21 +104,28 @@ if has evalcost; then
 fi
 
 if has pipeline; then
-  step "the default pipeline with the built-in search over every bundled problem (one GPU)"
+  # PIPELINE_GPUS=0,1 on a two-GPU machine; PIPELINE_MINUTES ends the batch cleanly (summary written,
+  # problems still running stopped at their best so far) before the device tool's 10-minute limit.
+  step "the default pipeline with the built-in search over every bundled problem (GPUs ${PIPELINE_GPUS:-0})"
   rm -rf "$W/pipeline"
-  python3 -m agent batch kernels --gpus 0 --out "$W/pipeline" > "$W/pipeline.log" 2>&1
+  python3 -m agent batch kernels --gpus "${PIPELINE_GPUS:-0}" ${PIPELINE_MINUTES:+--time-limit "$PIPELINE_MINUTES"} \
+    --out "$W/pipeline" > "$W/pipeline.log" 2>&1
   tail -25 "$W/pipeline.log"
 fi
 
 if has gpus; then
   # The same batch on one GPU, then on two; compare evaluations_per_min, the correct column, gpu_overlaps.
+  # Each batch starts with empty Triton and inductor caches, so the second does not reuse the first's
+  # compiled kernels (a fresh machine's first batch is cold; a later one would not be).
   for g in ${GPUS_SETS:-0 0,1}; do  # GPUS_SETS="0" then GPUS_SETS="0,1": one device call each
-    step "batch on GPUs $g (--max-evaluations ${GPUS_MAX_EVALS:-3})"
-    rm -rf "$W/gpus_$g"
-    python3 -m agent batch kernels --gpus "$g" --max-evaluations "${GPUS_MAX_EVALS:-3}" --out "$W/gpus_$g" \
-      > "$W/gpus_$g.log" 2>&1
+    step "batch on GPUs $g (--max-evaluations ${GPUS_MAX_EVALS:-3}, cold compile caches)"
+    d="$W/gpus_${g//,/-}"
+    rm -rf "$d" "$d.cache"
+    TRITON_CACHE_DIR="$d.cache/triton" TORCHINDUCTOR_CACHE_DIR="$d.cache/inductor" \
+      python3 -m agent batch kernels --gpus "$g" --max-evaluations "${GPUS_MAX_EVALS:-3}" --out "$d" > "$d.log" 2>&1
+    rm -rf "$d.cache"
     python3 -c "import json,sys; o=json.load(open(sys.argv[1]))['overall']; print({k: o[k] for k in \
-('problems', 'correct', 'evaluations', 'wall_s', 'evaluations_per_min', 'gpu_overlaps')})" "$W/gpus_$g/summary.json"
+('problems', 'correct', 'evaluations', 'wall_s', 'evaluations_per_min', 'gpu_overlaps')})" "$d/summary.json"
   done
 fi
 
