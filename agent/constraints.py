@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.stages import Stage
+from agent.static_rules import TENSOR_COMPUTE, TORCH_ALLOWED
 from agent.variants import (
     DEFAULT_NUM_STAGES,
     DEFAULT_NUM_WARPS,
@@ -562,77 +563,6 @@ def _rule_model_interface(ctx: _Ctx) -> Iterator[str]:
             )
 
 
-_TORCH_SETUP = {
-    "empty",
-    "empty_like",
-    "empty_strided",
-    "zeros",
-    "zeros_like",
-    "ones",
-    "ones_like",
-    "full",
-    "full_like",
-    "device",
-    "dtype",
-    "Size",
-    "is_tensor",
-    "finfo",
-    "iinfo",
-    "get_default_dtype",
-    "is_floating_point",
-    "result_type",
-    "promote_types",
-    "broadcast_shapes",
-}
-_TENSOR_COMPUTE = {
-    "sum",
-    "mean",
-    "exp",
-    "exp2",
-    "log",
-    "abs",
-    "neg",
-    "matmul",
-    "mm",
-    "bmm",
-    "addmm",
-    "einsum",
-    "softmax",
-    "log_softmax",
-    "relu",
-    "gelu",
-    "sigmoid",
-    "tanh",
-    "erf",
-    "norm",
-    "pow",
-    "sqrt",
-    "rsqrt",
-    "square",
-    "var",
-    "std",
-    "cumsum",
-    "prod",
-    "clamp",
-    "max",
-    "min",
-    "amax",
-    "amin",
-    "argmax",
-    "argmin",
-    "topk",
-    "sort",
-    "mul",
-    "add",
-    "sub",
-    "div",
-    "layer_norm",
-    "linear",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "dropout",
-}
 _NUMERIC_MODULES = {"math", "tl", "triton", "triton.language", "builtins"}
 _MODULE_OK = {"Parameter", "ParameterList", "ParameterDict", "Identity"}
 
@@ -659,8 +589,9 @@ def _forward_functions(facts: _Facts) -> list[ast.FunctionDef]:
 
 
 def _rule_no_torch_compute(ctx: _Ctx) -> Iterator[str]:
-    """forward (and what it calls) computes nothing with PyTorch: no torch.*/F.* call but allocation and
-    dtype/device helpers, no tensor compute method (.sum(), .exp(), ...), no `@`, no nn.Module call."""
+    """forward (and what it calls) computes nothing with PyTorch: no torch.*/F.* call but allocation,
+    metadata and views, no tensor compute method (.sum(), .exp(), ...), no `@`, no nn.Module call. What
+    counts as either is the anti-cheat's tables (agent/static_rules.py): one list for both."""
     if ctx.cand.model is None:
         return
     model = ctx.cand.model
@@ -685,9 +616,9 @@ def _rule_no_torch_compute(ctx: _Ctx) -> Iterator[str]:
             name = dotted_name(n.func)
             head, _, last = name.rpartition(".")
             torch_call = name.startswith("torch.") and not name.startswith("torch.cuda.")
-            torch_call = torch_call and last not in _TORCH_SETUP
+            torch_call = torch_call and name not in TORCH_ALLOWED
             functional = head in ("F", "nn.functional", "torch.nn.functional")
-            method = isinstance(n.func, ast.Attribute) and last in _TENSOR_COMPUTE
+            method = isinstance(n.func, ast.Attribute) and last in TENSOR_COMPUTE
             method = method and head not in _NUMERIC_MODULES
             submodule = name.startswith("self.") and name[5:] in submodules
             if torch_call or functional or method or submodule:

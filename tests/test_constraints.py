@@ -532,6 +532,17 @@ def test_no_torch_compute_in_a_first_version():
     matmul = edit(L1, "return triton_l1_norm(x)", "return triton_l1_norm(x @ x)")
     assert rules("first", L1_REF, matmul) == {"first.no-torch-compute"}
     assert rules("first", L1_REF, L1) == set()
+    # The anti-cheat's tables (agent/static_rules.py) decide, so both say the same: torch.where computes,
+    # a view does not, and a Python set's .add is not a tensor method.
+    where = edit(L1, "return triton_l1_norm(x)", "return triton_l1_norm(torch.where(x > 0, x, -x))")
+    assert rules("first", L1_REF, where) == {"first.no-torch-compute"}
+    honest = edit(
+        L1,
+        "return triton_l1_norm(x)",
+        "seen = set()\n        seen.add(x.shape[0])\n"
+        "        return triton_l1_norm(torch.reshape(x, x.shape))",
+    )
+    assert rules("first", L1_REF, honest) == set()
 
 
 # ---------------------------------------------------------------- rules as data

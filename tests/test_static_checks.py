@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.static_checks import PRIORITY, RULES, check_source
+from agent.static_checks import check_source
+from agent.static_rules import PRIORITY, RULES
 from agent.variants import LaunchMove, apply_move, find_kernels
 
 ROOT = Path(__file__).resolve().parent.parent
