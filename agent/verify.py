@@ -37,13 +37,15 @@ The checks (each a `models.Check`, by name):
 The run-time guards (`agent.runtime_guards`), the extra draws (`agent.judge.Judge`) and the static
 rules (`agent.static_checks`) add their own checks; docs/anticheat.md lists them all.
 
-Large tensors are compared in flat chunks, upcast to float64 one chunk at a time, so an 8 GB output
-never needs a 16 GB temporary.
+Large tensors are compared in flat chunks, upcast one chunk at a time, so an 8 GB output never needs a
+16 GB temporary. On the GPU, fp16/bf16/fp32 chunks are compared by one Triton kernel that reads each
+element once (agent/compare_kernel.py), checked against the PyTorch path on its first use per process.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +157,49 @@ def _chunk_summary(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -
     return torch.stack([x.to(torch.float64) for x in parts])
 
 
+# Whether this process compares fp16/bf16/fp32 CUDA chunks with the fused kernel (agent/compare_kernel.py):
+# None until its first use, which is checked against the PyTorch path.
+_FUSED: dict[str, bool | None] = {"ok": None}
+
+
+def _agree(fused: list[float], plain: list[float]) -> bool:
+    """The counts equal, the maxima equal to fp32 rounding (the worst element's place may differ on ties)."""
+    if fused[:2] != plain[:2]:
+        return False
+    return all(
+        x == y or math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-30)
+        for x, y in zip(fused[2:5], plain[2:5], strict=True)
+    )
+
+
+def _fusable(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if not a.is_cuda:  # no Triton import on the CPU path
+        return False
+    from agent import compare_kernel
+
+    return compare_kernel.fusable(a, b)
+
+
+def _summary(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> torch.Tensor:
+    """One chunk's summary: the fused kernel's for CUDA fp16/bf16/fp32 chunks, else `_chunk_summary`."""
+    if _FUSED["ok"] is False or not _fusable(a, b):
+        return _chunk_summary(a, b, atol, rtol)
+    from agent import compare_kernel
+
+    fused = compare_kernel.chunk_summary(a, b, atol, rtol)
+    if _FUSED["ok"] is None:  # first use in this process: the PyTorch path must say the same
+        plain = _chunk_summary(a, b, atol, rtol)
+        _FUSED["ok"] = _agree(fused.tolist(), plain.tolist())
+        if not _FUSED["ok"]:
+            print(
+                f"warning: the fused comparison disagreed with PyTorch ({fused.tolist()} vs "
+                f"{plain.tolist()}); comparing with PyTorch from now on",
+                file=sys.stderr,
+            )
+            return plain
+    return fused
+
+
 def _nonfinite_details(s: _Stats, start: int, a: torch.Tensor, b: torch.Tensor) -> None:
     """Unwritten (NaN where the reference is finite) and NaN/Inf mismatches of a chunk that has some."""
     a, b = a.double(), b.double()
@@ -183,7 +228,7 @@ def _compare_float(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: floa
     for start, a, b in _chunks(out, ref, chunk):
         s.count += a.numel()
         if a.numel():
-            summaries.append(_chunk_summary(a, b, atol, rtol))
+            summaries.append(_summary(a, b, atol, rtol))
             starts.append(start)
     if not summaries:
         return s
@@ -459,6 +504,7 @@ _AGENT_MODULES = (
     "agent.candidate",
     "agent.models",
     "agent.timing",
+    "agent.compare_kernel",
 )
 
 
