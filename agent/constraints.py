@@ -10,7 +10,7 @@ are the ways it is started: for an autotuned kernel, each `triton.Config` merged
 each launch site; for a plain kernel, each launch site. A keyword's value is kept as text, a local name
 resolved to the assignments that reach the launch (`BLOCK=BLOCK` reads `min(...)`), and, where
 it can be read, as the set of ints it may take (`8 if big else 4` -> {4, 8}). num_warps and num_stages
-take Triton's defaults (4 and 3) when absent.
+take Triton's defaults (4 and 3) when absent. Reading these facts is agent/kernel_facts.py.
 """
 
 from __future__ import annotations
@@ -26,17 +26,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.kernel_facts import Facts, Run, facts
 from agent.stages import Stage
 from agent.static_rules import TENSOR_COMPUTE, TORCH_ALLOWED
 from agent.variants import (
     DEFAULT_NUM_STAGES,
     DEFAULT_NUM_WARPS,
-    VariantError,
     autotune_configs,
     decorator_name,
     dotted_name,
-    find_kernels,
-    launch_sites,
 )
 
 
@@ -51,213 +49,18 @@ class Violation(BaseModel):
     message: str
 
 
-# ---------------------------------------------------------------- what a source says about its kernels
+# ---------------------------------------------------------------- the rules (their facts: agent/kernel_facts.py)
 
 _PID_CALLS = {"program_id", "num_programs"}
-_UNREADABLE = "the autotune configs of {kernel} are not a literal list of triton.Config(...); write them out"
 # Calls that keep an expression "index arithmetic" for the grid-mapping rule (no loads, no reductions).
 _INDEX_CALLS = {"arange", "cdiv", "minimum", "maximum", "multiple_of", "max_contiguous", "to", "min", "max"}
-
-
-@dataclass(frozen=True)
-class _Value:
-    text: str
-    ints: frozenset[int] | None  # None: not a number this check can read
-
-
-@dataclass(frozen=True)
-class Run:
-    """One way a kernel is started: an autotune config (with its launch's keywords) or a launch site."""
-
-    where: str  # "config 2 of k", "the launch of k at line 40"
-    values: dict[str, _Value]  # every keyword, num_warps and num_stages always present
-    explicit: frozenset[str]  # keywords written in the code (not Triton's defaults)
-
-    @property
-    def blocks(self) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((k, v.text) for k, v in self.values.items() if k.upper().startswith("BLOCK")))
-
-    def choices(self, name: str) -> frozenset[int | str]:
-        v = self.values[name]
-        return v.ints if v.ints is not None else frozenset({v.text})
-
-    def combos(self) -> set[tuple[Any, ...]]:
-        """Every (BLOCK sizes, num_warps, num_stages) this run may start the kernel with."""
-        return {(self.blocks, w, s) for w in self.choices("num_warps") for s in self.choices("num_stages")}
-
-
-@dataclass
-class _Facts:
-    tree: ast.Module
-    kernels: dict[str, ast.FunctionDef]
-    launched: list[str]  # kernels with a launch site, in definition order
-    runs: dict[str, list[Run] | str]  # per launched kernel; a str says why its configs cannot be read
-    grids: dict[str, set[str]]
-    model: ast.ClassDef | None  # ModelNew, else Model (a bare reference is the parent of `first`)
-    model_name: str
-
-
-def _assigned(scope: ast.AST, name: str) -> list[ast.AST]:
-    """What a statement (or a module's top level) assigns to `name`: values, and `def name` statements.
-    Does not look inside nested functions and classes: their names are theirs."""
-    out: list[ast.AST] = []
-    todo: list[ast.AST] = list(scope.body) if isinstance(scope, ast.Module) else [scope]
-    while todo:
-        n = todo.pop()
-        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            if n.name == name:
-                out.append(n)
-            continue
-        if isinstance(n, ast.Assign | ast.AnnAssign) and n.value is not None:
-            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                out.append(n.value)
-        todo.extend(c for c in ast.iter_child_nodes(n) if isinstance(c, ast.stmt))
-    return out
-
-
-def function_params(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
-    a = fn.args
-    return {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
-
-
-def _in_body(node: ast.AST, fn: ast.AST) -> bool:
-    if isinstance(fn, ast.Lambda):
-        return node is fn.body
-    return isinstance(fn, ast.FunctionDef) and any(st is node for st in fn.body)
-
-
-class Resolver:
-    def __init__(self, tree: ast.Module):
-        self.tree = tree
-        self.parent = {id(c): n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
-
-    def definitions(self, name: ast.Name) -> list[ast.AST]:
-        """The assignments to `name` that may reach its use (a cheap reaching-definitions pass).
-
-        Walks back through the statements before the use, block by block outwards: a plain assignment
-        ends the search, one inside an if/for/with adds a possibility and the search goes on. A function
-        parameter has none; a name the function never assigns is looked up at module level.
-        """
-        found: list[ast.AST] = []
-        node: ast.AST = name
-        while (up := self.parent.get(id(node))) is not None:
-            for field in ("body", "orelse", "finalbody"):
-                block = getattr(up, field, None)
-                if not isinstance(block, list):
-                    continue
-                at = next((i for i, st in enumerate(block) if st is node), None)
-                for st in reversed(block[:at] if at is not None else []):
-                    defs = _assigned(st, name.id)
-                    found += defs
-                    if defs and isinstance(st, ast.Assign | ast.AnnAssign | ast.FunctionDef):
-                        return found  # a plain (re)definition: nothing earlier reaches the use
-            if _in_body(node, up):  # the function's boundary (a decorator or default is evaluated outside)
-                local = found or name.id in function_params(up)  # type: ignore[arg-type]
-                return found if local else _assigned(self.tree, name.id)
-            node = up
-        return found
-
-    def value(self, expr: ast.expr) -> _Value:
-        text = ast.unparse(expr)
-        if isinstance(expr, ast.Name):  # a local name stands for what was assigned to it
-            defs = self.definitions(expr)
-            if defs:
-                text = " | ".join(sorted({ast.unparse(d) for d in defs}))
-        return _Value(text, self.ints(expr, 0))
-
-    def ints(self, expr: ast.AST, depth: int) -> frozenset[int] | None:
-        if depth > 4:
-            return None
-        if isinstance(expr, ast.Constant) and type(expr.value) is int:
-            return frozenset({expr.value})
-        if isinstance(expr, ast.IfExp):
-            a, b = self.ints(expr.body, depth + 1), self.ints(expr.orelse, depth + 1)
-            return a | b if a is not None and b is not None else None
-        if isinstance(expr, ast.Name):
-            sets = [self.ints(d, depth + 1) for d in self.definitions(expr)]
-            if sets and all(s is not None for s in sets):
-                return frozenset().union(*sets)  # type: ignore[arg-type]
-        return None
-
-
-def config_meta(call: ast.Call) -> ast.Dict | None:
-    """The dict of meta-parameters a triton.Config(...) is given as a literal, else None."""
-    meta = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "kwargs"), None)
-    return meta if isinstance(meta, ast.Dict) else None
-
-
-def _config_keywords(call: ast.Call) -> dict[str, ast.expr] | str:
-    """A triton.Config(...)'s meta-parameters and keywords, or why they cannot be read."""
-    meta = config_meta(call)
-    if meta is None or not all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in meta.keys):
-        return f"`{ast.unparse(call)}` does not give its meta-parameters as a literal dict"
-    out: dict[str, ast.expr] = {k.value: v for k, v in zip(meta.keys, meta.values, strict=True)}  # type: ignore[union-attr]
-    out.update(zip(("num_warps", "num_stages"), call.args[1:3], strict=False))
-    out.update({k.arg: k.value for k in call.keywords if k.arg and k.arg != "kwargs"})
-    return out
-
-
-def _run(where: str, keywords: dict[str, _Value]) -> Run:
-    values = {
-        "num_warps": _Value(str(DEFAULT_NUM_WARPS), frozenset({DEFAULT_NUM_WARPS})),
-        "num_stages": _Value(str(DEFAULT_NUM_STAGES), frozenset({DEFAULT_NUM_STAGES})),
-        **keywords,
-    }
-    return Run(where, values, frozenset(keywords))
-
-
-def _kernel_runs(res: Resolver, fn: ast.FunctionDef, sites: list[ast.Call]) -> list[Run] | str:
-    site_kw = [{k.arg: res.value(k.value) for k in s.keywords if k.arg} for s in sites]
-    try:
-        configs = autotune_configs(fn)
-    except VariantError:
-        return _UNREADABLE.format(kernel=fn.name)
-    if configs is None:
-        return [
-            _run(f"the launch of {fn.name} at line {s.lineno}", kw)
-            for s, kw in zip(sites, site_kw, strict=True)
-        ]
-    runs = []
-    for i, call in enumerate(configs, 1):
-        cfg = _config_keywords(call)
-        if isinstance(cfg, str):
-            return cfg
-        values = {k: res.value(v) for k, v in cfg.items()}
-        for s, kw in zip(sites, site_kw, strict=True):
-            at = f" (launch at line {s.lineno})" if len(sites) > 1 else ""
-            runs.append(_run(f"config {i} of {fn.name}{at}", {**values, **kw}))
-    return runs
-
-
-def _grid_text(res: Resolver, site: ast.Call) -> str:
-    grid = site.func.slice  # type: ignore[attr-defined]
-    return res.value(grid).text
-
-
-def _facts(tree: ast.Module) -> _Facts:
-    res = Resolver(tree)
-    kernels = find_kernels(tree)
-    launched, runs, grids = [], {}, {}
-    for name, fn in kernels.items():
-        sites = launch_sites(tree, name)
-        if sites:
-            launched.append(name)
-            runs[name] = _kernel_runs(res, fn, sites)
-            grids[name] = {_grid_text(res, s) for s in sites}
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    model_name = "ModelNew" if "ModelNew" in classes else "Model"
-    return _Facts(tree, kernels, launched, runs, grids, classes.get(model_name), model_name)
-
-
-# ---------------------------------------------------------------- the rules
 
 
 @dataclass
 class _Ctx:
     stage: Stage
-    parent: _Facts
-    cand: _Facts
+    parent: Facts
+    cand: Facts
     ran: Collection[str] | None
     chosen: dict[str, dict[str, Any]]
 
@@ -567,7 +370,7 @@ _NUMERIC_MODULES = {"math", "tl", "triton", "triton.language", "builtins"}
 _MODULE_OK = {"Parameter", "ParameterList", "ParameterDict", "Identity"}
 
 
-def _forward_functions(facts: _Facts) -> list[ast.FunctionDef]:
+def _forward_functions(facts: Facts) -> list[ast.FunctionDef]:
     """ModelNew.forward and every module function or ModelNew method it calls, transitively."""
     methods = {n.name: n for n in facts.model.body if isinstance(n, ast.FunctionDef)}  # type: ignore[union-attr]
     functions = {
@@ -744,7 +547,7 @@ def check_constraints(
     """
     ids = stage_rules(stage)
     try:
-        parent = _facts(ast.parse(parent_source))
+        parent = facts(ast.parse(parent_source))
     except SyntaxError as e:
         raise ConstraintError(f"the parent source does not parse: {e.msg} (line {e.lineno})") from None
     try:
@@ -756,7 +559,7 @@ def check_constraints(
                 message=f"{stage.name} stage: the code does not parse: {e.msg} (line {e.lineno})",
             )
         ]
-    ctx = _Ctx(stage, parent, _facts(tree), parent_launched, parent_chosen or {})
+    ctx = _Ctx(stage, parent, facts(tree), parent_launched, parent_chosen or {})
     return [
         Violation(rule=f"{stage.name}.{rule}", message=f"{stage.name} stage: {message}")
         for rule in ids

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from itertools import product
 
-from agent.constraints import Resolver, config_meta, function_params
+from agent.kernel_facts import Resolver, config_meta, function_params
 from agent.variants import (
     DEFAULT_NUM_WARPS,
     VariantError,
