@@ -49,7 +49,7 @@ class Violation(BaseModel):
     message: str
 
 
-# ---------------------------------------------------------------- the rules (their facts: agent/kernel_facts.py)
+# ------------------------------------------------------------ the rules (the facts: agent/kernel_facts.py)
 
 _PID_CALLS = {"program_id", "num_programs"}
 # Calls that keep an expression "index arithmetic" for the grid-mapping rule (no loads, no reductions).
