@@ -503,8 +503,8 @@ from agent.batch_cli import batch  # noqa: E402
 
 app.command()(batch)
 
-# `ncu-agent experiment`: arms x problems x samples, paired statistics (agent/experiment.py).
-from agent.experiment import experiment  # noqa: E402
+# `ncu-agent experiment`: arms x problems x samples, paired statistics (agent/experiment_cli.py).
+from agent.experiment_cli import experiment  # noqa: E402
 
 app.command()(experiment)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import sys
 import time
 import tomllib
 import traceback
@@ -27,9 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.batch_inputs import ProblemEntry, write_atomic
@@ -536,169 +534,3 @@ def _run(exp_dir: Path, log: Callable[[str], None]) -> list[str]:
     if memo is not None and memo.reused:
         log(f"{memo.reused} checks reused on the CPU (the same source for the same problem)")
     return notes
-
-
-# --- the command line --------------------------------------------------------------------------------------
-def experiment_command(
-    problems: list[str] | None,
-    arms: list[str],
-    samples: int,
-    seed: int,
-    out: Path | None,
-    resume: Path | None,
-    options: RunOptions,
-    send_seed: bool,
-    reuse_checks: bool,
-) -> Path:
-    """Create (or find) the experiment directory for `ncu-agent experiment`; ExperimentError if it cannot."""
-    from agent.batch_inputs import BatchInputError, find_problems
-
-    if resume is not None:
-        if problems or arms:
-            raise ExperimentError(
-                "give either PROBLEMS and --arm (a new experiment) or --resume DIR, not both"
-            )
-        ExperimentConfig.load(resume)
-        return resume
-    if not problems:
-        raise ExperimentError("give the problems to run (PROBLEMS), or --resume DIR")
-    try:
-        entries = find_problems(problems, [], [], None)
-    except BatchInputError as e:
-        raise ExperimentError(str(e)) from None
-    cfg = ExperimentConfig(
-        arms=[parse_arm(a) for a in arms],
-        problems=entries,
-        samples=samples,
-        seed=seed,
-        run=options,
-        send_seed=send_seed,
-        reuse_checks=reuse_checks,
-    )
-    exp_dir = out or Path("runs") / f"experiment-{datetime.now():%Y%m%d-%H%M%S}"
-    create_experiment(exp_dir, cfg)
-    return exp_dir
-
-
-def experiment(
-    problems: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Problem folders, KernelBench .py files, bundled problem names, or folders of those."
-        ),
-    ] = None,
-    arm: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--arm",
-            help="NAME=KEY:VALUE,... (repeat; two or more arms, the first is the baseline). Keys: "
-            "stage (a bundled stage or a stage .toml file; several joined by +), prompts (a template "
-            "folder searched before prompts/), config (a TOML file with an llm table), search (the "
-            "built-in search instead of the LLM), or an LLM setting: model, temperature, samples, "
-            "max_tokens, base_url, timeout_s...",
-        ),
-    ] = None,
-    samples: Annotated[
-        int, typer.Option(help="Runs per arm and problem, each with its own seed.", min=1)
-    ] = 1,
-    seed: Annotated[int, typer.Option(help="The experiment's seed (sample seeds derive from it).")] = 0,
-    out: Annotated[
-        Path | None, typer.Option(help="The experiment directory (default runs/experiment-TIME).")
-    ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Finish (or just re-analyse) the experiment in this directory.")
-    ] = None,
-    stages: Annotated[str | None, typer.Option(help="Comma-separated stages of arms that name none.")] = None,
-    gpu: Annotated[
-        str | None, typer.Option(help="Target GPU for prompts (default: the detected one).")
-    ] = None,
-    metric_set: Annotated[
-        str | None, typer.Option("--set", help="ncu metric set (default: each stage's).")
-    ] = None,
-    profile: Annotated[bool, typer.Option(help="Profile accepted candidates with ncu (GPU only).")] = True,
-    eval_timeout: Annotated[float | None, typer.Option(help="Seconds one evaluation may take.")] = None,
-    max_iterations: Annotated[int | None, typer.Option(help="Cap on each stage's iterations.")] = None,
-    min_gain: Annotated[float, typer.Option(help="Relative gain a new best needs (above noise too).")] = 0.01,
-    no_gain_tries: Annotated[int, typer.Option(help="End a stage after this many tries without gain.")] = 16,
-    roofline_target: Annotated[float, typer.Option(help="End a stage at this % of the roofline.")] = 90.0,
-    model: Annotated[str | None, typer.Option(help="LLM model of arms that name none.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file with an [llm] table.")] = None,
-    llm_samples: Annotated[int | None, typer.Option(help="LLM replies per prompt.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="LLM sampling temperature.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="LLM max tokens per reply.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="LLM request timeout in seconds.")] = None,
-    max_requests: Annotated[int | None, typer.Option(help="LLM budget of every run: requests.")] = None,
-    max_tokens_total: Annotated[int | None, typer.Option(help="LLM budget of every run: tokens.")] = None,
-    send_seed: Annotated[bool, typer.Option(help="Send each run's seed to the endpoint.")] = True,
-    reuse_checks: Annotated[
-        bool, typer.Option(help="On the CPU, check each (problem, source) once per experiment.")
-    ] = True,
-    metric: Annotated[
-        str,
-        typer.Option(
-            help="The metric the verdict is about: auto, speedup, correct, compile, constraint, tokens."
-        ),
-    ] = "auto",
-    alpha: Annotated[float, typer.Option(help="Significance level of the paired tests.")] = 0.05,
-    tie: Annotated[float, typer.Option(help="Tie band: relative for ratios, absolute for rates.")] = 0.01,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.", min=100)] = 10_000,
-    analyze_only: Annotated[
-        bool, typer.Option("--analyze", help="With --resume: run nothing, analyse.")
-    ] = False,
-    html: Annotated[bool, typer.Option(help="Write EXP_DIR/report.html.")] = True,
-) -> None:
-    """Compare arms (prompt templates, stage files, models, sampling settings) on the same problems, with
-    paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
-    from rich.console import Console
-
-    from agent.experiment_report import AnalysisOptions, analyze, terminal_report, write_html, write_results
-    from agent.experiment_stats import METRICS
-
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    err = Console(stderr=True)
-    options = RunOptions(
-        stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
-        gpu=gpu,
-        metric_set=metric_set,
-        profile=profile,
-        eval_timeout=eval_timeout,
-        max_iterations=max_iterations,
-        min_gain=min_gain,
-        no_gain_tries=no_gain_tries,
-        roofline_target=roofline_target,
-        llm=True,
-        llm_config=config,
-        llm_overrides={
-            "model": model,
-            "base_url": base_url,
-            "samples": llm_samples,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "timeout_s": timeout,
-            "max_requests": max_requests,
-            "max_tokens_total": max_tokens_total,
-        },
-    )
-    try:
-        analysis = AnalysisOptions(metric=metric, alpha=alpha, tie=tie, resamples=resamples)
-        if metric != "auto" and metric not in METRICS:
-            raise ExperimentError(f"--metric {metric!r}: choose auto or one of {', '.join(METRICS)}")
-        if analyze_only and resume is None:
-            raise ExperimentError("--analyze needs --resume DIR")
-        exp_dir = experiment_command(
-            problems, arm or [], samples, seed, out, resume, options, send_seed, reuse_checks
-        )
-        console.print(f"[bold]ncu-agent experiment[/bold] {exp_dir}")
-        log = lambda m: console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {m}")  # noqa: E731
-        notes = [] if analyze_only else run_experiment(exp_dir, log)
-        results = analyze(exp_dir, analysis, notes)
-    except (ExperimentError, ValidationError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
-    for item in terminal_report(results):
-        console.print(item)
-    written = [write_results(exp_dir, results)]
-    if html:
-        written.append(write_html(exp_dir, results))
-    console.print("results: " + ", ".join(str(p) for p in written))
