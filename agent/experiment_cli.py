@@ -131,7 +131,8 @@ def experiment(
     paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
     from rich.console import Console
 
-    from agent.experiment_report import AnalysisOptions, analyze, terminal_report, write_html, write_results
+    from agent.experiment_html import write_html
+    from agent.experiment_report import AnalysisOptions, analyze, terminal_report, write_results
     from agent.experiment_stats import METRICS
 
     console = Console(width=None if sys.stdout.isatty() else 160)

@@ -273,7 +273,8 @@ def test_speedups_from_records_and_a_faster_arm_wins(tmp_path):
 
     from agent.batch_inputs import ProblemEntry
     from agent.experiment import ExperimentConfig
-    from agent.experiment_report import analyze, render_html
+    from agent.experiment_html import render_html
+    from agent.experiment_report import analyze
     from agent.run_setup import RunOptions
 
     problems = [f"p{i}" for i in range(7)]
