@@ -11,8 +11,11 @@ What is exposed, per kernel launched as `kernel[grid](...)`:
   exposed: a change would not reach the grid. num_warps likewise (default 4 where absent);
 - a grid multiplier: a name bound once to an integer literal that multiplies the SM count in the grid
   (`grid = (min(tiles, num_sms * PROGRAMS_PER_SM),)`).
-A value computed at run time (`BLOCK_SIZE = min(triton.next_power_of_2(n), 4096)`) is not exposed, and
-the space says why (`TilingSpace.unexposed`).
+- a capped run-time block, a name bound once to `min(<expression>, <int literal>)` (the common
+  `BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096)`): the cap is the literal that moves. The block
+  is the smaller of the two, so moving the cap above what the expression gives changes nothing; the
+  search then measures no gain and goes on.
+Any other value computed at run time is not exposed, and the space says why (`TilingSpace.unexposed`).
 
 An axis is one such parameter over all its literals (every config of an autotune list, every launch). A
 point of the space is one shift per axis: each literal of the axis times 2**shift, so an autotune list
@@ -274,6 +277,8 @@ class _Finder:
         )
         if single and isinstance(value, ast.Constant) and type(value.value) is int:
             return self.slot(value, value.value), text
+        if single and (cap := _cap(value)) is not None:  # min(<run-time value>, 4096): the cap moves
+            return self.slot(cap, cap.value), text
         shown = ast.unparse(value) if isinstance(value, ast.expr) else "not a plain assignment"
         return f"`{text}` is computed at run time (`{shown}`)"
 
@@ -327,6 +332,14 @@ class _Finder:
 
 
 _MIN_MAX = {"min", "max", "minimum", "maximum"}
+
+
+def _cap(value: ast.AST | None) -> ast.Constant | None:
+    """The integer literal of `min(<expression>, <int>)` (either order), else None."""
+    if not (isinstance(value, ast.Call) and dotted_name(value.func) == "min") or value.keywords:
+        return None
+    ints = [a for a in value.args if isinstance(a, ast.Constant) and type(a.value) is int]
+    return ints[0] if len(value.args) == 2 and len(ints) == 1 else None
 
 
 def _stores_name(node: ast.AST, name: str) -> bool:

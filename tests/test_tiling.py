@@ -194,10 +194,16 @@ def test_a_non_ascii_source_is_not_edited_and_says_why():
             "the grid repeats the literal 256",
         ),
         (
-            "        BLOCK = min(triton.next_power_of_2(n), 1024)\n"
+            "        BLOCK = triton.next_power_of_2(n)\n"
             "        scale_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK_SIZE=BLOCK)",
             "",
-            "`BLOCK` is computed at run time (`min(triton.next_power_of_2(n), 1024)`)",
+            "`BLOCK` is computed at run time (`triton.next_power_of_2(n)`)",
+        ),
+        (
+            "        BLOCK = min(triton.next_power_of_2(n), 1024, 4096)\n"
+            "        scale_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK_SIZE=BLOCK)",
+            "",
+            "`BLOCK` is computed at run time (`min(triton.next_power_of_2(n), 1024, 4096)`)",
         ),
         (
             "        BLOCK = 256\n"
@@ -213,13 +219,36 @@ def test_a_non_ascii_source_is_not_edited_and_says_why():
             "no power-of-two multiple of BLOCK_SIZE=1000 is allowed",
         ),
     ],
-    ids=["grid-repeats-literal", "computed", "assigned-twice", "not-a-power-of-two"],
+    ids=["grid-repeats-literal", "computed", "two-caps", "assigned-twice", "not-a-power-of-two"],
 )
 def test_blocks_that_are_not_exposed_say_why(body, module, why):
     source = plain(body, module=module)
     s = space(source, "scale_kernel")
     assert not s.searchable and s.points() == [()]
     assert why in s.why_not()
+
+
+def test_a_capped_run_time_block_moves_its_cap(tmp_path):
+    """`BLOCK = min(triton.next_power_of_2(n), 1024)`: the cap is the literal that moves, at its
+    assignment, so the grid computed from BLOCK follows; either argument order."""
+    for expr in ("min(triton.next_power_of_2(n), 1024)", "min(1024, triton.next_power_of_2(n))"):
+        source = plain(
+            f"        BLOCK = {expr}\n"
+            "        scale_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK_SIZE=BLOCK, num_warps=4)"
+        )
+        s = space(source, "scale_kernel")
+        assert [(a.kind, a.name, a.base) for a in s.axes] == [
+            (BLOCK, "BLOCK_SIZE", (1024,)),
+            (WARPS, "num_warps", (4,)),
+        ]
+        assert s.axes[0].feeds_grid
+        down = s.source((-1, 0))
+        _, added = diff(source, down)
+        assert added[0] == f"BLOCK = {expr.replace('1024', '512')}" and "num_warps=2" in added[-1]
+        for point in [(-1, 0), (1, 0), (-2, 1)]:
+            variant = s.source(point)
+            assert check_constraints(TILING, source, variant) == [], point
+            assert runs_right(variant, tmp_path), point
 
 
 @pytest.mark.filterwarnings(
@@ -264,16 +293,10 @@ BUNDLED = {
         [("BLOCK_M", 9), ("BLOCK_N", 9), ("BLOCK_K", 9), ("num_warps", 3)],
         1160,
     ),
-    "softmax": (
-        "softmax_kernel",
-        "`BLOCK_SIZE` is computed at run time (`min(triton.next_power_of_2(n_cols), 4096)`)",
-        0,
-    ),
-    "sum_reduction": (
-        "row_sum_kernel",
-        "`BLOCK_SIZE` is computed at run time (`min(triton.next_power_of_2(n_cols), 2048)`)",
-        0,
-    ),
+    # A capped block, min(triton.next_power_of_2(n_cols), CAP): the cap moves (softmax's num_warps is an
+    # expression of the block, left as it is; sum_reduction's is a literal, so it is an axis).
+    "softmax": ("softmax_kernel", [("BLOCK_SIZE", 10)], 9),
+    "sum_reduction": ("row_sum_kernel", [("BLOCK_SIZE", 10), ("num_warps", 4)], 18),
 }
 
 
@@ -298,7 +321,8 @@ def test_each_bundled_kernel_has_its_tiling_space_or_says_why_not(problem):
     for variant in checked:
         assert check_constraints(TILING, source, variant, parent_launched=[kernel]) == []
         removed, added = diff(source, variant)
-        assert len(removed) == len(added) and all(line.startswith("triton.Config(") for line in added)
+        edited = ("triton.Config(", "BLOCK_SIZE = min(", "num_warps=")
+        assert len(removed) == len(added) and all(line.startswith(edited) for line in added), added
 
 
 def test_an_autotune_list_moves_as_a_whole_with_num_warps_scaled_to_the_block():
@@ -321,8 +345,9 @@ def test_an_autotune_list_moves_as_a_whole_with_num_warps_scaled_to_the_block():
     up = s.source((1, 0))
     assert up.count("triton.Config(") == L1.count("triton.Config(")  # the list keeps its length
     assert "triton.Config({'BLOCK_SIZE_D': 8192}, num_warps=16)," in up
-    # The plain kernel (run only for D <= 4096) computes its block: not exposed, left as it is.
-    assert "min(triton.next_power_of_2(D), 4096)" in space(L1, "l1_norm_kernel").why_not()
+    # The plain kernel (run only for D <= 4096) caps its block: the cap is its axis.
+    plain_axes = [(a.name, a.base) for a in space(L1, "l1_norm_kernel").axes]
+    assert plain_axes[0] == ("BLOCK_SIZE_D", (4096,))
 
 
 def test_matmul_tile_sizes_set_num_warps_but_group_m_stays():

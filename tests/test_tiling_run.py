@@ -2,10 +2,12 @@
 
 On the CPU the candidates run in Triton's interpreter (correctness only, nothing is timed), so one
 iteration is enough to see a BLOCK variant proposed, checked against the stage's rules, evaluated and
-recorded; a problem whose BLOCK size is computed in the wrapper says why the stage has nothing to search.
+recorded; a capped block (softmax's) is searched at its cap; a BLOCK size computed otherwise in the wrapper
+says why the stage has nothing to search.
 """
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,9 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(problem: str, tmp_path: Path) -> tuple[str, sqlite3.Connection]:
+    """`problem`: a bundled problem's name, or a problem folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    run_dir = tmp_path / problem
-    argv = [sys.executable, "-m", "agent", "run", f"kernels/{problem}", "--stages", "tiling"]
+    run_dir = tmp_path / Path(problem).name
+    where = problem if os.sep in problem else f"kernels/{problem}"
+    argv = [sys.executable, "-m", "agent", "run", where, "--stages", "tiling"]
     argv += ["--max-iterations", "1", "--run-dir", str(run_dir)]
     proc = subprocess.run(
         argv, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300
@@ -44,8 +48,29 @@ def test_tiling_runs_with_the_search_and_evaluates_a_block_variant(tmp_path):
     assert "triton.Config({'BLOCK_SIZE_D': 8192}" in source
 
 
-def test_tiling_says_why_a_computed_block_is_not_searched(tmp_path):
+def test_a_capped_block_is_searched_at_its_cap(tmp_path):
+    """softmax computes BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096): the cap is what moves."""
     out, db = _run("softmax", tmp_path)
+    assert "not searchable" not in out
+    rows = db.execute(
+        "SELECT c.proposer, c.label, e.status, c.source FROM candidates c "
+        "JOIN evaluations e ON e.candidate_id = c.id ORDER BY c.id"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["start", "search"]
+    _, label, status, source = rows[1]
+    assert label.startswith("softmax_kernel: BLOCK_SIZE=") and status == "accepted"
+    assert "min(triton.next_power_of_2(n_cols), 4096)" not in source
+    assert "BLOCK_SIZE = min(triton.next_power_of_2(n_cols), " in source
+
+
+def test_tiling_says_why_a_computed_block_is_not_searched(tmp_path):
+    problem = tmp_path / "softmax_uncapped"
+    shutil.copytree(ROOT / "kernels" / "softmax", problem)
+    kernel = problem / "kernel.py"
+    capped = "min(triton.next_power_of_2(n_cols), 4096)"
+    assert capped in kernel.read_text()
+    kernel.write_text(kernel.read_text().replace(capped, "triton.next_power_of_2(n_cols)"))
+    out, db = _run(str(problem), tmp_path)
     assert "stage tiling: not searchable: softmax_kernel: BLOCK_SIZE at line" in " ".join(out.split())
     assert [r[0] for r in db.execute("SELECT proposer FROM candidates")] == ["start"]
     (note,) = db.execute("SELECT note FROM runs").fetchone()
