@@ -30,7 +30,7 @@ from agent.models import ProblemSpec
 from agent.ncu_read import KernelLaunch, NcuProfile, NcuReportError, ranked_rules, read_report, seed_json
 from agent.profile_target import RANGE_PREFIX, CandidateStatus, ProfileCandidate, ProfileRequest
 from agent.resources import profiles_dir
-from agent.sandbox import read_tail, worker_env
+from agent.sandbox import die_with_parent, read_tail, worker_env
 
 ALL_RANGES = f"regex:{RANGE_PREFIX}[0-9]+/"
 DEFAULT_NCU = "/usr/local/cuda/bin/ncu"
@@ -176,6 +176,7 @@ def _run_ncu(cmd: list[str], log_path: Path, timeout_s: float) -> _NcuRun:
     workdir = Path(tempfile.mkdtemp(prefix="ncu_agent_ncu_"))
     start = time.perf_counter()
     timed_out = False
+    parent = os.getpid()
     try:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -185,7 +186,8 @@ def _run_ncu(cmd: list[str], log_path: Path, timeout_s: float) -> _NcuRun:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True,  # its own group, for the kill below; and it dies with us:
+                preexec_fn=lambda: die_with_parent(parent),  # a killed batch job leaves no ncu running
             )
             try:
                 proc.wait(timeout=timeout_s)

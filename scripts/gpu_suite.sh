@@ -5,8 +5,8 @@
 # pipeline (the default pipeline over every bundled problem) and gpus (the same capped batch on GPU 0, then
 # on GPUs 0 and 1: a two-GPU machine), which are asked for by name.
 # Knobs: GPU_TESTS (test files for the tests step), STABILITY_PROBLEMS, STABILITY_ARGS (--baselines),
-# EVALCOST_N, PIPELINE_PROBLEMS, PIPELINE_GPUS (0,1), PIPELINE_MINUTES (the batch's --time-limit),
-# GPUS_SETS, GPUS_MAX_EVALS.
+# EVALCOST_N, PIPELINE_PROBLEMS, PIPELINE_GPUS (0,1), PIPELINE_SECONDS, PIPELINE_RESUME, PIPELINE_DIR,
+# PIPELINE_MINUTES (the batch's --time-limit), GPUS_SETS, GPUS_MAX_EVALS.
 # Installs what the GPU machine lacks from wheels carried in .whl/ (scripts/fetch_wheels.sh makes them),
 # writes logs and results under $OUT (default /tmp/ncu-agent-gpu), packed into $OUT/results.tar.gz.
 set -uo pipefail
@@ -105,16 +105,32 @@ if has evalcost; then
 fi
 
 if has pipeline; then
-  # PIPELINE_GPUS=0,1 on a two-GPU machine; PIPELINE_MINUTES ends the batch cleanly (summary written,
-  # problems still running stopped at their best so far) before the device tool's 10-minute limit.
+  # The uncapped pipeline outlasts one device call (matmul_fp16 alone runs > 7 min): the batch is stopped
+  # by `timeout` after PIPELINE_SECONDS (its jobs, workers and ncu runs die with it), the summary of the
+  # problems finished so far stays, and PIPELINE_RESUME=1 in the next call (same machine, kept ~30 s)
+  # continues the others where they were (`ncu-agent batch --resume`). The batch lives outside $OUT (the
+  # device tool empties $OUT for each call); its summary, log and records (without the .ncu-rep files)
+  # are copied under $OUT/work/pipeline after each call. PIPELINE_MINUTES instead ends it for good at a
+  # time limit (unfinished problems end as `budget`). PIPELINE_GPUS=0,1 on two GPUs.
   step "the default pipeline with the built-in search over every bundled problem (GPUs ${PIPELINE_GPUS:-0})"
-  rm -rf "$W/pipeline"
-  # Longest first (the uncapped run of 2026-11-26: matmul_fp16 > 410 s, l1_norm 165 s, the others 61-99 s),
-  # so two GPUs pack them well; a batch runs explicit paths in the order given.
-  python3 -m agent batch ${PIPELINE_PROBLEMS:-kernels/matmul_fp16 kernels/l1_norm kernels/layernorm \
-    kernels/fused_elementwise kernels/softmax kernels/sum_reduction} --gpus "${PIPELINE_GPUS:-0}" \
-    ${PIPELINE_MINUTES:+--time-limit "$PIPELINE_MINUTES"} --out "$W/pipeline" > "$W/pipeline.log" 2>&1
-  tail -25 "$W/pipeline.log"
+  PDIR=${PIPELINE_DIR:-/tmp/ncu-agent-pipeline}
+  if [ -n "${PIPELINE_RESUME:-}" ] && [ -f "$PDIR/batch.json" ]; then
+    cmd=(python3 -m agent batch --resume "$PDIR" --gpus "${PIPELINE_GPUS:-0}")
+  else
+    rm -rf "$PDIR" "$PDIR.log"
+    # Longest first (2026-11-26: matmul_fp16 > 410 s, l1_norm 165 s, the others 61-99 s), so two GPUs
+    # pack them well; a batch runs explicit paths in the order given.
+    cmd=(python3 -m agent batch ${PIPELINE_PROBLEMS:-kernels/matmul_fp16 kernels/l1_norm kernels/layernorm
+         kernels/fused_elementwise kernels/softmax kernels/sum_reduction} --gpus "${PIPELINE_GPUS:-0}"
+         ${PIPELINE_MINUTES:+--time-limit "$PIPELINE_MINUTES"} --out "$PDIR")
+  fi
+  timeout "${PIPELINE_SECONDS:-540}" "${cmd[@]}" >> "$PDIR.log" 2>&1
+  echo "batch exit $? (124: stopped by timeout; PIPELINE_RESUME=1 continues it)"
+  tail -25 "$PDIR.log"
+  mkdir -p "$W/pipeline"
+  cp "$PDIR.log" "$W/pipeline/batch.log"
+  cp "$PDIR"/summary* "$W/pipeline/" 2>/dev/null
+  tar -czf "$W/pipeline/records.tar.gz" --exclude='*.ncu-rep' -C "$(dirname "$PDIR")" "$(basename "$PDIR")"
 fi
 
 if has gpus; then

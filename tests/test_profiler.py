@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -232,6 +234,43 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_ncu_dies_with_the_process_that_started_it(tmp_path):
+    """ncu leads its own session (for the group kill above); a SIGKILL of the job that started it (a batch
+    killed from outside) takes it down too, so it does not go on profiling on a GPU the batch left."""
+    pid_file = tmp_path / "ncu.pid"
+    ncu = _fake_ncu(tmp_path, f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
+    caller = tmp_path / "job.py"
+    caller.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from agent.models import ProblemSpec\n"
+        "from agent.profile_target import ProfileCandidate\n"
+        "from agent.profiler import profile_candidates\n"
+        "L1 = Path(sys.argv[1])\n"
+        "spec = ProblemSpec(name='l1_norm', reference_path=L1 / 'reference.py',\n"
+        "                   kernel_path=L1 / 'kernel.py')\n"
+        "profile_candidates(spec, [ProfileCandidate(source='# c\\n')], 'seed', Path(sys.argv[2]),\n"
+        "                   timeout_s=600, ncu=sys.argv[3])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen([sys.executable, str(caller), str(L1), str(tmp_path / "out"), ncu], env=env)
+    try:
+        end = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert job.poll() is None and time.monotonic() < end
+            time.sleep(0.1)
+        ncu_pid = int(pid_file.read_text())
+        assert _alive(ncu_pid)
+    finally:
+        job.kill()
+        job.wait()
+    end = time.monotonic() + 10
+    while _alive(ncu_pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not _alive(ncu_pid)
 
 
 def test_exit_without_report(tmp_path):
