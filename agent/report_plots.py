@@ -23,6 +23,8 @@ from agent.report_models import CandidateRow
 
 ACCEPTED, REJECTED, PENDING = "#2e7d32", "#c62828", "#9e9e9e"
 BEST, EAGER, COMPILED, ROOF = "#f9a825", "#616161", "#1565c0", "#8e24aa"
+# The star that marks a best kernel in every plot.
+BEST_STAR: dict = {"marker": "*", "s": 170, "color": BEST, "edgecolor": "#5d4037", "lw": 0.6, "zorder": 4}
 RC = {
     "svg.fonttype": "none",  # text stays text: smaller, selectable, searchable
     "font.size": 9,
@@ -111,12 +113,7 @@ def _best_line(ax, cands: Sequence[CandidateRow], incoming: CandidateRow | None)
     ax.scatter(
         [c.id for c in bests],
         [c.median_ms for c in bests],
-        marker="*",
-        s=170,
-        color=BEST,
-        edgecolor="#5d4037",
-        lw=0.6,
-        zorder=4,
+        **BEST_STAR,
         label="new best",
     )
     for c in bests:
@@ -191,9 +188,7 @@ def speedup_svg(cands: Sequence[CandidateRow]) -> str | None:
         if c.new_best:
             for v in (c.speedup_eager, c.speedup_compiled):
                 if v is not None:
-                    ax.scatter(
-                        [c.id], [v], marker="*", s=150, color=BEST, edgecolor="#5d4037", lw=0.6, zorder=4
-                    )
+                    ax.scatter([c.id], [v], **{**BEST_STAR, "s": 150})
     ax.set_ylim(0, max(max(c.speedup_eager or 0, c.speedup_compiled or 0) for c in timed) * 1.15)
     ax.set_xlabel("candidate id (stars: new best)")
     ax.set_ylabel("speedup (baseline ms / candidate ms)")
@@ -226,12 +221,7 @@ def roofline_svg(
     ax.scatter(
         [c.id for c in marked],
         [c.achieved_gbps for c in marked],
-        marker="*",
-        s=170,
-        color=BEST,
-        edgecolor="#5d4037",
-        lw=0.6,
-        zorder=4,
+        **BEST_STAR,
         label="best kernels",
     )
     for c in marked:
