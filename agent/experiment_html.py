@@ -4,7 +4,6 @@ the rates); no scripts, no network. Rendered with prompts/report/experiment.j2."
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from pathlib import Path
@@ -25,31 +24,17 @@ from agent.experiment_report import (
     fmt_x,
 )
 from agent.experiment_stats import METRICS, Comparison
+from agent.report_plots import RC as PLOT_RC
+from agent.report_plots import prefix_ids, svg_text
 
 # --- plots ------------------------------------------------------------------------------------------------
-RC = {
-    "svg.fonttype": "none",
-    "font.size": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e6e6e6",
-    "legend.frameon": False,
-    "svg.hashsalt": "ncu-agent-experiment",
-}
+RC = {**PLOT_RC, "svg.hashsalt": "ncu-agent-experiment"}
 WIN, TIE, LOSS = "#2e7d32", "#9e9e9e", "#c62828"
 ARM_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f")
 
 
 def _svg(fig: Any, key: str) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": "ncu-agent"})
-    text = buf.getvalue()
-    text = text[text.index("<svg") :]
-    prefix = re.sub(r"[^A-Za-z0-9_-]", "_", key) + "-"
-    text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m[1]}"', text)
-    text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m[1]})", text)
-    return re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m[1]}"', text)
+    return prefix_ids(svg_text(fig), re.sub(r"[^A-Za-z0-9_-]", "_", key) + "-")
 
 
 def forest_svg(c: Comparison, key: str) -> str | None:
@@ -194,18 +179,11 @@ def rates_svg(r: ExperimentResults, key: str) -> str | None:
 
 # --- the page ---------------------------------------------------------------------------------------------
 def render_html(r: ExperimentResults) -> str:
-    import jinja2
     from markupsafe import Markup
 
-    from agent.resources import prompts_dir
+    from agent.report import environment
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(prompts_dir() / "report"),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment()
 
     def svg(text: str | None) -> Markup | None:
         return Markup(text) if text else None

@@ -33,11 +33,11 @@ RC = {
     "axes.grid": True,
     "grid.color": "#e6e6e6",
     "legend.frameon": False,
-    "svg.hashsalt": "ncu-agent",  # ids stable from run to run (made unique per plot by _prefix_ids)
+    "svg.hashsalt": "ncu-agent",  # ids stable from run to run (made unique per plot by prefix_ids)
 }
 
 
-def _prefix_ids(svg: str, prefix: str) -> str:
+def prefix_ids(svg: str, prefix: str) -> str:
     """matplotlib numbers its element ids per figure (figure_1, axes_1...): prefix them, and the
     references to them, so that several plots on one page keep unique ids."""
     svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m[1]}"', svg)
@@ -52,12 +52,13 @@ def _plot(fn: Callable[..., str | None]) -> Callable[..., str | None]:
     def wrapper(*args, key: str, **kwargs) -> str | None:
         with matplotlib.rc_context(RC):
             svg = fn(*args, **kwargs)
-        return _prefix_ids(svg, re.sub(r"[^A-Za-z0-9_-]", "_", f"{fn.__name__}-{key}-")) if svg else None
+        return prefix_ids(svg, re.sub(r"[^A-Za-z0-9_-]", "_", f"{fn.__name__}-{key}-")) if svg else None
 
     return wrapper
 
 
-def _svg(fig: Figure) -> str:
+def svg_text(fig: Figure) -> str:
+    """The figure as inline SVG (no XML header, no date: the same plot gives the same text)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": "ncu-agent"})
     text = buf.getvalue()
@@ -162,7 +163,7 @@ def timeline_svg(cands: Sequence[CandidateRow], incoming: CandidateRow | None = 
     ax.set_xlabel("candidate id (the order they were made; dotted lines: new iteration)")
     ax.set_ylabel("median time, ms (lower is better)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 @_plot
@@ -193,7 +194,7 @@ def speedup_svg(cands: Sequence[CandidateRow]) -> str | None:
     ax.set_xlabel("candidate id (stars: new best)")
     ax.set_ylabel("speedup (baseline ms / candidate ms)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 @_plot
@@ -271,7 +272,7 @@ def roofline_svg(
     bx.set_title("best kernels, in order: time vs roofline time", fontsize=9)
     bx.grid(axis="y", visible=False)
     bx.legend(loc="lower right", fontsize=8)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 @_plot
@@ -315,4 +316,4 @@ def batch_svg(rows: Sequence[BatchRow]) -> str | None:
     bx.set_xlim(0, 115)
     bx.set_xlabel("% of roofline")
     bx.grid(axis="y", visible=False)
-    return _svg(fig)
+    return svg_text(fig)
