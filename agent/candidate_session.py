@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.judge import MAX_TEXT, Rejected, _classify, _exit_note, describe
 from agent.models import Check, Status
+from agent.verdicts import MAX_TEXT, Rejected, classify, describe, exit_note
 
 
 @dataclass
@@ -74,10 +74,10 @@ class CandidateSession:
         except CandidateError as e:
             raise Rejected(Status.COMPILE_ERROR, str(e)) from None
         except BaseException as e:
-            status, rule = _classify(e)
+            status, rule = classify(e)
             raise Rejected(
                 status if rule else Status.COMPILE_ERROR,
-                f"importing it raised {describe(e)}{_exit_note(rule)}",
+                f"importing it raised {describe(e)}{exit_note(rule)}",
                 rule,
             ) from None
 
@@ -99,10 +99,10 @@ class CandidateSession:
             ):
                 model.load_state_dict(state_dict)
         except BaseException as e:
-            status, rule = _classify(e)
+            status, rule = classify(e)
             raise Rejected(
                 status,
-                f"seed {seed}: building ModelNew raised {describe(e, self.file)}{_exit_note(rule)}",
+                f"seed {seed}: building ModelNew raised {describe(e, self.file)}{exit_note(rule)}",
                 rule,
             ) from None
         self.models[key] = model
@@ -131,9 +131,9 @@ class CandidateSession:
             if self.device == "cuda":
                 torch.cuda.synchronize()  # asynchronous errors surface here, inside the check
         except BaseException as e:
-            status, rule = _classify(e)
+            status, rule = classify(e)
             raise Rejected(
-                status, f"{where}: the candidate raised {describe(e, self.file)}{_exit_note(rule)}", rule
+                status, f"{where}: the candidate raised {describe(e, self.file)}{exit_note(rule)}", rule
             ) from None
         finally:
             launches = triton_hooks.stop_recording()

@@ -185,7 +185,7 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
     except WorkerFault as fault:
         result = fault_result(fault.outcome, limit)
     except Exception as e:  # a bug of the judge's side: never the caller's problem, never a reused worker
-        from agent.judge import describe
+        from agent.verdicts import describe
 
         result = EvalResult(
             status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}"[:2000]

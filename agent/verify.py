@@ -496,6 +496,7 @@ _LAZILY_REPLACED = {"torch.manual_seed"}
 _AGENT_MODULES = (
     "agent.verify",
     "agent.judge",
+    "agent.verdicts",
     "agent.candidate_session",
     "agent.worker",
     "agent.runtime_guards",

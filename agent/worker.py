@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.candidate_session import CandidateSession, InProcessRunner
-from agent.judge import Judge, Rejected, _classify, _exit_note, describe
+from agent.judge import Judge
 from agent.models import EvalRequest, EvalResult, Status
+from agent.verdicts import Rejected, classify, describe, exit_note
 
 
 def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult, bool, str]:
@@ -226,11 +227,11 @@ def serve(cmd_fd: int, resp_fd: int) -> None:
         try:
             reply = server.handle(msg)
         except BaseException as e:
-            status, rule = _classify(e)
+            status, rule = classify(e)
             reply = {
                 "ok": False,
                 "status": (status if rule else Status.CRASHED).value,
-                "reason": f"the evaluator itself failed: {describe(e)}{_exit_note(rule)}",
+                "reason": f"the evaluator itself failed: {describe(e)}{exit_note(rule)}",
                 "rule": rule,
             }
         sys.stdout.flush()

@@ -352,15 +352,15 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
 
 
 def test_tamper_watch_covers_the_judge_and_the_candidate_session():
-    """The judge's and the session's modules are the harness too (`verify._AGENT_MODULES`): replacing one of
-    their functions or methods is seen."""
-    from agent import candidate_session, judge, worker
+    """The judge's, the verdicts' and the session's modules are the harness too (`verify._AGENT_MODULES`):
+    replacing one of their functions or methods is seen."""
+    from agent import candidate_session, judge, verdicts, worker
     from agent.verify import TamperWatch
 
     targets = {
-        "agent.judge.describe": (judge, "describe"),
+        "agent.verdicts.describe": (verdicts, "describe"),
         "agent.judge.Judge._compare": (judge.Judge, "_compare"),
-        "agent.judge.Ledger.summary": (judge.Ledger, "summary"),
+        "agent.verdicts.Ledger.summary": (verdicts.Ledger, "summary"),
         "agent.candidate_session.CandidateSession.call": (candidate_session.CandidateSession, "call"),
         "agent.candidate_session.RemoteRunner.call": (candidate_session.RemoteRunner, "call"),
         "agent.worker.evaluate_in_process": (worker, "evaluate_in_process"),
