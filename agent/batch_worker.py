@@ -170,17 +170,15 @@ def run_problem(batch_dir: Path, name: str, deadline: float | None = None) -> Pr
 def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> ProblemOutcome:
     from agent.llm_client import BudgetExhausted
     from agent.loop import StartingKernelRejected
-    from agent.pipeline import run_pipeline
     from agent.problem import ProblemError, load_problem
     from agent.run_setup import (
         RunSetupError,
         loop_settings,
         outcome_notes,
         plan_run,
-        proposer_for,
+        run_planned,
         run_record,
     )
-    from agent.sandbox import WorkerPool
 
     cfg = BatchConfig.load(batch_dir)
     entry = cfg.entry(name)
@@ -231,19 +229,9 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
     reporter = FileReporter(pdir / "log.txt")
     base = base.model_copy(update={"run_id": run_id, "device": device})
     try:
-        with WorkerPool() as pool:
-            settings.pool = pool
-            outcome = run_pipeline(
-                spec,
-                spec.kernel_path.read_text(),
-                plan.stages,
-                proposer_for(plan, llm_proposer),
-                store,
-                run_id,
-                settings,
-                reporter,
-                cfg.run.metric_set,
-            )
+        outcome = run_planned(
+            plan, spec, spec.kernel_path.read_text(), llm_proposer, store, run_id, settings, reporter
+        )
     except StartingKernelRejected as e:
         result = base.model_copy(
             update={"status": "failed", "reason": f"the starting kernel was rejected: {e}"}

@@ -143,16 +143,15 @@ def run(
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
     from agent.loop import StartingKernelRejected
-    from agent.pipeline import PipelineError, resume_point, run_pipeline
+    from agent.pipeline import PipelineError, resume_point
     from agent.run_setup import (
         RunSetupError,
         loop_settings,
         outcome_notes,
         plan_run,
-        proposer_for,
+        run_planned,
         run_record,
     )
-    from agent.sandbox import WorkerPool
     from agent.store import Store
     from agent.tables import history_table
 
@@ -196,18 +195,16 @@ def run(
     )
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
     try:
-        with WorkerPool() as pool:
-            outcome = run_pipeline(
-                spec,
-                start_path.read_text(),
-                plan.stages,
-                proposer_for(plan, llm_proposer),
-                store,
-                run_id,
-                loop_settings(plan, device, run_dir, pool=pool),
-                RichReporter(),
-                metric_set,
-            )
+        outcome = run_planned(
+            plan,
+            spec,
+            start_path.read_text(),
+            llm_proposer,
+            store,
+            run_id,
+            loop_settings(plan, device, run_dir),
+            RichReporter(),
+        )
     except StartingKernelRejected as e:
         store.finish_run(run_id, "failed", str(e))
         raise _fail(f"the starting kernel was rejected: {e}", 1) from None

@@ -386,11 +386,9 @@ def run_unit(
     from agent.batch_worker import FileReporter
     from agent.llm_client import BudgetExhausted
     from agent.loop import StartingKernelRejected
-    from agent.pipeline import run_pipeline
     from agent.problem import ProblemError, load_problem
     from agent.prompting import template_dirs
-    from agent.run_setup import loop_settings, outcome_notes, proposer_for, run_record
-    from agent.sandbox import WorkerPool
+    from agent.run_setup import loop_settings, outcome_notes, run_planned, run_record
     from agent.store import Store
 
     udir = unit_dir(exp_dir, u)
@@ -432,18 +430,9 @@ def run_unit(
 
             client = _seeded_client(plan.llm_settings, seed) if cfg.send_seed else None
             llm_proposer = LLMProposer(plan.llm_settings, store, client=client)
-        with template_dirs(*setup.template_dirs), WorkerPool() as pool:
-            settings.pool = pool
-            outcome = run_pipeline(
-                spec,
-                spec.kernel_path.read_text(),
-                plan.stages,
-                proposer_for(plan, llm_proposer),
-                store,
-                out.run_id,
-                settings,
-                reporter,
-                cfg.run.metric_set,
+        with template_dirs(*setup.template_dirs):
+            outcome = run_planned(
+                plan, spec, spec.kernel_path.read_text(), llm_proposer, store, out.run_id, settings, reporter
             )
         last = outcome.last
         out.status = "budget" if last is not None and last.stopped_by == "budget" else "done"

@@ -129,6 +129,7 @@ def experiment(
 ) -> None:
     """Compare arms (prompt templates, stage files, models, sampling settings) on the same problems, with
     paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
+    flags = dict(locals())  # first: the parameters, for opt.run_options
     from rich.console import Console
 
     from agent.experiment_html import write_html
@@ -137,29 +138,9 @@ def experiment(
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     err = Console(stderr=True)
-    options = RunOptions(
-        stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
-        gpu=gpu,
-        metric_set=metric_set,
-        profile=profile,
-        eval_timeout=eval_timeout,
-        max_iterations=max_iterations,
-        min_gain=min_gain,
-        no_gain_tries=no_gain_tries,
-        roofline_target=roofline_target,
-        llm=True,
-        llm_config=config,
-        llm_overrides={
-            "model": model,
-            "base_url": base_url,
-            "samples": llm_samples,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "timeout_s": timeout,
-            "max_requests": max_requests,
-            "max_tokens_total": max_tokens_total,
-        },
-    )
+    # The run options as `ncu-agent run` builds them, with the LLM always on and --llm-samples as its
+    # samples (this command's --samples is runs per arm and problem).
+    options = opt.run_options({**flags, "llm": True, "samples": llm_samples, "no_cache": False}, config)
     try:
         analysis = AnalysisOptions(metric=metric, alpha=alpha, tie=tie, resamples=resamples)
         if metric != "auto" and metric not in METRICS:

@@ -21,7 +21,6 @@ Only configs the autotuner could run are tried: those with a finite time in its 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -128,7 +127,7 @@ def retune(
         fns = {str(i): pinned(c) for i, c in enumerate(ok)}
         stats = timing.time_interleaved(fns, reps=MIN_REPS, warmup=1, max_s=TARGET_S, max_reps=MAX_REPS)
         reps = len(stats["0"].times_ms)
-        medians = [statistics.median(stats[str(i)].times_ms) for i in range(len(ok))]
+        medians = [stats[str(i)].median_ms for i in range(len(ok))]
         best = ok[min(range(len(ok)), key=medians.__getitem__)]
         if best is not original:
             tuner.cache[key] = best

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from agent.gpus import GpuSpec
 from agent.llm_settings import LLMSettings
 from agent.loop import LoopSettings
-from agent.pipeline import PipelineOutcome
+from agent.pipeline import PipelineOutcome, run_pipeline
+from agent.problem import ProblemSpec
 from agent.proposers.base import Proposer
 from agent.stages import Stage
 
@@ -158,6 +159,35 @@ def loop_settings(plan: RunPlan, device: str, run_dir: Path, **hooks: Any) -> Lo
         roofline_target=o.roofline_target,
         **hooks,
     )
+
+
+def run_planned(
+    plan: RunPlan,
+    spec: ProblemSpec,
+    start_source: str,
+    llm_proposer: Proposer | None,
+    store: Any,
+    run_id: int,
+    settings: LoopSettings,
+    reporter: Any,
+) -> PipelineOutcome:
+    """The plan's stages over `start_source`, every evaluation in one pool of warm workers (closed at the
+    end): what `ncu-agent run`, a batch's job and an experiment's unit each run."""
+    from agent.sandbox import WorkerPool
+
+    with WorkerPool() as pool:
+        settings.pool = pool
+        return run_pipeline(
+            spec,
+            start_source,
+            plan.stages,
+            proposer_for(plan, llm_proposer),
+            store,
+            run_id,
+            settings,
+            reporter,
+            plan.options.metric_set,
+        )
 
 
 def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:

@@ -24,6 +24,17 @@ class ProposalContext(BaseModel):
     prompt_id: int
     tried_sources: set[str]
 
+    def search_candidate(self, source: str, label: str) -> Candidate:
+        """A built-in search's candidate at this step: `label` says what it moved."""
+        return Candidate(
+            source=source,
+            proposer="search",
+            stage=self.stage,
+            parent_id=self.parent_id,
+            label=label,
+            prompt_id=self.prompt_id,
+        )
+
 
 class Proposer(Protocol):
     name: str

@@ -19,6 +19,7 @@ Strategies:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from agent.models import Candidate
@@ -124,10 +125,8 @@ class SearchProposer:
         """Points of the whole space: the product over launched kernels (what an exhaustive sweep costs)."""
         if self.tiling is not None:
             return self.tiling.space_size(ctx)
-        size = 1
-        for k in self.kernels_to_vary(ctx):
-            size *= len(self.space(ctx.parent_source, k))
-        return size if self.kernels_to_vary(ctx) else 0
+        kernels = self.kernels_to_vary(ctx)
+        return math.prod(len(self.space(ctx.parent_source, k)) for k in kernels) if kernels else 0
 
     def propose(self, ctx: ProposalContext) -> list[Candidate]:
         if self.tiling is not None:
@@ -166,14 +165,5 @@ class SearchProposer:
                 continue
             seen.add(source)
             stages_now = set(site_stages(ctx.parent_source, kernel))
-            out.append(
-                Candidate(
-                    source=source,
-                    proposer=self.name,
-                    stage=ctx.stage,
-                    parent_id=ctx.parent_id,
-                    label=move.label(kernel, stages_now),
-                    prompt_id=ctx.prompt_id,
-                )
-            )
+            out.append(ctx.search_candidate(source, move.label(kernel, stages_now)))
         return out

@@ -13,6 +13,7 @@ kernel's turn comes (docs/stages.md, "The tiling search"). Strategies:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from agent.models import Candidate
@@ -121,10 +122,7 @@ class TilingSearch:
     def space_size(self, ctx: ProposalContext) -> int:
         """Distinct sources of the space but the parent: the product over kernels (an exhaustive sweep)."""
         sizes = [len(s.variants()) + 1 for s in self.spaces(ctx) if s.searchable]
-        total = 1
-        for n in sizes:
-            total *= n
-        return total - 1 if sizes else 0
+        return math.prod(sizes) - 1 if sizes else 0
 
     def _note_unexposed(self, spaces: list[TilingSpace]) -> None:
         for s in spaces:
@@ -146,7 +144,7 @@ class TilingSearch:
                 for label, source in s.variants().items():
                     if source not in seen:
                         seen.add(source)
-                        out.append(self._candidate(ctx, source, label))
+                        out.append(ctx.search_candidate(source, label))
             return out
         if self._kernels is None:
             spaces = self.spaces(ctx)
@@ -194,15 +192,5 @@ class TilingSearch:
             why = " again" if walk.moved else ", the other way gave no gain" if walk.reversed else ""
             if not why and walk.why:
                 why = f" first: {walk.why}"
-            return self._candidate(ctx, source, f"{space.label(step)} ({move}{why})")
+            return ctx.search_candidate(source, f"{space.label(step)} ({move}{why})")
         return None
-
-    def _candidate(self, ctx: ProposalContext, source: str, label: str) -> Candidate:
-        return Candidate(
-            source=source,
-            proposer="search",
-            stage=ctx.stage,
-            parent_id=ctx.parent_id,
-            label=label,
-            prompt_id=ctx.prompt_id,
-        )
