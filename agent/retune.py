@@ -5,8 +5,9 @@ Triton's autotuner benchmarks each config once, one after the other, early in a 
 configs are close, which one wins changes from process to process (on the H200, matmul_fp16's starting
 kernel timed 1.63 ms in some fresh processes and 1.87 ms in others: docs/measurements.md). Before timing,
 the judge therefore times every config of each autotuned kernel that ran, interleaved round by round with
-the L2 flushed before each call (`agent.timing.time_interleaved`), and pins the config with the lowest
-median in the autotuner's cache. It does so after the first seed's checks, which ran with the autotuner's
+the L2 flushed before each call (`agent.timing.time_interleaved`; a config drops out once its median's
+95% interval lies wholly above the fastest one's), and pins the config with the lowest median in the
+autotuner's cache. It does so after the first seed's checks, which ran with the autotuner's
 own choice: a config the judge switches to is first checked against that seed's reference (`check`), and
 the other seeds and the extra draws then check it at that shape. One that gives wrong results is the
 candidate's bug (another process might pick it), and the caller rejects the candidate.
@@ -26,7 +27,7 @@ from typing import Any
 
 from agent.models import RetuneNote
 
-TARGET_S = 0.6  # about how long re-tuning may take per autotuned kernel
+TARGET_S = 0.6  # about how long re-tuning may take per autotuned kernel, at most
 MIN_REPS, MAX_REPS = 8, 30
 
 
@@ -125,8 +126,15 @@ def retune(
             return run
 
         fns = {str(i): pinned(c) for i, c in enumerate(ok)}
-        stats = timing.time_interleaved(fns, reps=MIN_REPS, warmup=1, max_s=TARGET_S, max_reps=MAX_REPS)
-        reps = len(stats["0"].times_ms)
+        stats = timing.time_interleaved(
+            fns,
+            reps=MIN_REPS,
+            warmup=1,
+            max_s=TARGET_S,
+            max_reps=MAX_REPS,
+            still_open=timing.until_fastest_known(timing.PRECISION),
+        )
+        reps = max(len(s.times_ms) for s in stats.values())
         medians = [stats[str(i)].median_ms for i in range(len(ok))]
         best = ok[min(range(len(ok)), key=medians.__getitem__)]
         if best is not original:

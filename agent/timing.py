@@ -1,19 +1,24 @@
 """GPU timing, run inside the worker process (see docs on why: ../shared/research/eval_rigor.md §1, §4).
 
-- CUDA events on the current stream, one window per call, one synchronize at the very end.
+- CUDA events on the current stream, one window per call, one synchronize per chunk of rounds.
 - L2 flushed before every timed call by zeroing a 256 MiB buffer (as `triton.testing.do_bench`),
   outside the window: the numbers are cold-cache numbers.
 - Candidate and baselines interleaved call by call (ABCABC...), so drift in clocks or temperature
   hits all of them alike.
 - Statistics: every time is kept; `TimingStats` reports the median and IQR.
+- Sequential: a measurement takes at least `MIN_WINDOW_S` (and the request's rounds), then goes on in
+  chunks until every median's distribution-free 95% interval is within +-`PRECISION`, or `BUDGET_S` is
+  spent; re-tuning drops a config once its interval lies wholly above the fastest one's.
 - The roofline is built from ceilings measured in the same process (a device-to-device copy, and an
   fp16 matmul for problems that state FLOPs), not datasheet numbers.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agent.models import Check, Timings, TimingStats
@@ -21,7 +26,9 @@ from agent.models import Check, Timings, TimingStats
 FLUSH_BYTES = 256 * 1024**2
 METHOD = "cuda-events on the current stream, L2 flushed (256 MiB zeroed) before each call, interleaved"
 GRAPH_METHOD = "cuda-graph replays timed with cuda-events, L2 flushed before each replay, interleaved"
-BUDGET_S = 1.0  # a measurement takes as many rounds as fit in about this long (at least the request's reps)
+BUDGET_S = 1.0  # a measurement takes at most as many rounds as fit in about this long
+MIN_WINDOW_S = 0.25  # and at least as many as fit in this long (and the request's reps)
+PRECISION = 0.005  # in between, rounds go on until every median is known to within +-0.5% (95%)
 MAX_REPS = 500
 NOISE_THRESHOLD = 0.02  # halves of one measurement disagreeing by more: measure again, then mark it noisy
 
@@ -44,6 +51,8 @@ def time_interleaved(
     graphs: bool = False,
     max_s: float | None = None,
     max_reps: int | None = None,
+    min_s: float = 0.0,
+    still_open: Callable[[dict[str, TimingStats]], list[str]] | None = None,
 ) -> dict[str, TimingStats]:
     """Time each fn `reps` times, interleaved round by round, with a cold L2 before every call.
 
@@ -51,6 +60,8 @@ def time_interleaved(
     outside the graphs. Compare graph times only with graph times. `max_s`: as many rounds as fit in about
     `max_s` seconds (judged from one timed round after the warm-up), at least `reps` and at most `max_reps`:
     short kernels are then measured over a window long enough that clock changes average out.
+    `still_open`: a sequential measurement (`Rounds`): after the first `reps` rounds and at least `min_s`
+    seconds, rounds go on in chunks only for the fns it returns (none: the measurement is done).
     """
     import torch
 
@@ -61,7 +72,23 @@ def time_interleaved(
     if graphs:
         fns = {name: _graphed(fn) for name, fn in fns.items()}
     flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
-    if max_s is not None:
+
+    def timed(names: list[str], rounds: int) -> dict[str, list[float]]:
+        events: dict[str, list[tuple[Any, Any]]] = {name: [] for name in names}
+        for _ in range(rounds):
+            for name in names:
+                flush.zero_()
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fns[name]()
+                end.record()
+                events[name].append((start, end))
+        torch.cuda.synchronize()
+        return {name: [s.elapsed_time(e) for s, e in pairs] for name, pairs in events.items()}
+
+    round_s = None
+    if max_s is not None or min_s:  # one timed round, flushes included
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for fn in fns.values():
@@ -69,24 +96,91 @@ def time_interleaved(
             fn()
         end.record()
         torch.cuda.synchronize()
-        fit = int(max_s / max(start.elapsed_time(end) / 1e3, 1e-9))
-        reps = max(reps, min(max_reps or reps, fit))
-    events: dict[str, list[tuple[Any, Any]]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            flush.zero_()
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            events[name].append((start, end))
-    torch.cuda.synchronize()
+        round_s = start.elapsed_time(end) / 1e3
+    plan = Rounds.planned(reps, round_s, max_s, max_reps, min_s)
     method = GRAPH_METHOD if graphs else METHOD
-    return {
-        name: TimingStats(times_ms=[s.elapsed_time(e) for s, e in pairs], method=method)
-        for name, pairs in events.items()
-    }
+    times = plan.run(list(fns), timed, still_open)
+    return {name: TimingStats(times_ms=t, method=method) for name, t in times.items()}
+
+
+@dataclass
+class Rounds:
+    """How many interleaved rounds a measurement takes: `first` at once, then, while `still_open` names
+    fns, chunks of `chunk` for those fns only, up to `limit` rounds in all."""
+
+    first: int
+    limit: int
+    chunk: int
+
+    @classmethod
+    def planned(
+        cls, reps: int, round_s: float | None, max_s: float | None, max_reps: int | None, min_s: float
+    ) -> Rounds:
+        fit = (lambda s: int(s / max(round_s, 1e-9))) if round_s is not None else (lambda s: 0)
+        limit = reps if max_s is None else max(reps, min(max_reps or reps, fit(max_s)))
+        first = min(limit, max(reps, fit(min_s)))
+        return cls(first=first, limit=limit, chunk=max(5, reps // 2))
+
+    def run(
+        self,
+        names: list[str],
+        timed: Callable[[list[str], int], dict[str, list[float]]],
+        still_open: Callable[[dict[str, TimingStats]], list[str]] | None,
+    ) -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {name: [] for name in names}
+        done = 0
+        open_names = list(names)
+        while open_names and done < self.limit:
+            rounds = (self.first if done == 0 else self.chunk) if still_open else self.limit
+            rounds = min(rounds, self.limit - done)
+            for name, t in timed(open_names, rounds).items():
+                times[name].extend(t)
+            done += rounds
+            if still_open is not None:
+                open_names = still_open({name: TimingStats(times_ms=times[name]) for name in open_names})
+        return times
+
+
+def median_halfwidth(times_ms: list[float]) -> float:
+    """Half the width of a distribution-free ~95% confidence interval of the median (order statistics
+    n/2 -+ sqrt(n)), relative to the median; inf below 6 samples."""
+    n = len(times_ms)
+    if n < 6:
+        return math.inf
+    x = sorted(times_ms)
+    k = max(0, int(n / 2 - math.sqrt(n)))
+    width, median = x[n - 1 - k] - x[k], statistics.median(x)
+    if median <= 0:
+        return 0.0 if width == 0 else math.inf
+    return width / 2 / median
+
+
+def until_precise(precision: float) -> Callable[[dict[str, TimingStats]], list[str]]:
+    """All fns go on (interleaved) until every median is known to within +-`precision`."""
+
+    def still_open(stats: dict[str, TimingStats]) -> list[str]:
+        precise = all(median_halfwidth(s.times_ms) <= precision for s in stats.values())
+        return [] if precise else list(stats)
+
+    return still_open
+
+
+def until_fastest_known(precision: float) -> Callable[[dict[str, TimingStats]], list[str]]:
+    """For choosing the fastest: a fn whose interval lies wholly above the fastest one's drops out; the
+    measurement ends when one is left, or when those left are all known to within +-`precision`."""
+
+    def still_open(stats: dict[str, TimingStats]) -> list[str]:
+        bounds = {}
+        for name, s in stats.items():
+            m, h = s.median_ms, median_halfwidth(s.times_ms)
+            bounds[name] = (m * (1 - h), m * (1 + h)) if math.isfinite(h) else (-math.inf, math.inf)
+        best_high = min(high for _, high in bounds.values())
+        left = [name for name, (low, _) in bounds.items() if low <= best_high]
+        if len(left) <= 1 or all(median_halfwidth(stats[n].times_ms) <= precision for n in left):
+            return []
+        return left
+
+    return still_open
 
 
 def drift(stats: TimingStats) -> float:
@@ -197,7 +291,12 @@ def time_models(
             fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
             if fn is not None:
                 fns["compiled"] = lambda: fn(*inputs)
-        budget = {"max_s": BUDGET_S, "max_reps": MAX_REPS}
+        budget = {
+            "max_s": BUDGET_S,
+            "max_reps": MAX_REPS,
+            "min_s": MIN_WINDOW_S,
+            "still_open": until_precise(PRECISION),
+        }
         stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs, **budget)
         unsteady = noisy(stats)
         if unsteady:  # measure once more; keep the second measurement, and say if it is still unsteady

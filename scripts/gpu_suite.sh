@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything ncu-agent measures on a GPU, in one call of the device tool (or on any CUDA machine):
 #   bash scripts/gpu_suite.sh [STEP...]
-# steps: env tests run sweep profcost fixtures llm stability evalcost (the default: all of these), and
+# steps: env tests run sweep profcost fixtures llm compare stability evalcost (the default: all of these), and
 # pipeline (the default pipeline over every bundled problem) and gpus (the same capped batch on GPU 0, then
 # on GPUs 0 and 1: a two-GPU machine), which are asked for by name.
 # Knobs: GPU_TESTS (test files for the tests step), STABILITY_PROBLEMS, STABILITY_ARGS (--baselines),
@@ -32,7 +32,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$ROOT
 fi
-STEPS=${*:-env tests run sweep profcost fixtures llm stability evalcost}
+STEPS=${*:-env tests run sweep profcost fixtures llm compare stability evalcost}
 W=$OUT/work
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 step() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
@@ -97,6 +97,12 @@ if has stability; then
   step "the same kernels in 5 fresh worker processes, and do_bench"
   python3 scripts/bench_stability.py ${STABILITY_ARGS:-} ${STABILITY_PROBLEMS:-kernels/l1_norm kernels/matmul_fp16 kernels/softmax} --runs 5 \
     --out "$W/stability.json" 2>&1 | tee "$W/stability.log" | tail -8
+fi
+
+if has compare; then
+  step "the fused output comparison on the GPU: its tests, and its cost against PyTorch's"
+  python3 -m pytest -q -p no:cacheprovider tests/test_compare_kernel.py 2>&1 | tee "$W/compare_tests.log" | tail -5
+  python3 scripts/bench_compare.py --out "$W/compare.json" 2>&1 | tee "$W/compare.log" | grep -v '^   ' | head -20
 fi
 
 if has evalcost; then
