@@ -506,6 +506,7 @@ _AGENT_MODULES = (
     "agent.models",
     "agent.timing",
     "agent.compare_kernel",
+    "agent.parallel_compile",
 )
 
 

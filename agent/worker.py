@@ -45,6 +45,10 @@ def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult
     from agent.verify import TamperWatch
 
     triton_hooks.install()
+    if request.device == "cuda" and not triton_hooks.interpreting():
+        from agent import parallel_compile
+
+        parallel_compile.install()  # an autotuner's configs compile side by side
     runtime_guards.install()
     # the judge re-tunes every autotuned kernel before timing it, so the autotuner's own pick may be quick
     triton_hooks.STATE.quick_autotune = request.device == "cuda" and request.time
