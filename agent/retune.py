@@ -29,6 +29,7 @@ from agent.models import RetuneNote
 
 TARGET_S = 0.6  # about how long re-tuning may take per autotuned kernel, at most
 MIN_REPS, MAX_REPS = 8, 30
+PRECISION = 0.01  # configs whose medians are known to within +-1% of each other are as good as equal
 
 
 class _KeySpy(dict):  # type: ignore[type-arg]
@@ -132,7 +133,7 @@ def retune(
             warmup=1,
             max_s=TARGET_S,
             max_reps=MAX_REPS,
-            still_open=timing.until_fastest_known(timing.PRECISION),
+            still_open=timing.until_fastest_known(PRECISION),
         )
         reps = max(len(s.times_ms) for s in stats.values())
         medians = [stats[str(i)].median_ms for i in range(len(ok))]

@@ -220,9 +220,35 @@ def _nonfinite_details(s: _Stats, start: int, a: torch.Tensor, b: torch.Tensor) 
             s.first_nonfinite = start + int(mismatch.nonzero()[0, 0])
 
 
+def _whole(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float) -> _Stats | None:
+    """The fused kernel's summary of the whole tensors in one launch and one read-back, once it has agreed
+    with PyTorch in this process; None where it does not apply, or where non-finite elements need the
+    chunked details."""
+    if _FUSED["ok"] is not True:
+        return None
+    a, b = _flat(out), _flat(ref)
+    if not b.numel() or not _fusable(a, b):
+        return None
+    from agent import compare_kernel
+
+    nonfinite, bad, max_abs, max_rel, worst, at, got, want = compare_kernel.chunk_summary(
+        a, b, atol, rtol
+    ).tolist()
+    if nonfinite:
+        return None
+    s = _Stats(count=b.numel(), bad_values=int(bad), max_abs=max_abs, max_rel=max_rel)
+    if worst > s.worst_excess:
+        s.worst_excess, s.worst_at, s.worst_got, s.worst_want = worst, int(at), got, want
+    return s
+
+
 def _compare_float(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float, chunk: int) -> _Stats:
-    """One pass over the chunks with no synchronisation (a summary per chunk, read back at once), then the
-    details only where they are needed: chunks holding non-finite elements, and the worst element."""
+    """The whole tensors at once where the fused kernel may (`_whole`); else one pass over the chunks with
+    no synchronisation (a summary per chunk, read back at once), then the details only where they are
+    needed: chunks holding non-finite elements, and the worst element."""
+    whole = _whole(out, ref, atol, rtol)
+    if whole is not None:
+        return whole
     s = _Stats()
     summaries, starts = [], []
     for start, a, b in _chunks(out, ref, chunk):

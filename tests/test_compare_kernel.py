@@ -117,3 +117,31 @@ def test_a_fused_path_that_disagrees_is_dropped_for_the_process(fused_on_this_de
     assert not first.passed  # the PyTorch answer was used
     second = verify.compare_outputs([out], [ref])
     assert _details(second) == _details(first)
+
+
+def test_once_agreed_the_fused_kernel_takes_the_whole_tensor_in_one_launch(fused_on_this_device, monkeypatch):
+    """After its first-use check, finite outputs are compared in one launch over the whole tensor (no
+    chunks, one read-back), with the same checks and details as the chunked PyTorch path; outputs with
+    non-finite elements still go through the chunks for their details."""
+    out, ref = _pair(10_000, torch.float32, seed=6)
+    out[7777] = ref[7777] + 1.0
+    out[10] = ref[10] - 0.5
+    verify.compare_outputs([out], [ref], chunk=3000)  # the first use: chunked, cross-checked
+    assert verify._FUSED["ok"] is True
+    launches = []
+    real = compare_kernel.chunk_summary
+    monkeypatch.setattr(
+        compare_kernel, "chunk_summary", lambda a, b, *t: launches.append(b.numel()) or real(a, b, *t)
+    )
+    whole = verify.compare_outputs([out], [ref], chunk=3000)
+    assert launches == [10_000]
+    monkeypatch.setitem(verify._FUSED, "ok", False)
+    plain = verify.compare_outputs([out], [ref], chunk=3000)
+    assert _details(whole) == _details(plain) and not whole.passed
+    assert (whole.max_abs_err, whole.max_rel_err) == pytest.approx((plain.max_abs_err, plain.max_rel_err))
+    monkeypatch.setitem(verify._FUSED, "ok", True)
+    launches.clear()
+    out[5] = NAN  # unwritten: the details need the chunks
+    poisoned = verify.compare_outputs([out], [ref], chunk=3000)
+    assert launches == [10_000, 3000, 3000, 3000, 1000]
+    assert "written" in {k.name for k in poisoned.checks if not k.passed}
