@@ -236,12 +236,23 @@ def run_stage(
     return _iterate(sr, Best(start_id, start_source, start_result, start_profile))
 
 
+def _pct_roofline(best: Best) -> float | None:
+    return best.result.timings.pct_roofline if best.result.timings else None
+
+
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
     best = start
     outcome = LoopOutcome(run_id=run_id, start=start, best=best, evaluations=0)
     budget = settings.max_iterations or settings.stage.budget
+    pct = _pct_roofline(start)
+    if pct is not None and pct >= settings.roofline_target:  # close enough already: no try is spent
+        outcome.notes.append(
+            f"stage not searched: the kernel it starts from is at {pct:.1f}% of the roofline "
+            f"(target {settings.roofline_target:g}%)"
+        )
+        budget = 0
     iteration, empty_steps, tries_without_gain = 0, 0, 0
     try:
         for iteration in range(1, budget + 1):
@@ -278,7 +289,7 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 if beats(result, best, settings.min_gain):
                     best, improved = Best(cand_id, source, result, prof), True
             tries_without_gain = 0 if improved else tries_without_gain + len(candidates)
-            pct = best.result.timings.pct_roofline if best.result.timings else None
+            pct = _pct_roofline(best)
             if pct is not None and pct >= settings.roofline_target:
                 outcome.notes.append(f"stage ended: the best kernel is at {pct:.1f}% of the roofline")
                 break
