@@ -31,6 +31,7 @@ from agent.sandbox import (
     WorkerProcess,
     run_worker,
 )
+from agent.verdicts import HARNESS_FAILED
 
 CPU_TIMEOUT_S = 120.0
 GPU_TIMEOUT_S = 600.0
@@ -105,6 +106,16 @@ def evaluate(
             result = _evaluate_split(request, limit, pool)
         elif pool is not None:
             result = _evaluate_pooled(request, limit, pool)
+            if result.worker_reused and _harness_failed(result):  # the worker's state, not the candidate
+                first = result.reason
+                result = _evaluate_pooled(request, limit, pool)  # the failed worker was closed: a fresh one
+                result.checks.append(
+                    Check(
+                        name="fresh-worker",
+                        passed=True,
+                        detail=f"warning: in a reused worker {first[:300]}; evaluated again in a new one",
+                    )
+                )
         else:
             outcome = run_worker(
                 WORKER_MODULE,
@@ -118,6 +129,10 @@ def evaluate(
     result.interpreter = cpu
     result.wall_s = _time.perf_counter() - start
     return result
+
+
+def _harness_failed(result: EvalResult) -> bool:
+    return result.status == Status.CRASHED and result.reason.startswith(HARNESS_FAILED)
 
 
 def _env(device: str) -> dict[str, str]:
@@ -187,9 +202,7 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
     except Exception as e:  # a bug of the judge's side: never the caller's problem, never a reused worker
         from agent.verdicts import describe
 
-        result = EvalResult(
-            status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}"[:2000]
-        )
+        result = EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}"[:2000])
         reusable = False
     return _finish(pool, key, worker, reusable, result, *worker.tails())
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from agent.models import Check, Status
 
 MAX_TEXT = 2000
+HARNESS_FAILED = "the evaluator itself failed"  # a failure of the harness's side, not the candidate's
 COMPILE_ERRORS = {"CompilationError", "OutOfResources", "PTXASError"}
 EXIT_EXCEPTIONS = {"SystemExit", "KeyboardInterrupt", "GeneratorExit"}
 

@@ -35,7 +35,7 @@ from typing import Any
 from agent.candidate_session import CandidateSession, InProcessRunner
 from agent.judge import Judge
 from agent.models import EvalRequest, EvalResult, Status
-from agent.verdicts import Rejected, classify, describe, exit_note
+from agent.verdicts import HARNESS_FAILED, Rejected, classify, describe, exit_note
 
 
 def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult, bool, str]:
@@ -155,7 +155,7 @@ class _Server:
             result, clean, why = evaluate_in_process(request, workdir)
         except BaseException as e:
             result, clean, why = (
-                EvalResult(status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}"),
+                EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}"),
                 False,
                 "the evaluator failed",
             )
@@ -163,6 +163,9 @@ class _Server:
         result.interpreter = request.device == "cpu"
         result.wall_s = time.perf_counter() - start
         _release_memory()
+        grown = _GPU_MEMORY.growth()
+        if clean and grown:
+            clean, why = False, grown
         return {"ok": True, "result": result.model_dump(mode="json"), "clean": clean, "why": why}
 
     def op_ping(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +192,42 @@ def _warm_compile() -> None:
         fn(torch.ones(8, device="cuda"))
         torch.cuda.synchronize()
         torch._dynamo.reset()
+
+
+class _GpuMemory:
+    """GPU memory a serving worker still holds after an evaluation, against what it held after its first
+    one (the kept baseline Model lives there): tensors kept between candidates would pile up across warm
+    evaluations of a big problem until one runs out of memory (an l1_norm run on the H200 met a CUDA OOM in
+    a warm worker holding 138 GiB, 2026-11-26), so a worker that grows is replaced instead of reused."""
+
+    LIMIT = 1 << 30  # bytes of growth that end the worker's reuse
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+
+    def growth(self) -> str:
+        """Why the worker should not be reused ("" if it may)."""
+        if "torch" not in sys.modules:
+            return ""
+        import torch
+
+        with contextlib.suppress(Exception):  # a dead CUDA context: the worker is replaced anyway
+            if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+                return ""
+            held = torch.cuda.memory_allocated()
+            if self.first is None:
+                self.first = held
+                return ""
+            grown = held - self.first
+            if grown > self.LIMIT:
+                return (
+                    f"{grown / 2**30:.1f} GiB more GPU memory allocated than after this worker's first "
+                    "evaluation (tensors kept between candidates)"
+                )
+        return ""
+
+
+_GPU_MEMORY = _GpuMemory()
 
 
 def _release_memory() -> None:
@@ -235,7 +274,7 @@ def serve(cmd_fd: int, resp_fd: int) -> None:
             reply = {
                 "ok": False,
                 "status": (status if rule else Status.CRASHED).value,
-                "reason": f"the evaluator itself failed: {describe(e)}{exit_note(rule)}",
+                "reason": f"{HARNESS_FAILED}: {describe(e)}{exit_note(rule)}",
                 "rule": rule,
             }
         sys.stdout.flush()
@@ -279,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result, _, _ = evaluate_in_process(request, Path.cwd())
     except BaseException as e:
-        result = EvalResult(status=Status.CRASHED, reason=f"the evaluator itself failed: {describe(e)}")
+        result = EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}")
     result.device = request.device
     result.interpreter = request.device == "cpu"
     result.wall_s = time.perf_counter() - start
