@@ -220,6 +220,8 @@ def run_stage(
         sr.tried = tried
     if start is not None:  # measured by the previous stage; profiled again with this stage's metric set
         sr.tried.add(start.source)
+        if _close_enough(start, settings):  # the stage will not search: the previous profile will do
+            return _iterate(sr, start)
         (profile,) = profile_step(problem, [(start.cand_id, start.source, start.result)], settings, store)
         return _iterate(sr, Best(start.cand_id, start.source, start.result, profile))
 
@@ -240,17 +242,21 @@ def _pct_roofline(best: Best) -> float | None:
     return best.result.timings.pct_roofline if best.result.timings else None
 
 
+def _close_enough(best: Best, settings: LoopSettings) -> bool:
+    pct = _pct_roofline(best)
+    return pct is not None and pct >= settings.roofline_target
+
+
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
     best = start
     outcome = LoopOutcome(run_id=run_id, start=start, best=best, evaluations=0)
     budget = settings.max_iterations or settings.stage.budget
-    pct = _pct_roofline(start)
-    if pct is not None and pct >= settings.roofline_target:  # close enough already: no try is spent
+    if _close_enough(start, settings):  # no try is spent
         outcome.notes.append(
-            f"stage not searched: the kernel it starts from is at {pct:.1f}% of the roofline "
-            f"(target {settings.roofline_target:g}%)"
+            f"stage not searched: the kernel it starts from is at {_pct_roofline(start):.1f}% of the "
+            f"roofline (target {settings.roofline_target:g}%)"
         )
         budget = 0
     iteration, empty_steps, tries_without_gain = 0, 0, 0
@@ -289,9 +295,10 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 if beats(result, best, settings.min_gain):
                     best, improved = Best(cand_id, source, result, prof), True
             tries_without_gain = 0 if improved else tries_without_gain + len(candidates)
-            pct = _pct_roofline(best)
-            if pct is not None and pct >= settings.roofline_target:
-                outcome.notes.append(f"stage ended: the best kernel is at {pct:.1f}% of the roofline")
+            if _close_enough(best, settings):
+                outcome.notes.append(
+                    f"stage ended: the best kernel is at {_pct_roofline(best):.1f}% of the roofline"
+                )
                 break
             if tries_without_gain >= settings.no_gain_tries:
                 outcome.notes.append(

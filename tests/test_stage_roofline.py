@@ -70,3 +70,30 @@ def test_a_start_below_the_target_is_searched(stage_from):
     out, calls = stage_from(80.0)
     assert len(calls) > 1
     assert not any(n.startswith("stage not searched") for n in out.notes)
+
+
+def test_a_stage_entered_at_the_target_neither_evaluates_nor_profiles_again(monkeypatch, tmp_path):
+    """From a previous stage's best already within the target: no evaluation and no ncu run; the previous
+    profile stays with the kernel."""
+    spec = load_problem("kernels/l1_norm")
+    source = spec.kernel_path.read_text()
+    work = []
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: work.append("evaluate"))
+    monkeypatch.setattr(loop, "profile_step", lambda *a, **k: work.append("profile") or [])
+    result = EvalResult(
+        status=Status.ACCEPTED,
+        timings=Timings(candidate=TimingStats(times_ms=[7.2] * 10), roofline_ms=7.2 * 0.95),
+    )
+    earlier = ProfileOutcome(metrics={"k": [{"m": 1.0}]})
+    start = loop.Best(cand_id=3, source=source, result=result, profile=earlier)
+    stage = load_stage("micro")
+    store = Store.open_dir(tmp_path)
+    settings = loop.LoopSettings(
+        stage=stage, gpu=find_gpu("h200"), device="cuda", run_dir=tmp_path, metric_set="seed"
+    )
+    run_id = store.start_run("l1_norm", "cuda", "H200", "search", None, {})
+    out = loop.run_stage(
+        spec, source, SearchProposer(stage, "coordinate"), store, run_id, settings, Quiet(), start=start
+    )
+    assert work == [] and out.evaluations == 0
+    assert out.best.profile is earlier and out.notes[0].startswith("stage not searched: ")
