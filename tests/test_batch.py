@@ -409,22 +409,24 @@ def test_batch_budget_skips_the_rest(tmp_path):
     assert not (timed / "problems" / "l1_norm" / "attempts.jsonl").exists()  # no job was started
 
 
-def _serving_workers() -> set[int]:
-    """Pids of live `agent.worker --serve` processes (the sandbox's warm workers)."""
+def _serving_workers(mark: str) -> set[int]:
+    """Pids of live `agent.worker --serve` processes (the sandbox's warm workers) whose environment holds
+    NCU_AGENT_TEST_MARK=mark: this test's, not those of another test run on the same machine."""
     pids = set()
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"agent.worker" in cmd and b"--serve" in cmd:
+        if b"agent.worker" in cmd and b"--serve" in cmd and f"NCU_AGENT_TEST_MARK={mark}".encode() in env:
             pids.add(int(proc.name))
     return pids
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_time_limit_stops_an_evaluation_in_flight(tmp_path):
+def test_time_limit_stops_an_evaluation_in_flight(tmp_path, monkeypatch):
     """A job whose evaluation never ends (a starting kernel that hangs, with a 10-minute evaluation
     timeout) is stopped shortly after the batch's time limit (30 s): the batch ends, the problem is `budget`
     with the reason, its worker is gone, and the summary says so. Without the stop the batch would wait
@@ -443,7 +445,8 @@ def test_time_limit_stops_an_evaluation_in_flight(tmp_path):
         budget=Budget(time_limit_s=30),  # room for the job to start and reach its first evaluation
     )
     create_batch(batch_dir, cfg)
-    before = _serving_workers()
+    mark = f"time-limit-{os.getpid()}-{time.time()}"
+    monkeypatch.setenv("NCU_AGENT_TEST_MARK", mark)  # the jobs and their workers inherit it
     lines: list[str] = []
     start = time.time()
     summary = run_batch(batch_dir, Execution(jobs=1), log=lines.append)
@@ -453,7 +456,7 @@ def test_time_limit_stops_an_evaluation_in_flight(tmp_path):
     assert row.status == "budget" and "time limit" in row.reason and "stopped" in row.reason, row
     assert not row.correct and row.evaluations == 0  # the one evaluation never finished
     assert json.loads((batch_dir / "summary.json").read_text())["problems"][0]["status"] == "budget"
-    assert _serving_workers() <= before  # the hanging candidate's worker was killed with the job
+    assert not _serving_workers(mark)  # the hanging candidate's worker was killed with the job
 
 
 def test_interim_summary_after_each_problem(tmp_path, monkeypatch):
