@@ -19,6 +19,18 @@ class Quiet:
     def end(self): ...
 
 
+def micro_stage(spec, source: str, run_dir, start: loop.Best | None = None) -> loop.LoopOutcome:
+    """The micro stage of l1_norm with the coordinate search, from `source` (or from `start`)."""
+    stage = load_stage("micro")
+    store = Store.open_dir(run_dir)
+    settings = loop.LoopSettings(
+        stage=stage, gpu=find_gpu("h200"), device="cuda", run_dir=run_dir, metric_set="seed"
+    )
+    run_id = store.start_run("l1_norm", "cuda", "H200", "search", None, {})
+    proposer = SearchProposer(stage, "coordinate")
+    return loop.run_stage(spec, source, proposer, store, run_id, settings, Quiet(), start=start)
+
+
 @pytest.fixture
 def stage_from(monkeypatch, tmp_path):
     spec = load_problem("kernels/l1_norm")
@@ -43,16 +55,7 @@ def stage_from(monkeypatch, tmp_path):
             "profile_step",
             lambda problem, items, settings, store: [ProfileOutcome(metrics={})] * len(items),
         )
-        stage = load_stage("micro")
-        store = Store.open_dir(tmp_path)
-        settings = loop.LoopSettings(
-            stage=stage, gpu=find_gpu("h200"), device="cuda", run_dir=tmp_path, metric_set="seed"
-        )
-        run_id = store.start_run("l1_norm", "cuda", "H200", "search", None, {})
-        out = loop.run_stage(
-            spec, start, SearchProposer(stage, "coordinate"), store, run_id, settings, Quiet()
-        )
-        return out, list(calls)
+        return micro_stage(spec, start, tmp_path), list(calls)
 
     return run
 
@@ -86,14 +89,6 @@ def test_a_stage_entered_at_the_target_neither_evaluates_nor_profiles_again(monk
     )
     earlier = ProfileOutcome(metrics={"k": [{"m": 1.0}]})
     start = loop.Best(cand_id=3, source=source, result=result, profile=earlier)
-    stage = load_stage("micro")
-    store = Store.open_dir(tmp_path)
-    settings = loop.LoopSettings(
-        stage=stage, gpu=find_gpu("h200"), device="cuda", run_dir=tmp_path, metric_set="seed"
-    )
-    run_id = store.start_run("l1_norm", "cuda", "H200", "search", None, {})
-    out = loop.run_stage(
-        spec, source, SearchProposer(stage, "coordinate"), store, run_id, settings, Quiet(), start=start
-    )
+    out = micro_stage(spec, source, tmp_path, start=start)
     assert work == [] and out.evaluations == 0
     assert out.best.profile is earlier and out.notes[0].startswith("stage not searched: ")
