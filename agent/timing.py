@@ -170,15 +170,16 @@ def until_fastest_known(precision: float) -> Callable[[dict[str, TimingStats]], 
     measurement ends when one is left, or when those left are all known to within +-`precision`."""
 
     def still_open(stats: dict[str, TimingStats]) -> list[str]:
-        bounds = {}
-        for name, s in stats.items():
-            m, h = s.median_ms, median_halfwidth(s.times_ms)
-            bounds[name] = (m * (1 - h), m * (1 + h)) if math.isfinite(h) else (-math.inf, math.inf)
+        half = {name: median_halfwidth(s.times_ms) for name, s in stats.items()}
+        bounds = {
+            name: (s.median_ms * (1 - half[name]), s.median_ms * (1 + half[name]))
+            if math.isfinite(half[name])
+            else (-math.inf, math.inf)
+            for name, s in stats.items()
+        }
         best_high = min(high for _, high in bounds.values())
         left = [name for name, (low, _) in bounds.items() if low <= best_high]
-        if len(left) <= 1 or all(median_halfwidth(stats[n].times_ms) <= precision for n in left):
-            return []
-        return left
+        return [] if len(left) <= 1 or all(half[n] <= precision for n in left) else left
 
     return still_open
 

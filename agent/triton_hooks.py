@@ -96,15 +96,9 @@ def quick_bench(kernel_call: Any, quantiles: Any = None) -> Any:
     """The autotuner's benchmark when the judge re-tunes afterwards (agent/retune.py): one call (it compiles,
     and fails here if the config cannot run) and one timed call per config instead of ~125 ms of calls,
     since the judge's interleaved timing makes the choice anyway."""
-    import torch
+    from agent import timing
 
-    kernel_call()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    kernel_call()
-    end.record()
-    torch.cuda.synchronize()
-    ms = start.elapsed_time(end)
+    ms = timing.median_ms(kernel_call, reps=1, warmup=1)
     return [ms] * len(quantiles) if quantiles else ms
 
 

@@ -132,6 +132,22 @@ class _Stats:
     first_unwritten: int = -1
     first_nonfinite: int = -1
 
+    def add(self, start: int, summary: Sequence[float]) -> bool:
+        """Fold in one chunk's summary (`_chunk_summary`'s eight numbers; the chunk starts at flat index
+        `start`); returns whether the chunk holds non-finite elements (their details need the chunk)."""
+        nonfinite, bad, max_abs, max_rel, worst, at, got, want = summary
+        self.bad_values += int(bad)
+        self.max_abs = max(self.max_abs, max_abs)
+        self.max_rel = max(self.max_rel, max_rel)
+        if worst > self.worst_excess:
+            self.worst_excess, self.worst_at, self.worst_got, self.worst_want = (
+                worst,
+                start + int(at),
+                got,
+                want,
+            )
+        return bool(nonfinite)
+
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     """fp16/bf16/fp32 outputs are compared in fp32 (the rounding of |a - b| there, ~6e-8 relative, is far
@@ -231,15 +247,8 @@ def _whole(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float) -> _S
         return None
     from agent import compare_kernel
 
-    nonfinite, bad, max_abs, max_rel, worst, at, got, want = compare_kernel.chunk_summary(
-        a, b, atol, rtol
-    ).tolist()
-    if nonfinite:
-        return None
-    s = _Stats(count=b.numel(), bad_values=int(bad), max_abs=max_abs, max_rel=max_rel)
-    if worst > s.worst_excess:
-        s.worst_excess, s.worst_at, s.worst_got, s.worst_want = worst, int(at), got, want
-    return s
+    s = _Stats(count=b.numel())
+    return None if s.add(0, compare_kernel.chunk_summary(a, b, atol, rtol).tolist()) else s
 
 
 def _compare_float(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float, chunk: int) -> _Stats:
@@ -259,17 +268,8 @@ def _compare_float(out: torch.Tensor, ref: torch.Tensor, atol: float, rtol: floa
     if not summaries:
         return s
     table = torch.stack(summaries).tolist()
-    nonfinite_chunks = []
-    for start, (nonfinite, bad, max_abs, max_rel, worst, at, got, want) in zip(starts, table, strict=True):
-        s.bad_values += int(bad)
-        s.max_abs = max(s.max_abs, max_abs)
-        s.max_rel = max(s.max_rel, max_rel)
-        if worst > s.worst_excess:
-            s.worst_excess, s.worst_at, s.worst_got, s.worst_want = worst, start + int(at), got, want
-        if nonfinite:
-            nonfinite_chunks.append(start)
-    if nonfinite_chunks:
-        wanted = set(nonfinite_chunks)
+    wanted = {start for start, row in zip(starts, table, strict=True) if s.add(start, row)}
+    if wanted:
         for start, a, b in _chunks(out, ref, chunk):
             if start in wanted:
                 _nonfinite_details(s, start, a, b)
