@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent import cli_options as opt
-from agent.models import EvalResult, Status
+from agent import options as opt
 from agent.problem import ProblemError, load_problem
+from agent.records import EvalResult, Status
 
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
@@ -144,6 +144,7 @@ def run(
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
     from agent.loop import StartingKernelRejected
     from agent.pipeline import PipelineError, resume_point
+    from agent.report.tables import history_table
     from agent.run_setup import (
         RunSetupError,
         loop_settings,
@@ -153,7 +154,6 @@ def run(
         run_record,
     )
     from agent.store import Store
-    from agent.tables import history_table
 
     spec = _load(problem)
     if spec.kernel_path is None:
@@ -260,8 +260,8 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
-    from agent.evaluate import evaluate
-    from agent.tables import HEADERS, result_cells
+    from agent.evaluation.evaluate import evaluate
+    from agent.report.tables import HEADERS, result_cells
 
     spec = _load(problem)
     result = evaluate(spec, candidate.read_text(), _device(), seeds=tuple(range(seeds)), timeout_s=timeout)
@@ -293,9 +293,9 @@ def render(
     ] = None,
 ) -> None:
     """Print the prompt a stage would send for a problem."""
-    from agent.gpus import find_gpu, resolve_gpu
-    from agent.prompting import PromptContext, render_prompt
-    from agent.stages import load_stage
+    from agent.prompt.gpus import find_gpu, resolve_gpu
+    from agent.prompt.render import PromptContext, render_prompt
+    from agent.prompt.stages import load_stage
 
     spec = _load(problem)
     source_path = code or spec.kernel_path
@@ -337,9 +337,9 @@ def profile(
     out_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("runs/profiles"),
 ) -> None:
     """Profile one candidate with ncu, or print the metrics of an existing report (works without a GPU)."""
-    from agent.ncu_read import ranked_rules, read_report, seed_json
-    from agent.profile_target import ProfileCandidate
-    from agent.profiler import MetricSetError, load_metric_set, profile_candidates, profile_report_table
+    from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
+    from agent.profiling.read import ranked_rules, read_report, seed_json
+    from agent.profiling.target import ProfileCandidate
 
     try:
         mset = load_metric_set(metric_set)
@@ -380,8 +380,8 @@ def show(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
 ) -> None:
     """Print a run's history table."""
+    from agent.report.tables import history_table
     from agent.store import Store
-    from agent.tables import history_table
 
     if not (run_dir / Store.FILENAME).exists():
         raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
@@ -419,10 +419,10 @@ def report(
 
     from rich.progress import TimeRemainingColumn
 
-    from agent.report import write_batch_report, write_run_report
-    from agent.report_batch import batch_run_dirs, is_batch_dir
-    from agent.report_data import is_run_dir
-    from agent.report_export import batch_table
+    from agent.report.batch import batch_run_dirs, is_batch_dir
+    from agent.report.data import is_run_dir
+    from agent.report.export import batch_table
+    from agent.report.page import write_batch_report, write_run_report
 
     try:
         if is_run_dir(path):
@@ -452,8 +452,8 @@ def diff(
     """Show the code diff of candidate A vs B, and their evaluations and ncu metrics side by side."""
     from rich.syntax import Syntax
 
-    from agent.report_data import is_run_dir, load_run_dir
-    from agent.report_export import compare_table, diff_text, find_candidate
+    from agent.report.data import is_run_dir, load_run_dir
+    from agent.report.export import compare_table, diff_text, find_candidate
 
     if not is_run_dir(run_dir):
         raise _fail(f"{run_dir}: no records.sqlite (not a run directory)")
@@ -478,9 +478,9 @@ def export(
     source: Annotated[bool, typer.Option("--source", help="Include each candidate's source.")] = False,
 ) -> None:
     """Export every candidate with its evaluation and ncu metrics (flattened) as CSV or JSON."""
-    from agent.report_batch import batch_run_dirs
-    from agent.report_data import is_run_dir
-    from agent.report_export import export_rows, to_csv, to_json
+    from agent.report.batch import batch_run_dirs
+    from agent.report.data import is_run_dir
+    from agent.report.export import export_rows, to_csv, to_json
 
     if fmt not in ("csv", "json"):
         raise _fail(f"--format {fmt!r}: choose csv or json")
@@ -495,13 +495,13 @@ def export(
         err.print(f"{len(rows)} candidates -> {out}")
 
 
-# `ncu-agent batch`: many problems, every GPU, resumable (its options and body live in agent/batch_cli.py).
-from agent.batch_cli import batch  # noqa: E402
+# `ncu-agent batch`: many problems, every GPU, resumable (its options and body live in agent/batch/cli.py).
+from agent.batch.cli import batch  # noqa: E402
 
 app.command()(batch)
 
-# `ncu-agent experiment`: arms x problems x samples, paired statistics (agent/experiment_cli.py).
-from agent.experiment_cli import experiment  # noqa: E402
+# `ncu-agent experiment`: arms x problems x samples, paired statistics (agent/experiment/cli.py).
+from agent.experiment.cli import experiment  # noqa: E402
 
 app.command()(experiment)
 

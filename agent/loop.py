@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.constraints import check_constraints, violations_text
-from agent.evaluate import evaluate
-from agent.gpus import GpuSpec
-from agent.llm_client import BudgetExhausted
-from agent.models import Candidate, EvalResult, ProblemSpec, Status
-from agent.profiling_step import ProfileOutcome, profile_step
-from agent.prompting import HistoryEntry, PromptContext, render_prompt
+from agent.evaluation.evaluate import evaluate
+from agent.llm.client import BudgetExhausted
+from agent.profiling.step import ProfileOutcome, profile_step
+from agent.prompt.gpus import GpuSpec
+from agent.prompt.render import HistoryEntry, PromptContext, render_prompt
+from agent.prompt.stages import Stage
 from agent.proposers.base import ProposalContext, Proposer
-from agent.stages import Stage
+from agent.records import Candidate, EvalResult, ProblemSpec, Status
+from agent.source.stage_rules import check_constraints, violations_text
 from agent.store import Store
 
 HISTORY_IN_PROMPT = 12  # most recent attempts shown to the proposer
@@ -55,12 +55,14 @@ class LoopSettings:
     patience: int = 2  # steps in a row without any candidate before the stage ends
     no_gain_tries: int = 16  # evaluations in a row with no gain above noise before the stage ends
     roofline_target: float = 90.0  # % of roofline at which the kernel is close enough: the stage ends
-    # What evaluates a candidate and what profiles a step (None: agent.evaluate.evaluate and
-    # agent.profiler.profile_candidates). Batches wrap them: a GPU lock, budgets, and reuse of the records a
-    # killed run left (agent/batch_worker.py).
+    # What evaluates a candidate and what profiles a step (None: agent.evaluation.evaluate.evaluate and
+    # agent.profiling.ncu.profile_candidates). Batches wrap them: a GPU lock, budgets, and reuse of the
+    # records a
+    # killed run left (agent/batch/job.py).
     evaluator: Callable[..., EvalResult] | None = None
     profiler: Callable[..., list[Any]] | None = None
-    # Warm worker processes kept between candidates (agent.sandbox.WorkerPool); None: one per candidate.
+    # Warm worker processes kept between candidates (agent.evaluation.sandbox.WorkerPool); None: one per
+    # candidate.
     pool: Any = None
 
     def evaluate(self, problem: ProblemSpec, source: str) -> EvalResult:

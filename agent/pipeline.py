@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.loop import Best, LoopOutcome, LoopSettings, Reporter, run_stage
-from agent.models import ProblemSpec
+from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
-from agent.stages import Stage
+from agent.records import ProblemSpec
 from agent.store import Store
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.models import ProblemShapes, ProblemSpec, TensorInfo
+from agent.records import ProblemShapes, ProblemSpec, TensorInfo
 from agent.resources import kernels_dir
 
 

@@ -1,6 +1,6 @@
 """Setting up a run of one problem: stages, target GPU, LLM settings, proposers, loop settings.
 
-`ncu-agent run` and each problem of a batch (agent/batch_worker.py) build their run from the same
+`ncu-agent run` and each problem of a batch (agent/batch/job.py) build their run from the same
 `RunOptions`, so a batch's problem runs exactly as `ncu-agent run` would with the same flags.
 """
 
@@ -13,13 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.gpus import GpuSpec
-from agent.llm_settings import LLMSettings
+from agent.llm.settings import LLMSettings
 from agent.loop import LoopSettings
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
+from agent.prompt.gpus import GpuSpec
+from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
-from agent.stages import Stage
 
 
 class RunSetupError(ValueError):
@@ -103,10 +103,10 @@ class RunPlan:
 
 def plan_run(options: RunOptions) -> RunPlan:
     """Check the options; resolve stages, target GPU and LLM settings. RunSetupError says what is wrong."""
-    from agent.gpus import find_gpu, resolve_gpu
-    from agent.llm_settings import LLMConfigError, load_llm_settings
+    from agent.llm.settings import LLMConfigError, load_llm_settings
+    from agent.prompt.gpus import find_gpu, resolve_gpu
+    from agent.prompt.stages import default_pipeline, load_stage
     from agent.proposers.search import SearchProposer
-    from agent.stages import default_pipeline, load_stage
 
     try:
         names = options.stages or default_pipeline()
@@ -173,7 +173,7 @@ def run_planned(
 ) -> PipelineOutcome:
     """The plan's stages over `start_source`, every evaluation in one pool of warm workers (closed at the
     end): what `ncu-agent run`, a batch's job and an experiment's unit each run."""
-    from agent.sandbox import WorkerPool
+    from agent.evaluation.sandbox import WorkerPool
 
     with WorkerPool() as pool:
         settings.pool = pool

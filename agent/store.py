@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.models import Candidate, EvalResult
+from agent.records import Candidate, EvalResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

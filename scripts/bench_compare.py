@@ -1,4 +1,5 @@
-"""The output comparison's cost on the GPU: the fused Triton kernel (agent/compare_kernel.py) against the
+"""The output comparison's cost on the GPU: the fused Triton kernel (agent/evaluation/compare_kernel.py)
+against the
 PyTorch path, on l1_norm-sized fp32 outputs, and whether the fused one is in use (its first-use cross-check
 agreed).
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from agent import verify
+from agent.evaluation import compare as verify
 
 
 def _sync() -> None:

@@ -17,10 +17,10 @@ import statistics
 import time
 from pathlib import Path
 
-from agent.evaluate import evaluate
+from agent.evaluation.evaluate import evaluate
+from agent.evaluation.sandbox import WorkerPool
 from agent.problem import load_problem
-from agent.sandbox import WorkerPool
-from agent.variants import LaunchMove, apply_move
+from agent.source.variants import LaunchMove, apply_move
 
 
 def run(spec, sources: list[str], pool: WorkerPool | None) -> list[dict]:

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from agent import timing
+from agent.evaluation import timing
 
 
 def main() -> None:

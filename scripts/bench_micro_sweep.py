@@ -8,8 +8,9 @@ Run on a GPU:
 Every variant of the space is timed in this one process with do_bench (median, L2 flushed by do_bench), in
 several interleaved rounds; the tool's pick (the run's best_kernel.py) is timed in the same rounds, so
 "within noise of the sweep's best" compares numbers from one run. The space, per launched kernel:
-- micro (default): num_warps x num_stages within ±1 (agent.variants.stage_moves);
-- tiling: every point of the kernel's tiling space (agent.tiling: BLOCK sizes, grid multipliers, num_warps),
+- micro (default): num_warps x num_stages within ±1 (agent.source.variants.stage_moves);
+- tiling: every point of the kernel's tiling space (agent.source.tiling_space: BLOCK sizes, grid multipliers,
+num_warps),
   keyed by `TilingSpace.label`. Each variant is run once first (its autotuner tunes then) and checked
   against the reference; one that fails to compile or computes wrong values is listed under "failed" with
   the reason, and not timed.
@@ -27,13 +28,13 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from agent import triton_hooks
-from agent.candidate import load_candidate
+from agent.evaluation import triton_hooks
+from agent.evaluation.candidate import load_candidate
+from agent.evaluation.compare import compare_outputs
 from agent.problem import build, load_problem, load_reference
+from agent.prompt.stages import load_stage
 from agent.proposers.tiling_search import TilingSearch
-from agent.stages import load_stage
-from agent.variants import apply_move, site_stages, stage_moves
-from agent.verify import compare_outputs
+from agent.source.variants import apply_move, site_stages, stage_moves
 
 
 def space_variants(stage_name: str, source: str, launched: dict[str, int]) -> dict[str, str]:

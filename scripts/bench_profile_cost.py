@@ -11,12 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.ncu_read import read_report
 from agent.problem import load_problem
-from agent.profile_target import ProfileCandidate
-from agent.profiler import load_metric_set, profile_candidates
-from agent.stages import load_stage
-from agent.variants import apply_move, current_config, stage_moves
+from agent.profiling.ncu import load_metric_set, profile_candidates
+from agent.profiling.read import read_report
+from agent.profiling.target import ProfileCandidate
+from agent.prompt.stages import load_stage
+from agent.source.variants import apply_move, current_config, stage_moves
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ python scripts/bench_stability.py kernels/l1_norm kernels/matmul_fp16 --runs 5 -
 For each problem's starting kernel: N evaluations, each in a fresh worker process (the tool's protocol:
 CUDA events, L2 flushed before every call, median), then one independent measurement with
 `triton.testing.do_bench(return_mode="median")` in this process, with each autotuned kernel pinned to the
-config the tool's processes settled on (the judge re-tunes autotuned kernels: agent/retune.py). Reports the
+config the tool's processes settled on (the judge re-tunes autotuned kernels: agent/evaluation/retune.py).
+Reports the
 spread (max - min over the median of the N medians), the relative difference to do_bench, and per process
 the autotuner's own pick, the re-tuned one, and the GPU's SM clock, temperature and power sampled by
 `nvidia-smi -lms 200` while that process ran (clocks are left as found: a compute-bound kernel's time
@@ -25,12 +26,12 @@ from pathlib import Path
 import torch
 import triton.testing
 
-from agent import triton_hooks
-from agent.candidate import load_candidate
-from agent.models import EvalRequest, EvalResult
+from agent.evaluation import triton_hooks
+from agent.evaluation.candidate import load_candidate
+from agent.evaluation.sandbox import run_worker
 from agent.problem import build, load_problem, load_reference
-from agent.profile_target import pin_configs
-from agent.sandbox import run_worker
+from agent.profiling.target import pin_configs
+from agent.records import EvalRequest, EvalResult
 
 CLOCK_FIELDS = "clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active"
 
@@ -69,7 +70,7 @@ def clock_log(samples: list):
 
 def tool_median(spec, source: str, picks: list, eager: list, baselines: bool) -> float:
     req = EvalRequest(problem=spec, candidate_source=source, device="cuda", seeds=[0], baselines=baselines)
-    out = run_worker("agent.worker", req, timeout_s=600)
+    out = run_worker("agent.evaluation.worker", req, timeout_s=600)
     result = EvalResult.model_validate_json(out.result_json or "{}")
     assert result.timings and result.timings.candidate, result.reason
     picks.append(

@@ -82,7 +82,7 @@ fi
 
 if has llm; then
   step "ncu-agent run --llm against the scripted model on loopback (a full turn)"
-  python3 -m agent.scripted_llm --port 8765 > "$W/scripted_llm.log" 2>&1 &
+  python3 -m agent.llm.scripted --port 8765 > "$W/scripted_llm.log" 2>&1 &
   LLM_PID=$!
   sleep 2
   rm -rf "$W/run_llm"

@@ -28,11 +28,11 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.evaluate import evaluate
-from agent.models import LaunchConfig, Status
+from agent.evaluation.evaluate import evaluate
+from agent.evaluation.sandbox import WorkerPool
 from agent.problem import load_problem
-from agent.sandbox import WorkerPool
-from agent.variants import with_launch_config
+from agent.records import LaunchConfig, Status
+from agent.source.variants import with_launch_config
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "adversarial"
@@ -292,7 +292,7 @@ class _Interrupted(BaseException):
 def test_an_interrupted_evaluation_kills_its_worker(l1, monkeypatch):
     """Ctrl-C or a batch job's stop while a candidate runs (here: one that never returns): the worker, in
     an unknown state, is killed rather than left running, and the interruption goes on up."""
-    import agent.evaluate as ev
+    import agent.evaluation.evaluate as ev
 
     started: list[ev.WorkerProcess] = []
     real = ev.start_worker
@@ -322,9 +322,9 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
     script = tmp_path / "caller.py"
     script.write_text(
         "import sys\n"
-        "import agent.evaluate as ev\n"
+        "import agent.evaluation.evaluate as ev\n"
         "from agent.problem import load_problem\n"
-        "from agent.sandbox import WorkerPool\n"
+        "from agent.evaluation.sandbox import WorkerPool\n"
         "real = ev.start_worker\n"
         "def start(device):\n"
         "    w = real(device)\n"
@@ -354,16 +354,17 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
 def test_tamper_watch_covers_the_judge_and_the_candidate_session():
     """The judge's, the verdicts' and the session's modules are the harness too (`verify._AGENT_MODULES`):
     replacing one of their functions or methods is seen."""
-    from agent import candidate_session, judge, verdicts, worker
-    from agent.verify import TamperWatch
+    from agent.evaluation import candidate_session, judge, verdicts, worker
+    from agent.evaluation.compare import TamperWatch
 
     targets = {
-        "agent.verdicts.describe": (verdicts, "describe"),
-        "agent.judge.Judge._compare": (judge.Judge, "_compare"),
-        "agent.verdicts.Ledger.summary": (verdicts.Ledger, "summary"),
-        "agent.candidate_session.CandidateSession.call": (candidate_session.CandidateSession, "call"),
-        "agent.candidate_session.RemoteRunner.call": (candidate_session.RemoteRunner, "call"),
-        "agent.worker.evaluate_in_process": (worker, "evaluate_in_process"),
+        "agent.evaluation.verdicts.describe": (verdicts, "describe"),
+        "agent.evaluation.judge.Judge._compare": (judge.Judge, "_compare"),
+        "agent.evaluation.verdicts.Ledger.summary": (verdicts.Ledger, "summary"),
+        "agent.evaluation.candidate_session.CandidateSession.call": (candidate_session.CandidateSession,
+        "call"),
+        "agent.evaluation.candidate_session.RemoteRunner.call": (candidate_session.RemoteRunner, "call"),
+        "agent.evaluation.worker.evaluate_in_process": (worker, "evaluate_in_process"),
     }
     watch = TamperWatch()
     saved = {label: vars(owner)[name] for label, (owner, name) in targets.items()}

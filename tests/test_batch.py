@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.batch import create_batch, run_batch
-from agent.batch_inputs import (
+from agent.batch.driver import create_batch, run_batch
+from agent.batch.gpu_slots import GpuLock, Slots, overlaps, read_holds
+from agent.batch.inputs import (
     BatchConfig,
     BatchInputError,
     Budget,
@@ -25,8 +26,9 @@ from agent.batch_inputs import (
     Invocations,
     find_problems,
 )
-from agent.batch_store import ReplayStore
-from agent.batch_summary import (
+from agent.batch.job import NEEDS_LLM
+from agent.batch.resume import ReplayStore
+from agent.batch.summary import (
     BatchSummary,
     Geomean,
     Overall,
@@ -35,10 +37,8 @@ from agent.batch_summary import (
     geomean,
     write_summary,
 )
-from agent.batch_worker import NEEDS_LLM
 from agent.cli import app
-from agent.gpu_slots import GpuLock, Slots, overlaps, read_holds
-from agent.models import Candidate, EvalResult, Status
+from agent.records import Candidate, EvalResult, Status
 from agent.resources import kernels_dir
 from agent.run_setup import RunOptions
 from agent.store import Store
@@ -125,7 +125,7 @@ def test_slots_spread_jobs_over_gpus():
 
 HOLDER = """
 import sys, time
-from agent.gpu_slots import GpuLock
+from agent.batch.gpu_slots import GpuLock
 lock = GpuLock(sys.argv[1], sys.argv[2], sys.argv[3])
 for what in ("evaluate", "ncu", "ncu"):
     with lock.hold(what):
@@ -279,14 +279,14 @@ def _recorded(tmp_path: Path) -> tuple[Path, int, EvalResult]:
 def test_hooks_reuse_records_hold_the_gpu_lock_and_keep_budgets(tmp_path, monkeypatch):
     """The batch's evaluator and profiler, as the loop and the profiling step call them: recorded results
     come back without a worker or ncu; new ones run under the GPU's lock; the problem's budget stops them."""
-    from agent.batch_budget import JobBudget, ProblemBudgetExhausted
-    from agent.batch_hooks import evaluator_for, profiler_for
-    from agent.gpus import find_gpu
+    from agent.batch.budget import JobBudget, ProblemBudgetExhausted
+    from agent.batch.hooks import evaluator_for, profiler_for
     from agent.loop import LoopSettings
     from agent.problem import load_problem
-    from agent.profiler import ProfileProvenance, ProfileResult
-    from agent.profiling_step import profile_step
-    from agent.stages import load_stage
+    from agent.profiling.ncu import ProfileProvenance, ProfileResult
+    from agent.profiling.step import profile_step
+    from agent.prompt.gpus import find_gpu
+    from agent.prompt.stages import load_stage
 
     path, run, result = _recorded(tmp_path)
     store = ReplayStore(path, run)
@@ -301,8 +301,8 @@ def test_hooks_reuse_records_hold_the_gpu_lock_and_keep_budgets(tmp_path, monkey
         prov = ProfileProvenance(metric_set=metric_set.name)
         return [ProfileResult(index=i, ok=True, provenance=prov) for i in range(len(candidates))]
 
-    monkeypatch.setattr("agent.evaluate.evaluate", fake_evaluate)
-    monkeypatch.setattr("agent.profiler.profile_candidates", fake_ncu)
+    monkeypatch.setattr("agent.evaluation.evaluate.evaluate", fake_evaluate)
+    monkeypatch.setattr("agent.profiling.ncu.profile_candidates", fake_ncu)
     lock = GpuLock(tmp_path, "0", "l1_norm")
     budget = JobBudget(tmp_path, Budget(problem_evaluations=2), None)
     evaluator, profiler = evaluator_for(store, run, budget, lock), profiler_for(store, lock)
@@ -410,7 +410,8 @@ def test_batch_budget_skips_the_rest(tmp_path):
 
 
 def _serving_workers(mark: str) -> set[int]:
-    """Pids of live `agent.worker --serve` processes (the sandbox's warm workers) whose environment holds
+    """Pids of live `agent.evaluation.worker --serve` processes (the sandbox's warm workers) whose
+    environment holds
     NCU_AGENT_TEST_MARK=mark: this test's, not those of another test run on the same machine."""
     pids = set()
     for proc in Path("/proc").iterdir():
@@ -419,7 +420,8 @@ def _serving_workers(mark: str) -> set[int]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"agent.worker" in cmd and b"--serve" in cmd and f"NCU_AGENT_TEST_MARK={mark}".encode() in env:
+        marked = f"NCU_AGENT_TEST_MARK={mark}".encode() in env
+        if b"agent.evaluation.worker" in cmd and b"--serve" in cmd and marked:
             pids.add(int(proc.name))
     return pids
 
@@ -464,7 +466,7 @@ def test_interim_summary_after_each_problem(tmp_path, monkeypatch):
     leaves one; a busy store does not stop the batch."""
     import sqlite3
 
-    import agent.batch as batch
+    import agent.batch.driver as batch
 
     calls: list[Path] = []
     monkeypatch.setattr(batch, "summarize", lambda d: calls.append(d) or "S")

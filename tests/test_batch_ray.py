@@ -15,8 +15,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ncu-agent[ray]')")
 
-from agent.batch import create_batch, run_batch  # noqa: E402
-from agent.batch_inputs import BatchConfig, Budget, Execution, find_problems  # noqa: E402
+from agent.batch.driver import create_batch, run_batch  # noqa: E402
+from agent.batch.inputs import BatchConfig, Budget, Execution, find_problems  # noqa: E402
 from agent.run_setup import RunOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def test_ray_resumes_a_killed_job(tmp_path, local_ray):
     _batch(batch_dir, ["l1_norm"])
     store = batch_dir / "problems" / "l1_norm" / "records.sqlite"
     job = subprocess.Popen(
-        [sys.executable, "-m", "agent.batch_worker", str(batch_dir), "l1_norm"],
+        [sys.executable, "-m", "agent.batch.job", str(batch_dir), "l1_norm"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     deadline = time.time() + 120

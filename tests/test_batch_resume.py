@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.batch_summary import BatchSummary
+from agent.batch.summary import BatchSummary
 from agent.resources import kernels_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,7 +179,7 @@ def test_sigkill_at_several_points_then_resume_records_every_record_once(tmp_pat
 def scripted_llm():
     import threading
 
-    from agent.scripted_llm import serve
+    from agent.llm.scripted import serve
 
     # Slow replies (2 s): the job is still waiting on its next request when the test kills it, instead of
     # having finished the stage within milliseconds of its first LLM evaluation (which made this flaky).
@@ -194,8 +194,8 @@ def test_llm_job_killed_midway_is_replayed_from_the_reply_cache(tmp_path, monkey
     """With the LLM: the job is killed after its first LLM candidate was evaluated; the resumed job replays
     the run with the cached replies, reuses both recorded evaluations, and records no reply, prompt or
     candidate twice; the tokens are those of the first replies, counted once."""
-    from agent.batch import create_batch, run_batch
-    from agent.batch_inputs import BatchConfig, find_problems
+    from agent.batch.driver import create_batch, run_batch
+    from agent.batch.inputs import BatchConfig, find_problems
     from agent.run_setup import RunOptions
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-secret")
@@ -211,7 +211,7 @@ def test_llm_job_killed_midway_is_replayed_from_the_reply_cache(tmp_path, monkey
     create_batch(batch_dir, BatchConfig(inputs=["l1_norm"], problems=problems, run=options))
     store = batch_dir / "problems" / "l1_norm" / "records.sqlite"
     job = subprocess.Popen(
-        [sys.executable, "-m", "agent.batch_worker", str(batch_dir), "l1_norm"],
+        [sys.executable, "-m", "agent.batch.job", str(batch_dir), "l1_norm"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     llm_evaluated = (

@@ -1,4 +1,4 @@
-"""The fused comparison kernel (agent/compare_kernel.py) says what the PyTorch comparison says.
+"""The fused comparison kernel (agent/evaluation/compare_kernel.py) says what the PyTorch comparison says.
 
 Without a GPU the kernel runs in Triton's interpreter on CPU tensors; with one, the same tests run it on
 the GPU (the tensors are made on the device there), so `pytest -m gpu` is not needed to cover it.
@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from agent import compare_kernel, verify
+from agent.evaluation import compare as verify
+from agent.evaluation import compare_kernel
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 NAN, INF = float("nan"), float("inf")

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from agent.constraints import (
+from agent.prompt.stages import Stage, StageConstraints, StageParameter, list_stages, load_stage
+from agent.proposers.search import SearchProposer
+from agent.records import LaunchConfig
+from agent.resources import kernels_dir
+from agent.source.stage_rules import (
     GENERIC_RULES,
     RULES,
     ConstraintError,
@@ -19,11 +23,7 @@ from agent.constraints import (
     stage_rules,
     violations_text,
 )
-from agent.models import LaunchConfig
-from agent.proposers.search import SearchProposer
-from agent.resources import kernels_dir
-from agent.stages import Stage, StageConstraints, StageParameter, list_stages, load_stage
-from agent.variants import apply_move, stage_moves, with_launch_config
+from agent.source.variants import apply_move, stage_moves, with_launch_config
 
 L1 = (kernels_dir() / "l1_norm" / "kernel.py").read_text()
 L1_REF = (kernels_dir() / "l1_norm" / "reference.py").read_text()
@@ -532,7 +532,8 @@ def test_no_torch_compute_in_a_first_version():
     matmul = edit(L1, "return triton_l1_norm(x)", "return triton_l1_norm(x @ x)")
     assert rules("first", L1_REF, matmul) == {"first.no-torch-compute"}
     assert rules("first", L1_REF, L1) == set()
-    # The anti-cheat's tables (agent/static_rules.py) decide, so both say the same: torch.where computes,
+    # The anti-cheat's tables (agent/source/anticheat_rules.py) decide, so both say the same: torch.where
+    # computes,
     # a view does not, and a Python set's .add is not a tensor method.
     where = edit(L1, "return triton_l1_norm(x)", "return triton_l1_norm(torch.where(x > 0, x, -x))")
     assert rules("first", L1_REF, where) == {"first.no-torch-compute"}

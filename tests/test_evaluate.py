@@ -1,7 +1,7 @@
 """The evaluator against good and adversarial candidates (tests/candidates/), on the CPU interpreter.
 
 Each `evaluate` call starts a worker process (~4 s on the CPU: importing torch and triton dominates).
-The comparison functions of `agent.verify` are tested directly, without a worker.
+The comparison functions of `agent.evaluation.compare` are tested directly, without a worker.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent import verify
-from agent.evaluate import evaluate, to_result
-from agent.models import ProblemSpec, Status
+from agent.evaluation import compare as verify
+from agent.evaluation.evaluate import evaluate, to_result
+from agent.evaluation.sandbox import WorkerOutcome, is_secret, read_tail, worker_env
 from agent.problem import load_problem
-from agent.sandbox import WorkerOutcome, is_secret, read_tail, worker_env
+from agent.records import ProblemSpec, Status
 
 CANDIDATES = Path(__file__).parent / "candidates"
 

@@ -1,6 +1,6 @@
 """`ncu-agent experiment` end to end on the CPU, through a real OpenAI-compatible server on loopback.
 
-Known truth: arm A's model ("good") answers like agent.scripted_llm (one more autotune config, correct code);
+Known truth: arm A's model ("good") answers like agent.llm.scripted (one more autotune config, correct code);
 arm B's model ("broken") always answers with code that does not parse. A must beat B on correctness with a
 significant paired test: six problems (the fewest with which an exact paired test can reach p < 0.05), two
 samples each. On the CPU the check of a (problem, source) is reused across units, so the 24 runs cost about
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from agent.experiment import (
+from agent.experiment.units import (
     ExperimentError,
     Unit,
     parse_arm,
@@ -33,7 +33,7 @@ from agent.experiment import (
     unit_dir,
     unit_seed,
 )
-from agent.scripted_llm import answer
+from agent.llm.scripted import answer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -45,7 +45,7 @@ EDITABLE = ["l1_norm", "fused_elementwise", "layernorm", "matmul_fp16"]  # the s
 
 
 class ModelServer:
-    """Answers by the requested model: 'good' like agent.scripted_llm, 'broken' with unparsable code.
+    """Answers by the requested model: 'good' like agent.llm.scripted, 'broken' with unparsable code.
     Remembers (model, seed) of every request."""
 
     def __init__(self) -> None:
@@ -185,9 +185,9 @@ def test_arm_syntax():
 def test_template_sets_stage_files_and_prompt_folders(tmp_path):
     """An arm's stage TOML (with its own template next to it) and an arm's prompts folder (one part
     replaced, the rest inherited) reach the rendered prompt; the default arm's prompt is untouched."""
-    from agent.experiment import ExperimentConfig, prepare_arm
-    from agent.gpus import find_gpu
-    from agent.prompting import PromptContext, render_prompt, template_dirs
+    from agent.experiment.units import ExperimentConfig, prepare_arm
+    from agent.prompt.gpus import find_gpu
+    from agent.prompt.render import PromptContext, render_prompt, template_dirs
     from agent.run_setup import RunOptions
 
     stages = tmp_path / "my_stages"
@@ -236,9 +236,9 @@ def test_schedule_interleaves_and_rotates():
 
 def _fake_unit(exp_dir: Path, u: Unit, start_ms: float, cand_ms: list[float | None]) -> None:
     """A finished unit as a GPU run would leave it: the start, then candidates (None: incorrect)."""
-    from agent.batch_inputs import write_atomic
-    from agent.experiment import UnitOutcome
-    from agent.models import Candidate, EvalResult, Status, Timings, TimingStats
+    from agent.batch.inputs import write_atomic
+    from agent.experiment.units import UnitOutcome
+    from agent.records import Candidate, EvalResult, Status, Timings, TimingStats
     from agent.store import Store
 
     def result(ms: float | None) -> EvalResult:
@@ -271,10 +271,10 @@ def test_speedups_from_records_and_a_faster_arm_wins(tmp_path):
     start by construction, A's 1.05x (with noise and one incorrect candidate each): B wins on speedup."""
     import numpy as np
 
-    from agent.batch_inputs import ProblemEntry
-    from agent.experiment import ExperimentConfig
-    from agent.experiment_html import render_html
-    from agent.experiment_report import analyze
+    from agent.batch.inputs import ProblemEntry
+    from agent.experiment.findings import analyze
+    from agent.experiment.html import render_html
+    from agent.experiment.units import ExperimentConfig
     from agent.run_setup import RunOptions
 
     problems = [f"p{i}" for i in range(7)]

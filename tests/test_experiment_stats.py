@@ -1,4 +1,4 @@
-"""Known-truth tests of the experiment statistics (agent/experiment_stats.py): pure, seeded, fast.
+"""Known-truth tests of the experiment statistics (agent/experiment/stats.py): pure, seeded, fast.
 
 Reference p-values were computed with scipy 1.17 (scipy.stats.wilcoxon / permutation_test), which the
 project does not depend on.
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.experiment_stats import (
+from agent.experiment.stats import (
     METRICS,
     bootstrap_ci,
     compare,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.extract import CodeSyntaxError, ExtractError, NoCodeError, extract_code
+from agent.llm.extract import CodeSyntaxError, ExtractError, NoCodeError, extract_code
 
 KERNELS = """import torch
 import torch.nn as nn

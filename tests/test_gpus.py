@@ -7,8 +7,8 @@ import types
 import pytest
 import torch
 
-from agent import gpus
-from agent.gpus import GpuSpec, UnknownGpuError, detect_gpu, find_gpu, load_gpus, resolve_gpu
+from agent.prompt import gpus
+from agent.prompt.gpus import GpuSpec, UnknownGpuError, detect_gpu, find_gpu, load_gpus, resolve_gpu
 
 SEED_4090 = {
     "architecture": "Ada Lovelace",

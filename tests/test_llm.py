@@ -23,13 +23,13 @@ from llm_server import (
     slow,
 )
 
-from agent.llm_cache import LLMCache
-from agent.llm_client import BudgetExhausted, retry_after_s
-from agent.llm_settings import LLMConfigError, LLMSettings, load_llm_settings
-from agent.models import EvalResult, ProblemSpec, Status
+from agent.evaluation.sandbox import is_secret
+from agent.llm.cache import LLMCache
+from agent.llm.client import BudgetExhausted, retry_after_s
+from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.proposers.base import ProposalContext
 from agent.proposers.llm import LLMProposer
-from agent.sandbox import is_secret
+from agent.records import EvalResult, ProblemSpec, Status
 from agent.store import Store
 
 KEY = "sk-test-SECRET-0123456789"
@@ -469,5 +469,5 @@ def test_settings_key_from_named_variable_and_never_shown(tmp_path):
         load_llm_settings(tmp_path / "missing.toml", {}, env={})
     with pytest.raises(LLMConfigError, match="no LLM model given"):
         LLMProposer(LLMSettings(), Store.open_dir(tmp_path))
-    # Candidate worker processes get the environment without these (agent.sandbox.worker_env).
+    # Candidate worker processes get the environment without these (agent.evaluation.sandbox.worker_env).
     assert all(is_secret(name) for name in ("OPENAI_API_KEY", "NCU_AGENT_API_KEY", "DEEPSEEK_API_KEY"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.scripted_llm import edit, serve
+from agent.llm.scripted import edit, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 

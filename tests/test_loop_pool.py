@@ -1,16 +1,17 @@
-"""A stage's candidates are evaluated in one warm worker (agent.sandbox.WorkerPool through LoopSettings)."""
+"""A stage's candidates are evaluated in one warm worker (agent.evaluation.sandbox.WorkerPool through
+LoopSettings)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import agent.loop as loop
-from agent.gpus import find_gpu
-from agent.models import EvalResult, Status
+from agent.evaluation.sandbox import WorkerPool
 from agent.problem import load_problem
+from agent.prompt.gpus import find_gpu
+from agent.prompt.stages import load_stage
 from agent.proposers.search import SearchProposer
-from agent.sandbox import WorkerPool
-from agent.stages import load_stage
+from agent.records import EvalResult, Status
 from agent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import ncu_read
-from agent.ncu_read import (
+from agent.profiling import read as ncu_read
+from agent.profiling.ncu import list_metric_sets, load_metric_set
+from agent.profiling.read import (
     NcuReportError,
     import_ncu_report,
     ranked_rules,
@@ -18,7 +19,6 @@ from agent.ncu_read import (
     seed_json,
     strip_markup,
 )
-from agent.profiler import list_metric_sets, load_metric_set
 
 try:
     import_ncu_report()

@@ -1,4 +1,5 @@
-"""Parallel compiles of an autotuner's configs (agent/parallel_compile.py): the pool's threads exist
+"""Parallel compiles of an autotuner's configs (agent/evaluation/parallel_compile.py): the pool's threads
+exist
 before any candidate runs, compiles go through Triton's AsyncCompileMode, failures are left to the
 autotuner. The real compile speed is measured on the GPU (scripts/gpu_suite.sh evalcost)."""
 
@@ -8,7 +9,7 @@ import threading
 
 import pytest
 
-from agent import parallel_compile
+from agent.evaluation import parallel_compile
 
 
 class Config:

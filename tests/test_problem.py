@@ -100,7 +100,7 @@ def test_sum_reduction_is_not_a_power_of_two():
 
 CHECK_KERNELS = """
 import json, sys
-from agent import triton_hooks as th
+from agent.evaluation import triton_hooks as th
 th.install()
 import torch
 from agent.problem import build, import_file, load_problem, load_reference

@@ -18,10 +18,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent.models import ProblemSpec
-from agent.ncu_read import NcuReportError, import_ncu_report, read_report
-from agent.profile_target import ProfileCandidate, pin_configs
-from agent.profiler import (
+from agent.profiling.ncu import (
     ALL_RANGES,
     MetricSet,
     MetricSetError,
@@ -33,6 +30,9 @@ from agent.profiler import (
     profile_candidates,
     profile_report_table,
 )
+from agent.profiling.read import NcuReportError, import_ncu_report, read_report
+from agent.profiling.target import ProfileCandidate, pin_configs
+from agent.records import ProblemSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "ncu"
@@ -127,7 +127,7 @@ def _after(cmd: list[str], flag: str) -> list[str]:
 @pytest.mark.parametrize("name", SETS)
 def test_command_for_each_metric_set(name, tmp_path):
     ms = load_metric_set(name)
-    target = [sys.executable, "-m", "agent.profile_target", "req.json"]
+    target = [sys.executable, "-m", "agent.profiling.target", "req.json"]
     cmd = build_ncu_command("/x/ncu", ms, tmp_path / "r.ncu-rep", target)
     assert cmd[0] == "/x/ncu"
     assert cmd[-len(target) :] == target
@@ -246,9 +246,9 @@ def test_ncu_dies_with_the_process_that_started_it(tmp_path):
     caller.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "from agent.models import ProblemSpec\n"
-        "from agent.profile_target import ProfileCandidate\n"
-        "from agent.profiler import profile_candidates\n"
+        "from agent.records import ProblemSpec\n"
+        "from agent.profiling.target import ProfileCandidate\n"
+        "from agent.profiling.ncu import profile_candidates\n"
         "L1 = Path(sys.argv[1])\n"
         "spec = ProblemSpec(name='l1_norm', reference_path=L1 / 'reference.py',\n"
         "                   kernel_path=L1 / 'kernel.py')\n"
@@ -336,7 +336,7 @@ def test_success_splits_launches_per_candidate(tmp_path):
         assert r.wall_s > 0
     argv = json.loads(argv_file.read_text())
     assert argv[argv.index("--nvtx-include") + 1] == ALL_RANGES
-    assert argv[-3:-1] == ["-m", "agent.profile_target"]
+    assert argv[-3:-1] == ["-m", "agent.profiling.target"]
     req = json.loads(Path(argv[-1]).read_text())
     assert len(req["candidates"]) == 3 and Path(req["problem"]["reference_path"]).is_absolute()
     assert (out / "profile.ncu.log").is_file()
@@ -411,8 +411,8 @@ def test_target_on_cpu_pins_isolates_and_reports(tmp_path):
     """The ncu target itself, in Triton's interpreter: pinned config runs; failing candidates are skipped."""
     import subprocess
 
-    from agent.profile_target import CandidateStatus, ProfileRequest
-    from agent.sandbox import worker_env
+    from agent.evaluation.sandbox import worker_env
+    from agent.profiling.target import CandidateStatus, ProfileRequest
 
     good = (L1 / "kernel.py").read_text()
     pin = {KERNEL: {"BLOCK_SIZE_D": 512, "num_warps": 4, "num_stages": 3}}
@@ -433,7 +433,7 @@ def test_target_on_cpu_pins_isolates_and_reports(tmp_path):
     req_path = tmp_path / "req.json"
     req_path.write_text(req.model_dump_json())
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.profile_target", str(req_path)],
+        [sys.executable, "-m", "agent.profiling.target", str(req_path)],
         env=worker_env({"TRITON_INTERPRET": "1"}),
         capture_output=True,
         text=True,

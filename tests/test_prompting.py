@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import prompting, stages
-from agent.gpus import GpuSpec, find_gpu
-from agent.prompting import (
+from agent.prompt import render as prompting
+from agent.prompt import stages
+from agent.prompt.gpus import GpuSpec, find_gpu
+from agent.prompt.render import (
     PREAMBLE,
     SECTION_HEADERS,
     HistoryEntry,
@@ -19,7 +20,7 @@ from agent.prompting import (
     render_prompt,
     split_sections,
 )
-from agent.stages import Stage, StageError, list_stages, load_stage
+from agent.prompt.stages import Stage, StageError, list_stages, load_stage
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEED_PROMPT = (FIXTURES / "seed_prompt.txt").read_text(encoding="utf-8")

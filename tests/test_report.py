@@ -17,10 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.models import Candidate, EvalResult, Status, Timings, TimingStats
-from agent.report import write_batch_report, write_run_report
-from agent.report_batch import is_batch_dir
-from agent.report_data import load_run_dir
+from agent.records import Candidate, EvalResult, Status, Timings, TimingStats
+from agent.report.batch import is_batch_dir
+from agent.report.data import load_run_dir
+from agent.report.page import write_batch_report, write_run_report
 from agent.store import Store
 
 REAL_RUN = Path(__file__).resolve().parent.parent / "docs" / "runs" / "l1_norm_h200_2026-11-26"
@@ -306,7 +306,7 @@ def test_pipeline_run_steps_cross_stages(tmp_path: Path):
 
 def test_plots_are_stable_svg(real_run: Path):
     """Same records, same SVG (pages diff cleanly between two reports); ids differ only by key."""
-    from agent.report_plots import timeline_svg
+    from agent.report.plots import timeline_svg
 
     cands = load_run_dir(real_run).candidates
     one, two = timeline_svg(cands, key="k"), timeline_svg(cands, key="k")
@@ -315,7 +315,7 @@ def test_plots_are_stable_svg(real_run: Path):
 
 
 def test_source_diff_kinds():
-    from agent.report import source_diff
+    from agent.report.page import source_diff
 
     kinds = [d.kind for d in source_diff("a\n--x\nb\n", "a\n++y\nb\n", "#1", "#2")]
     assert kinds == ["file", "file", "hunk", "ctx", "del", "add", "ctx"]
@@ -323,7 +323,7 @@ def test_source_diff_kinds():
 
 def test_replay_uses_the_loops_default_min_gain():
     from agent.loop import LoopSettings
-    from agent.report_data import _min_gain
+    from agent.report.data import _min_gain
 
     assert _min_gain({}) == LoopSettings.__dataclass_fields__["min_gain"].default
     assert _min_gain({"min_gain": 0.2}) == 0.2

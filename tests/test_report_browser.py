@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from test_report import copy_real_run, make_batch
 
-from agent.report import write_batch_report, write_run_report
+from agent.report.page import write_batch_report, write_run_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed: run .ci/setup_chromium.sh")

@@ -1,4 +1,5 @@
-"""Re-tuning autotuned kernels (agent.retune) and the warm worker's kept baselines (agent.baseline_cache).
+"""Re-tuning autotuned kernels (agent.evaluation.retune) and the warm worker's kept baselines
+(agent.evaluation.baseline_cache).
 
 CPU: the logic, with stand-in autotuners and a stand-in timer. GPU (`-m gpu`): matmul_fp16's starting
 kernel is re-tuned, and a warm worker reuses its compiled baseline.
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent import baseline_cache, retune, timing
-from agent.evaluate import evaluate
-from agent.models import TimingStats
+from agent.evaluation import baseline_cache, retune, timing
+from agent.evaluation.evaluate import evaluate
+from agent.evaluation.sandbox import WorkerPool
 from agent.problem import load_problem
-from agent.sandbox import WorkerPool
+from agent.records import TimingStats
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,12 +2,12 @@
 
 import pytest
 
-from agent.constraints import check_constraints
-from agent.models import EvalResult, Status
 from agent.problem import load_problem
+from agent.prompt.stages import load_stage
 from agent.proposers.base import ProposalContext
 from agent.proposers.search import SearchProposer
-from agent.stages import load_stage
+from agent.records import EvalResult, Status
+from agent.source.stage_rules import check_constraints
 
 OCC = "sm__warps_active.avg.pct_of_peak_sustained_active"
 
@@ -40,7 +40,7 @@ def _ctx(problem: str, launched: dict[str, int], stage: str = "micro") -> Propos
 def _jit_kernels(source: str) -> list[str]:
     import ast
 
-    from agent.variants import find_kernels
+    from agent.source.variants import find_kernels
 
     return sorted(find_kernels(ast.parse(source)))
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 import agent.loop as loop
-from agent.gpus import find_gpu
-from agent.models import EvalResult, Status, Timings, TimingStats
 from agent.problem import load_problem
-from agent.profiling_step import ProfileOutcome
+from agent.profiling.step import ProfileOutcome
+from agent.prompt.gpus import find_gpu
+from agent.prompt.stages import load_stage
 from agent.proposers.search import SearchProposer
-from agent.stages import load_stage
+from agent.records import EvalResult, Status, Timings, TimingStats
+from agent.source.variants import site_stages
 from agent.store import Store
-from agent.variants import site_stages
 
 SWEEP = json.loads((Path(__file__).parent / "fixtures" / "sweeps" / "l1_norm_h200.json").read_text())
 KERNEL = "l1_norm_kernel_autotune"

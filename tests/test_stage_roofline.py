@@ -3,12 +3,12 @@
 import pytest
 
 import agent.loop as loop
-from agent.gpus import find_gpu
-from agent.models import EvalResult, Status, Timings, TimingStats
 from agent.problem import load_problem
-from agent.profiling_step import ProfileOutcome
+from agent.profiling.step import ProfileOutcome
+from agent.prompt.gpus import find_gpu
+from agent.prompt.stages import load_stage
 from agent.proposers.search import SearchProposer
-from agent.stages import load_stage
+from agent.records import EvalResult, Status, Timings, TimingStats
 from agent.store import Store
 
 

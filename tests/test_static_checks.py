@@ -1,4 +1,4 @@
-"""The AST anti-cheat rules (agent/static_checks.py): each rule on small sources, and no false positives
+"""The AST anti-cheat rules (agent/source/anticheat.py): each rule on small sources, and no false positives
 on the bundled kernels and their search variants. No worker, no Triton: these run in milliseconds."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.static_checks import check_source
-from agent.static_rules import PRIORITY, RULES
-from agent.variants import LaunchMove, apply_move, find_kernels
+from agent.source.anticheat import check_source
+from agent.source.anticheat_rules import PRIORITY, RULES
+from agent.source.variants import LaunchMove, apply_move, find_kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = sorted((ROOT / "kernels").glob("*/kernel.py"))
@@ -246,7 +246,7 @@ class ModelNew(nn.Module):
         ("from reference import Model\n", "reference-import"),
         ("from kernels.l1_norm.reference import get_inputs\n", "reference-import"),
         ("import sys\nm = sys.modules\n", "reference-import"),
-        ("import agent.verify\n", "reference-import"),
+        ("import agent.evaluation.compare\n", "reference-import"),
         ("class Sub(Model):\n    pass\n", "reference-import"),
         ("x = get_inputs()\n", "reference-import"),
         ("import threading\n", "threads"),

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from agent.models import Candidate, EvalResult, Status, Timings, TimingStats
+from agent.records import Candidate, EvalResult, Status, Timings, TimingStats
 from agent.store import Store
 
 
@@ -40,7 +40,7 @@ def test_writes_are_durable_when_the_writer_is_killed(tmp_path):
     code = textwrap.dedent(f"""
         import os
         from agent.store import Store
-        from agent.models import Candidate
+        from agent.records import Candidate
         s = Store.open_dir(__import__('pathlib').Path({str(tmp_path)!r}))
         run = s.start_run('p', 'cpu', None, 'search', None, {{}})
         for i in range(5):

@@ -14,12 +14,12 @@ import difflib
 import pytest
 import torch
 
-from agent.candidate import load_candidate
-from agent.constraints import check_constraints
+from agent.evaluation.candidate import load_candidate
+from agent.prompt.stages import load_stage
 from agent.proposers.tiling_search import TilingSearch
 from agent.resources import kernels_dir
-from agent.stages import load_stage
-from agent.tiling import BLOCK, MULTIPLIER, WARPS, TilingSpace, UnknownKernel, tiling_space
+from agent.source.stage_rules import check_constraints
+from agent.source.tiling_space import BLOCK, MULTIPLIER, WARPS, TilingSpace, UnknownKernel, tiling_space
 
 TILING = load_stage("tiling")
 SEARCH = TilingSearch(TILING)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent import timing
-from agent.models import Timings, TimingStats
+from agent.evaluation import timing
+from agent.records import Timings, TimingStats
 
 
 def test_roofline_is_the_larger_of_bytes_and_flops():
@@ -75,7 +75,7 @@ def test_matmul_tflops_is_plausible():
 
 
 def test_drift_flags_a_measurement_whose_halves_disagree():
-    from agent.timing import drift, noisy
+    from agent.evaluation.timing import drift, noisy
 
     steady = TimingStats(times_ms=[1.0, 1.01, 0.99, 1.0, 1.0, 1.01, 0.99, 1.0])
     jump = TimingStats(times_ms=[1.0, 1.0, 1.0, 1.0, 1.1, 1.1, 1.1, 1.1])
@@ -87,7 +87,7 @@ def test_drift_flags_a_measurement_whose_halves_disagree():
 def test_cuda_graph_mode_times_replays():
     import torch
 
-    from agent import timing
+    from agent.evaluation import timing
 
     x = torch.randn(1 << 24, device="cuda")
     y = torch.empty_like(x)
@@ -109,7 +109,7 @@ def test_a_time_budget_gives_short_kernels_more_rounds_and_long_ones_the_minimum
 
 
 def test_median_interval_narrows_with_samples_and_needs_six():
-    from agent.timing import median_halfwidth
+    from agent.evaluation.timing import median_halfwidth
 
     assert median_halfwidth([1.0] * 5) == float("inf")
     assert median_halfwidth([1.0] * 6) == 0.0
@@ -135,7 +135,7 @@ def _scripted(draws: dict[str, list[float]]):
 
 
 def test_rounds_stop_once_every_median_is_precise():
-    from agent.timing import Rounds, until_precise
+    from agent.evaluation.timing import Rounds, until_precise
 
     steady = [7.20, 7.21, 7.19, 7.20]
     timed, asked = _scripted({"candidate": steady, "eager": [12.4, 12.41, 12.39]})
@@ -147,7 +147,7 @@ def test_rounds_stop_once_every_median_is_precise():
 
 
 def test_rounds_go_on_while_noisy_and_stop_at_the_budget():
-    from agent.timing import Rounds, until_precise
+    from agent.evaluation.timing import Rounds, until_precise
 
     jumpy = [1.0, 1.3, 0.8, 1.1, 0.9, 1.25, 0.85]  # never within +-0.5%
     timed, asked = _scripted({"a": jumpy, "b": [2.0]})
@@ -159,7 +159,7 @@ def test_rounds_go_on_while_noisy_and_stop_at_the_budget():
 
 
 def test_without_a_rule_every_round_runs_at_once():
-    from agent.timing import Rounds
+    from agent.evaluation.timing import Rounds
 
     timed, asked = _scripted({"a": [1.0]})
     times = Rounds.planned(reps=30, round_s=0.001, max_s=0.2, max_reps=400, min_s=0.0).run(["a"], timed, None)
@@ -167,14 +167,14 @@ def test_without_a_rule_every_round_runs_at_once():
 
 
 def test_min_window_sets_the_first_chunk_for_short_rounds():
-    from agent.timing import Rounds
+    from agent.evaluation.timing import Rounds
 
     plan = Rounds.planned(reps=10, round_s=0.0055, max_s=1.0, max_reps=500, min_s=0.25)
     assert plan.first == 45 and plan.limit == 181
 
 
 def test_retune_rule_drops_clearly_slower_configs_and_ends_with_one():
-    from agent.timing import Rounds, until_fastest_known
+    from agent.evaluation.timing import Rounds, until_fastest_known
 
     fast = [1.60, 1.62, 1.58, 1.61, 1.59]
     close = [1.61, 1.63, 1.57, 1.60, 1.64]  # overlaps the fastest: stays
@@ -188,8 +188,8 @@ def test_retune_rule_drops_clearly_slower_configs_and_ends_with_one():
 
 
 def test_retune_rule_stops_when_the_rest_are_precise():
-    from agent.models import TimingStats
-    from agent.timing import until_fastest_known
+    from agent.evaluation.timing import until_fastest_known
+    from agent.records import TimingStats
 
     rule = until_fastest_known(0.005)
     a = TimingStats(times_ms=[1.600, 1.601, 1.599] * 3)

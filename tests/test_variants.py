@@ -5,9 +5,9 @@ import difflib
 
 import pytest
 
-from agent.models import LaunchConfig
+from agent.records import LaunchConfig
 from agent.resources import kernels_dir
-from agent.variants import (
+from agent.source.variants import (
     LaunchMove,
     VariantError,
     apply_move,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from agent import evaluate as ev
-from agent import worker
-from agent.models import EvalResult, Status
+from agent.evaluation import evaluate as ev
+from agent.evaluation import worker
+from agent.evaluation.verdicts import HARNESS_FAILED
 from agent.problem import load_problem
-from agent.verdicts import HARNESS_FAILED
+from agent.records import EvalResult, Status
 
 
 def test_gpu_memory_growth_past_the_limit_ends_reuse(monkeypatch):

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.models import Candidate, EvalResult, ProblemSpec
+from agent.records import Candidate, EvalResult, ProblemSpec
 
 
 class ProposalContext(BaseModel):

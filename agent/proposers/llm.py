@@ -25,13 +25,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agent.extract import CodeSyntaxError, ExtractError, extract_code
-from agent.llm_cache import CachedReply, LLMCache, cache_key
-from agent.llm_client import Attempt, Budget, BudgetExhausted, ChatClient, ChatResult, Choice, LLMError, Usage
-from agent.llm_settings import LLMSettings
-from agent.models import Candidate, EvalResult, Status
-from agent.prompting import environment
+from agent.llm.cache import CachedReply, LLMCache, cache_key
+from agent.llm.client import Attempt, Budget, BudgetExhausted, ChatClient, ChatResult, Choice, LLMError, Usage
+from agent.llm.extract import CodeSyntaxError, ExtractError, extract_code
+from agent.llm.settings import LLMSettings
+from agent.prompt.render import environment
 from agent.proposers.base import ProposalContext
+from agent.records import Candidate, EvalResult, Status
 from agent.store import Store
 
 REPAIR_TEMPLATE = "repair.j2"

@@ -22,11 +22,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from agent.models import Candidate
+from agent.prompt.stages import Stage
 from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, last_metric
 from agent.proposers.tiling_search import MULTIPLIER_PARAMETER, TilingSearch
-from agent.stages import Stage
-from agent.variants import LaunchMove, VariantError, apply_move, current_config, site_stages, stage_moves
+from agent.records import Candidate
+from agent.source.variants import (
+    LaunchMove,
+    VariantError,
+    apply_move,
+    current_config,
+    site_stages,
+    stage_moves,
+)
 
 
 @dataclass

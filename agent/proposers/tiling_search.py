@@ -1,6 +1,7 @@
 """The built-in search over a stage's tiling space: BLOCK sizes, grid multipliers, then num_warps.
 
-The space of each kernel the parent launched is `agent.tiling.tiling_space` of the parent at the time the
+The space of each kernel the parent launched is `agent.source.tiling_space.tiling_space` of the parent at the
+time the
 kernel's turn comes (docs/stages.md, "The tiling search"). Strategies:
 - "coordinate" (default): axis by axis (each BLOCK size in the order the code names them, then each grid
   multiplier, then num_warps), one candidate a step: the neighbour one power of two away in the direction
@@ -16,11 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from agent.models import Candidate
+from agent.prompt.stages import Stage
 from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, last_metric
-from agent.stages import Stage
-from agent.tiling import BLOCK, WARPS, Point, TilingSpace, UnknownKernel, tiling_space
-from agent.variants import VariantError
+from agent.records import Candidate
+from agent.source.tiling_space import BLOCK, WARPS, Point, TilingSpace, UnknownKernel, tiling_space
+from agent.source.variants import VariantError
 
 MULTIPLIER_PARAMETER = "programs per SM"
 SPILLING = "derived__local_spilling_requests_pct"

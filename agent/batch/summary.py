@@ -1,0 +1,326 @@
+"""A batch's summary: one row per problem, and the numbers a paper quotes, as JSON and CSV.
+
+Per problem, the speedups are those of the best kernel's own evaluation (candidate, eager and
+torch.compile timed interleaved in one worker run), so each ratio comes from one run.
+
+Overall, over ALL problems of the batch (a skipped or failed problem counts as not correct):
+- fast_p (KernelBench): the fraction of problems whose best kernel is correct AND faster than the baseline
+  by more than p: speedup > p. fast_0 is the fraction correct. Against eager and against torch.compile,
+  for p in 0, 1, 1.5, 2. Where no problem has the speedup measured (a CPU batch: the interpreter is not
+  timed), fast_p for p > 0 is None ("not measured"), never 0; a correct problem whose speedup is missing
+  while others have one counts as not fast, and `unmeasured` says how many there were.
+- the geometric mean of the speedups of the correct problems that have one (and how many those are).
+- evaluations per minute: worker evaluations recorded in all the problems' runs, over the wall time of
+  all the batch's invocations (resumes included; the minutes a killed batch lay dead are not counted).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from rich.table import Table
+
+from agent.batch.budget import worker_evaluations
+from agent.batch.gpu_slots import gpu_holds, overlaps
+from agent.batch.inputs import BatchConfig, Invocations, write_atomic
+from agent.batch.job import problem_dir, read_outcome
+from agent.records import EvalResult
+from agent.store import Store
+
+P_VALUES = (0.0, 1.0, 1.5, 2.0)
+BASELINES = ("eager", "compile")
+
+
+class ProblemRow(BaseModel):
+    name: str
+    status: str  # an outcome status, or "pending" / "running" for a batch that has not ended
+    correct: bool = False
+    best_id: int | None = None
+    best_ms: float | None = None
+    eager_ms: float | None = None
+    compile_ms: float | None = None
+    speedup_eager: float | None = None
+    speedup_compile: float | None = None
+    pct_roofline: float | None = None
+    start_ms: float | None = None
+    evaluations: int = 0
+    candidates: int = 0
+    tokens: int = 0
+    attempts: int = 0
+    reused: int = 0
+    device: str | None = None
+    gpu: str | None = Field(default=None, description="The GPU its last job ran on (batch GPU id).")
+    run_s: float | None = Field(
+        default=None, description="Wall seconds of its last run, from start to finish (how jobs packed)."
+    )
+    reason: str = ""
+
+
+class FastP(BaseModel):
+    p: float
+    eager: float | None
+    compile: float | None
+
+
+class Geomean(BaseModel):
+    value: float | None
+    n: int = Field(description="Correct problems with this speedup measured (the mean is over them).")
+
+
+class Overall(BaseModel):
+    problems: int
+    correct: int
+    by_status: dict[str, int]
+    fast_p: list[FastP]
+    unmeasured: dict[str, int] = Field(description="Per baseline: correct problems without a speedup.")
+    geomean_speedup: dict[str, Geomean]
+    evaluations: int
+    wall_s: float
+    evaluations_per_min: float | None
+    tokens: int
+    gpu_holds: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Per host/GPU: holds of its lock by evaluations and by ncu runs."
+    )
+    gpu_overlaps: list[str] = Field(
+        default_factory=list, description="Holds of one GPU's lock that overlapped in time (none expected)."
+    )
+    notes: list[str] = []
+
+
+class BatchSummary(BaseModel):
+    batch_dir: str
+    problems: list[ProblemRow]
+    overall: Overall
+
+
+def fast_p(rows: list[ProblemRow], p: float, baseline: str) -> float | None:
+    """KernelBench's fast_p over all rows; None for p > 0 when no row has this speedup measured."""
+    if not rows:
+        return None
+    if p == 0:
+        return sum(r.correct for r in rows) / len(rows)
+    speedups = [getattr(r, f"speedup_{baseline}") for r in rows]
+    if all(s is None for s in speedups):
+        return None
+    return sum(1 for r, s in zip(rows, speedups, strict=True) if r.correct and s is not None and s > p) / len(
+        rows
+    )
+
+
+def geomean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def _tokens(conn: sqlite3.Connection, run_id: int) -> int:
+    total = 0
+    for (usage,) in conn.execute(
+        "SELECT r.usage FROM replies r JOIN prompts p ON p.id = r.prompt_id WHERE p.run_id=?", (run_id,)
+    ):
+        u = json.loads(usage) if usage else {}
+        total += int(u.get("prompt_tokens") or 0) + int(u.get("completion_tokens") or 0)
+    return total
+
+
+def _result(conn: sqlite3.Connection, cand_id: int | None) -> EvalResult | None:
+    if cand_id is None:
+        return None
+    row = conn.execute(
+        "SELECT result FROM evaluations WHERE candidate_id=? ORDER BY id DESC LIMIT 1", (cand_id,)
+    ).fetchone()
+    return EvalResult.model_validate_json(row[0]) if row else None
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def problem_row(batch_dir: Path, name: str) -> ProblemRow:
+    pdir = problem_dir(batch_dir, name)
+    outcome = read_outcome(pdir)
+    has_store = (pdir / Store.FILENAME).exists()
+    row = ProblemRow(name=name, status=outcome.status if outcome else "running" if has_store else "pending")
+    if outcome is not None:
+        row.reason, row.attempts, row.reused = outcome.reason, outcome.attempts, outcome.reused
+        row.gpu = outcome.gpu
+    if not has_store:
+        return row
+    store = Store.open_dir(pdir)
+    try:
+        run_id = outcome.run_id if outcome and outcome.run_id else None
+        if run_id is None:
+            last = store.conn.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            run_id = last[0] if last else None
+        if run_id is None:
+            return row
+        row.device, started, finished = store.conn.execute(
+            "SELECT device, started_at, finished_at FROM runs WHERE id=?", (run_id,)
+        ).fetchone()
+        row.run_s = _seconds_between(started, finished)
+        row.evaluations = worker_evaluations(store.conn, run_id)
+        row.candidates = store.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE run_id=?", (run_id,)
+        ).fetchone()[0]
+        row.tokens = _tokens(store.conn, run_id)
+        if outcome is None:
+            return row
+        best = _result(store.conn, outcome.best_id)
+        start = _result(store.conn, outcome.start_id)
+        row.best_id = outcome.best_id
+        row.correct = outcome.status in ("done", "budget") and best is not None and best.accepted
+        if start is not None and start.timings and start.timings.candidate:
+            row.start_ms = start.timings.candidate.median_ms
+        t = best.timings if best is not None else None
+        if t is not None and t.candidate is not None:
+            row.best_ms = t.candidate.median_ms
+            row.eager_ms = t.eager.median_ms if t.eager else None
+            row.compile_ms = t.compiled.median_ms if t.compiled else None
+            row.speedup_eager, row.speedup_compile = t.speedup_eager, t.speedup_compiled
+            row.pct_roofline = t.pct_roofline
+        return row
+    finally:
+        store.close()
+
+
+def summarize(batch_dir: Path) -> BatchSummary:
+    batch_dir = Path(batch_dir)
+    cfg = BatchConfig.load(batch_dir)
+    rows = [problem_row(batch_dir, p.name) for p in cfg.problems]
+    wall = Invocations.load(batch_dir).wall_s
+    evaluations = sum(r.evaluations for r in rows)
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    unmeasured = {
+        b: sum(1 for r in rows if r.correct and getattr(r, f"speedup_{b}") is None) for b in BASELINES
+    }
+    notes = []
+    if all(r.speedup_eager is None and r.speedup_compile is None for r in rows):
+        notes.append(
+            "no speedup was measured (a CPU batch: the interpreter is not timed): fast_p for p > 0 "
+            "and the geometric means are not measured"
+        )
+    unfinished = by_status.get("pending", 0) + by_status.get("running", 0)
+    if unfinished:
+        notes.append(f"{unfinished} problems have not finished: resume the batch to finish them")
+    overall = Overall(
+        problems=len(rows),
+        correct=sum(r.correct for r in rows),
+        by_status=by_status,
+        fast_p=[
+            FastP(p=p, eager=fast_p(rows, p, "eager"), compile=fast_p(rows, p, "compile")) for p in P_VALUES
+        ],
+        unmeasured=unmeasured,
+        geomean_speedup={
+            b: Geomean(
+                value=geomean([getattr(r, f"speedup_{b}") for r in rows if r.correct]),
+                n=sum(1 for r in rows if r.correct and getattr(r, f"speedup_{b}") is not None),
+            )
+            for b in BASELINES
+        },
+        evaluations=evaluations,
+        wall_s=wall,
+        evaluations_per_min=evaluations / (wall / 60) if wall > 0 else None,
+        tokens=sum(r.tokens for r in rows),
+        gpu_holds=gpu_holds(batch_dir),
+        gpu_overlaps=overlaps(batch_dir),
+        notes=notes,
+    )
+    return BatchSummary(batch_dir=str(batch_dir), problems=rows, overall=overall)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_summary(batch_dir: Path, summary: BatchSummary) -> list[Path]:
+    """summary.json (everything), summary.csv (one row per problem), summary_overall.csv (metric rows)."""
+    batch_dir = Path(batch_dir)
+    out_json, out_csv, out_overall = (
+        batch_dir / "summary.json",
+        batch_dir / "summary.csv",
+        batch_dir / "summary_overall.csv",
+    )
+    write_atomic(out_json, summary.model_dump_json(indent=1))
+    fields = list(ProblemRow.model_fields)
+    tmp = batch_dir / ".summary.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(fields)
+        for r in summary.problems:
+            w.writerow([_cell(getattr(r, k)) for k in fields])
+    tmp.replace(out_csv)
+    o = summary.overall
+    lines: list[tuple[str, str, object]] = [("problems", "", o.problems), ("correct", "", o.correct)]
+    for fp in o.fast_p:
+        lines += [(f"fast_{fp.p:g}", "eager", fp.eager), (f"fast_{fp.p:g}", "compile", fp.compile)]
+    for b, g in o.geomean_speedup.items():
+        lines += [("geomean_speedup", b, g.value), ("geomean_n", b, g.n)]
+    lines += [
+        ("evaluations", "", o.evaluations),
+        ("wall_s", "", o.wall_s),
+        ("evaluations_per_min", "", o.evaluations_per_min),
+        ("tokens", "", o.tokens),
+    ]
+    tmp = batch_dir / ".summary_overall.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["metric", "baseline", "value"])
+        w.writerows([(m, b, _cell(v)) for m, b, v in lines])
+    tmp.replace(out_overall)
+    return [out_json, out_csv, out_overall]
+
+
+def _x(v: float | None) -> str:
+    return f"{v:.2f}x" if v is not None else "-"
+
+
+def _frac(v: float | None) -> str:
+    return f"{v:.2f}" if v is not None else "not measured"
+
+
+def summary_tables(summary: BatchSummary) -> tuple[Table, Table]:
+    """Per problem, and overall."""
+    t = Table(title=f"batch {summary.batch_dir}")
+    for col in ("problem", "status", "correct", "best ms", "vs eager", "vs compile", "roofline", "evals"):
+        t.add_column(col, justify="left" if col in ("problem", "status") else "right")
+    for r in summary.problems:
+        t.add_row(
+            r.name,
+            r.status,
+            "yes" if r.correct else "no",
+            f"{r.best_ms:.4f}" if r.best_ms is not None else "-",
+            _x(r.speedup_eager),
+            _x(r.speedup_compile),
+            f"{r.pct_roofline:.1f}%" if r.pct_roofline is not None else "-",
+            str(r.evaluations),
+        )
+    o = summary.overall
+    t2 = Table(title=f"{o.correct} of {o.problems} problems correct")
+    for col in ("metric", "vs eager", "vs torch.compile"):
+        t2.add_column(col, justify="left" if col == "metric" else "right")
+    for fp in o.fast_p:
+        t2.add_row(f"fast_{fp.p:g}", _frac(fp.eager), _frac(fp.compile))
+    g = o.geomean_speedup
+    t2.add_row(
+        "geomean speedup (correct)",
+        f"{_x(g['eager'].value)} (n={g['eager'].n})",
+        f"{_x(g['compile'].value)} (n={g['compile'].n})",
+    )
+    rate = f"{o.evaluations_per_min:.1f}" if o.evaluations_per_min is not None else "-"
+    t2.add_row("evaluations / min", rate, f"{o.evaluations} in {o.wall_s / 60:.1f} min")
+    return t, t2

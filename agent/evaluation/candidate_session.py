@@ -1,0 +1,307 @@
+"""The candidate's side of an evaluation: the candidate session, and the runners the judge reaches it by.
+
+The **candidate session** (`CandidateSession`) imports the untrusted module (fresh module name, fresh
+temporary directory), builds ModelNew, and calls it with output poisoning, Triton launch recording and
+the run-time guards (`agent.evaluation.guards`) on, reporting outputs, launches and guard findings.
+
+The judge (`agent.evaluation.judge`) talks to it through a runner:
+- `RemoteRunner`: the session in a worker process (`python -m agent.evaluation.worker --serve`), reached over
+its
+  pipes; inputs and outputs cross as `torch.save` files read back with `weights_only=True`.
+- `InProcessRunner`: the session in the judge's own process (the GPU path, and the one-shot worker).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.evaluation.verdicts import MAX_TEXT, Rejected, classify, describe, exit_note
+from agent.records import Check, Status
+
+
+@dataclass
+class CallResult:
+    """One candidate call, as the judge sees it."""
+
+    outputs: list[Any]
+    inputs_after: list[Any]
+    launches: dict[str, int]
+    own_kernels: list[str]
+    checks: list[Check]  # guard findings: torch-compute, side-stream, threads, tensor-subclass, tamper
+    aliasing: list[tuple[int, int]]
+    max_configs: int = 1
+
+
+class CandidateSession:
+    """One candidate in this process: import, build ModelNew, call it under the guards."""
+
+    def __init__(self, device: str, workdir: Path, watch: Any = None):
+        from agent.evaluation import guards as runtime_guards
+        from agent.evaluation import triton_hooks
+
+        triton_hooks.install()
+        runtime_guards.install()
+        self.device = device
+        self.workdir = workdir
+        self.module: Any = None
+        self.models: dict[str, Any] = {}
+        self.inputs: dict[str, list[Any]] = {}
+        self.thread_baseline = runtime_guards.baseline_threads()
+        if watch is None:
+            from agent.evaluation.compare import TamperWatch
+
+            watch = TamperWatch()
+        self.watch = watch
+
+    @property
+    def file(self) -> str | None:
+        return getattr(self.module, "__file__", None)
+
+    def load(self, source: str) -> None:
+        from agent.evaluation import guards as runtime_guards
+        from agent.evaluation import triton_hooks
+        from agent.evaluation.candidate import CandidateError, load_candidate
+        from agent.problem import source_hash
+
+        triton_hooks.STATE.autotuners.clear()
+        triton_hooks.STATE.modules.clear()
+        triton_hooks.STATE.launches.clear()
+        triton_hooks.select_config(0)
+        runtime_guards.begin_candidate(str(self.workdir / f"candidate_{source_hash(source)}.py"))
+        try:
+            self.module = load_candidate(source, self.workdir)
+        except CandidateError as e:
+            raise Rejected(Status.COMPILE_ERROR, str(e)) from None
+        except BaseException as e:
+            status, rule = classify(e)
+            raise Rejected(
+                status if rule else Status.COMPILE_ERROR,
+                f"importing it raised {describe(e)}{exit_note(rule)}",
+                rule,
+            ) from None
+
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> Any:
+        import torch
+
+        from agent.problem import default_device
+
+        torch.manual_seed(seed)
+        try:
+            with default_device(self.device):
+                model = self.module.ModelNew(*init_inputs)
+            model = model.to(self.device)
+            new_sd = model.state_dict()
+            if (
+                state_dict
+                and state_dict.keys() == new_sd.keys()
+                and all(state_dict[k].shape == new_sd[k].shape for k in state_dict)
+            ):
+                model.load_state_dict(state_dict)
+        except BaseException as e:
+            status, rule = classify(e)
+            raise Rejected(
+                status,
+                f"seed {seed}: building ModelNew raised {describe(e, self.file)}{exit_note(rule)}",
+                rule,
+            ) from None
+        self.models[key] = model
+        return model
+
+    def call(self, key: str, inputs: list[Any], where: str, config: int = 0) -> CallResult:
+        import torch
+        import torch.utils.deterministic
+
+        from agent.evaluation import compare as verify
+        from agent.evaluation import guards as runtime_guards
+        from agent.evaluation import triton_hooks
+        from agent.problem import flatten_outputs
+
+        model = self.models[key]
+        self.inputs[key] = inputs
+        triton_hooks.select_config(config)
+        report = runtime_guards.GuardReport()
+        det = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        fill = torch.utils.deterministic.fill_uninitialized_memory
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = True  # torch.empty now holds NaN
+        triton_hooks.start_recording()
+        try:
+            with torch.no_grad(), runtime_guards.guarded(report, self.device, self.thread_baseline):
+                out = model(*inputs)
+            if self.device == "cuda":
+                torch.cuda.synchronize()  # asynchronous errors surface here, inside the check
+        except BaseException as e:
+            status, rule = classify(e)
+            raise Rejected(
+                status, f"{where}: the candidate raised {describe(e, self.file)}{exit_note(rule)}", rule
+            ) from None
+        finally:
+            launches = triton_hooks.stop_recording()
+            torch.use_deterministic_algorithms(det, warn_only=warn_only)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+        outs = flatten_outputs(out)
+        subclassed = [
+            f"output {i} is a {type(o).__qualname__}"
+            for i, o in enumerate(outs)
+            if type(o) is not torch.Tensor
+        ]
+        plain = [o if type(o) is torch.Tensor else None for o in outs]
+        checks = [
+            Check(
+                name="tensor-subclass",
+                passed=not subclassed,
+                detail="; ".join(subclassed) + " (outputs must be plain torch.Tensor)"
+                if subclassed
+                else "outputs are plain torch.Tensor",
+            ),
+            *report.checks(),
+            self.watch.check(),
+        ]
+        modules = triton_hooks.launch_modules()
+        own = sorted(k for k in launches if modules.get(k) == self.module.__name__)
+        return CallResult(
+            outputs=plain,
+            inputs_after=inputs,
+            launches=dict(launches),
+            own_kernels=own,
+            checks=checks,
+            aliasing=verify.aliased([o for o in plain if o is not None], inputs),
+            max_configs=triton_hooks.max_configs(),
+        )
+
+    def clean(self) -> tuple[bool, str]:
+        """Whether this process may serve another candidate: nothing patched, no candidate thread left."""
+        from agent.evaluation import guards as runtime_guards
+
+        changed = self.watch.changed()
+        if changed:
+            return False, f"tampered with {', '.join(changed[:5])}"
+        threads = runtime_guards.threads_started_so_far() + runtime_guards.candidate_threads_alive(
+            self.thread_baseline
+        )
+        if threads:
+            return False, threads[0]
+        if runtime_guards.STATE.generated:
+            return False, runtime_guards.STATE.generated[0]
+        return True, ""
+
+    def unload(self) -> None:
+        if self.module is not None:
+            sys.modules.pop(self.module.__name__, None)
+        self.module = None
+        self.models.clear()
+        self.inputs.clear()
+
+
+# --- runners: how the judge reaches the candidate -----------------------------------------------------
+
+
+class InProcessRunner:
+    """The candidate in the judge's own process (the GPU path, and the one-shot worker)."""
+
+    in_process = True
+
+    def __init__(self, device: str, workdir: Path, watch: Any):
+        self.session = CandidateSession(device, workdir, watch)
+
+    def load(self, source: str) -> None:
+        self.session.load(source)
+
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
+        self.session.build(key, seed, init_inputs, state_dict)
+
+    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
+        return self.session.call(key, inputs, where, config)  # the judge passes the very objects
+
+    def model(self, key: str) -> Any:
+        return self.session.models[key]
+
+    def finish(self) -> tuple[bool, str]:
+        return self.session.clean()
+
+
+class RemoteRunner:
+    """The candidate in a worker process (`--serve`), reached over its pipes; tensors cross as files."""
+
+    in_process = False
+
+    def __init__(self, worker: Any, device: str, deadline: float):
+        self.worker = worker
+        self.device = device
+        self.deadline = deadline
+        self.dir: Path | None = None
+        self.count = 0
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        reply = self.worker.request(message, max(0.0, self.deadline - time.monotonic()))
+        if not reply.get("ok"):
+            raise Rejected(Status(reply.get("status", "crashed")), reply.get("reason", ""), reply.get("rule"))
+        return reply
+
+    def _path(self, stem: str) -> Path:
+        assert self.dir is not None
+        self.count += 1
+        return self.dir / f"{stem}_{self.count}.pt"
+
+    def load(self, source: str) -> None:
+        self.dir = self.worker.new_dir()
+        self._request({"op": "load", "dir": str(self.dir), "source": source, "device": self.device})
+
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
+        import torch
+
+        path = self._path("build")
+        torch.save(
+            {"init": list(init_inputs), "state": {k: v.detach().cpu() for k, v in state_dict.items()}}, path
+        )
+        self._request({"op": "build", "key": key, "seed": seed, "path": str(path)})
+
+    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
+        import torch
+
+        src, dst = self._path("inputs"), self._path("outputs")
+        torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
+        reply = self._request(
+            {
+                "op": "call",
+                "key": key,
+                "inputs": str(src),
+                "outputs": str(dst),
+                "mode": mode,
+                "config": config,
+                "where": where,
+            }
+        )
+        try:
+            data = torch.load(dst, weights_only=True, map_location=self.device)
+            outputs, inputs_after = list(data["outputs"]), list(data["inputs_after"])
+        except Exception as e:
+            raise Rejected(
+                Status.CRASHED, f"{where}: the worker's outputs could not be read: {e}"[:MAX_TEXT]
+            ) from None
+        finally:
+            for p in (src, dst):
+                p.unlink(missing_ok=True)
+        return CallResult(
+            outputs=outputs,
+            inputs_after=inputs_after,
+            launches={str(k): int(v) for k, v in reply["launches"].items()},
+            own_kernels=list(reply["own"]),
+            checks=[Check.model_validate(c) for c in reply["checks"]],
+            aliasing=[(int(i), int(j)) for i, j in reply["aliasing"]],
+            max_configs=int(reply["max_configs"]),
+        )
+
+    def model(self, key: str) -> Any:
+        raise RuntimeError("the candidate's model lives in another process")
+
+    def finish(self) -> tuple[bool, str]:
+        if not self.worker.alive:
+            return False, "the worker is gone"
+        reply = self.worker.request({"op": "finish"}, max(1.0, self.deadline - time.monotonic()))
+        return bool(reply.get("clean")), str(reply.get("why", ""))

@@ -1,0 +1,312 @@
+"""Evaluating one candidate: static checks, then correctness, anti-cheat checks and (on a GPU) timing.
+
+`evaluate` never raises for anything the candidate does: a hang is TIMEOUT, a dead worker is CRASHED,
+leaving the process early is CHEATING, and everything else is whatever the judge found.
+
+1. Static checks (`agent.source.anticheat`), in this process, on the source: a violation is CHEATING with
+   the rule named, and no worker is started.
+2. The judge (`agent.evaluation.judge.Judge`), reaching the candidate through a runner
+(`agent.evaluation.candidate_session`):
+   - split (the default on the CPU): the judge runs here, with the reference and the comparison; the
+     candidate runs in a worker process that only ever sees inputs and returns outputs;
+   - one process (the default on the GPU, where the timing phase runs the reference beside the
+     candidate): judge and candidate share a worker process (`agent.evaluation.worker`).
+3. With a `WorkerPool`, the worker process is kept warm between candidates (imports done, CUDA or the
+   interpreter initialised) and replaced after any fault or any candidate that was not clean.
+"""
+
+from __future__ import annotations
+
+import re
+import time as _time
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from agent.evaluation.sandbox import (
+    CPU_ADDRESS_SPACE_BYTES,
+    WorkerFault,
+    WorkerOutcome,
+    WorkerPool,
+    WorkerProcess,
+    run_worker,
+)
+from agent.evaluation.verdicts import HARNESS_FAILED
+from agent.records import Check, EvalRequest, EvalResult, ProblemSpec, Status
+
+CPU_TIMEOUT_S = 120.0
+GPU_TIMEOUT_S = 600.0
+WORKER_MODULE = "agent.evaluation.worker"
+_REUSABLE = (Status.ACCEPTED, Status.INCORRECT)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def static_result(problem: ProblemSpec, source: str) -> EvalResult | None:
+    """The verdict of the static checks alone, or None when they let the candidate through."""
+    from agent.source import anticheat as static_checks
+
+    report = static_checks.check_source(source, [problem.reference_path.stem])
+    if report.syntax_error:
+        return None  # the worker reports it as a compile error, with the line
+    if report.missing_modelnew:
+        return EvalResult(status=Status.COMPILE_ERROR, reason="defines no `ModelNew` class")
+    if report.violations:
+        return EvalResult(
+            status=Status.CHEATING,
+            reason=report.reason(),
+            rule=report.rule,
+            checks=[
+                Check(name=v.rule, passed=False, detail=f"static, line {v.line}: {v.message}")
+                for v in report.ranked()
+            ],
+        )
+    return None
+
+
+def evaluate(
+    problem: ProblemSpec,
+    source: str,
+    device: str | None = None,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    small: bool | None = None,
+    time: bool = True,
+    timeout_s: float | None = None,
+    timing_reps: int | None = None,
+    pool: WorkerPool | None = None,
+    static: bool = True,
+    split: bool | None = None,
+) -> EvalResult:
+    """Check `source` (a module defining ModelNew) against `problem` and, on a GPU, time it.
+
+    `pool`: reuse warm worker processes (see `WorkerPool`); `static=False` skips the static checks (to
+    test the run-time defences alone); `split`: judge outside the candidate's process (default: on the
+    CPU only).
+    """
+    device = device or default_device()
+    cpu = device == "cpu"
+    start = _time.perf_counter()
+    result = static_result(problem, source) if static else None
+    if result is None:
+        request = EvalRequest(
+            problem=problem,
+            candidate_source=source,
+            device=device,
+            seeds=list(seeds),
+            small=cpu if small is None else small,
+            time=time,
+            **({"timing_reps": timing_reps} if timing_reps else {}),
+        )
+        limit = timeout_s if timeout_s is not None else CPU_TIMEOUT_S if cpu else GPU_TIMEOUT_S
+        if cpu if split is None else split:
+            result = _evaluate_split(request, limit, pool)
+        elif pool is not None:
+            result = _evaluate_pooled(request, limit, pool)
+            if result.worker_reused and _harness_failed(result):  # the worker's state, not the candidate
+                first = result.reason
+                result = _evaluate_pooled(request, limit, pool)  # the failed worker was closed: a fresh one
+                result.checks.append(
+                    Check(
+                        name="fresh-worker",
+                        passed=True,
+                        detail=f"warning: in a reused worker {first[:300]}; evaluated again in a new one",
+                    )
+                )
+        else:
+            outcome = run_worker(
+                WORKER_MODULE,
+                request,
+                limit,
+                _env(device),
+                address_space_bytes=CPU_ADDRESS_SPACE_BYTES if cpu else None,
+            )
+            result = to_result(outcome, limit)
+    result.device = device
+    result.interpreter = cpu
+    result.wall_s = _time.perf_counter() - start
+    return result
+
+
+def _harness_failed(result: EvalResult) -> bool:
+    return result.status == Status.CRASHED and result.reason.startswith(HARNESS_FAILED)
+
+
+def _env(device: str) -> dict[str, str]:
+    return {"TRITON_INTERPRET": "1" if device == "cpu" else "0"}
+
+
+def start_worker(device: str) -> WorkerProcess:
+    return WorkerProcess(
+        WORKER_MODULE,
+        _env(device),
+        address_space_bytes=CPU_ADDRESS_SPACE_BYTES if device == "cpu" else None,
+    )
+
+
+def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProcess, tuple[str, str]]:
+    key = (request.device, request.problem.name)
+    factory = lambda: start_worker(request.device)  # noqa: E731
+    worker = pool.acquire(key, factory) if pool is not None else factory()
+    worker.mark()
+    return worker, key
+
+
+def _finish(
+    pool: WorkerPool | None,
+    key: tuple[str, str],
+    worker: WorkerProcess,
+    reusable: bool,
+    result: EvalResult,
+    out: str,
+    err: str,
+    why: str = "",
+) -> EvalResult:
+    """The worker's log tails onto the result, and the worker back to the pool (kept if `reusable`; `why`
+    not, else the result's reason) or closed."""
+    result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
+    result.worker_reused = worker.uses > 0
+    if pool is not None:
+        pool.release(key, worker, reusable, f"{result.status.value}: {why or result.reason}"[:300])
+    else:
+        worker.close()
+    return result
+
+
+def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
+    """The judge here, the candidate in a worker process."""
+    from agent.evaluation.candidate_session import RemoteRunner
+    from agent.evaluation.judge import Judge
+
+    deadline = _time.monotonic() + limit
+    worker, key = _acquire(request, pool)
+    runner = RemoteRunner(worker, request.device, deadline)
+    reusable = False
+    try:
+        result = Judge(request, runner).run()
+        if result.status in _REUSABLE:
+            clean, why = runner.finish()
+            reusable = clean
+            if not clean and result.accepted:
+                result = EvalResult(
+                    status=Status.CHEATING,
+                    reason=f"tamper failed (after the checks): the candidate {why}",
+                    rule="tamper",
+                    checks=result.checks,
+                )
+    except WorkerFault as fault:
+        result = fault_result(fault.outcome, limit)
+    except Exception as e:  # a bug of the judge's side: never the caller's problem, never a reused worker
+        from agent.evaluation.verdicts import describe
+
+        result = EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}"[:2000])
+        reusable = False
+    return _finish(pool, key, worker, reusable, result, *worker.tails())
+
+
+def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> EvalResult:
+    """Judge and candidate in one warm worker process (the GPU path with a pool)."""
+    worker, key = _acquire(request, pool)
+    reusable = False
+    try:
+        reply = worker.request(
+            {"op": "evaluate", "request": request.model_dump(mode="json"), "dir": str(worker.new_dir())},
+            limit,
+        )
+        try:
+            result = EvalResult.model_validate(reply["result"])
+        except (KeyError, ValidationError) as e:
+            result = EvalResult(
+                status=Status.CRASHED, reason=f"the worker's result could not be read: {e}"[:2000]
+            )
+        reusable = bool(reply.get("clean")) and result.status in _REUSABLE
+        why = reply.get("why") or ""
+        out, err = worker.tails()
+    except WorkerFault as fault:
+        result = fault_result(fault.outcome, limit)
+        why = f"worker fault: {fault.kind}"
+        out, err = fault.outcome.stdout_tail, fault.outcome.stderr_tail
+    return _finish(pool, key, worker, reusable, result, out, err, why)
+
+
+def log_tail(outcome: WorkerOutcome) -> str:
+    parts = []
+    if outcome.stderr_tail.strip():
+        parts.append(f"--- stderr (tail) ---\n{outcome.stderr_tail}")
+    if outcome.stdout_tail.strip():
+        parts.append(f"--- stdout (tail) ---\n{outcome.stdout_tail}")
+    return "\n".join(parts)
+
+
+def crash_summary(stderr: str, n: int = 6) -> str:
+    """The gist of a dead worker's stderr: faulthandler's fatal error and frames, else its last lines."""
+    lines = stderr.strip().splitlines()
+    if any("most recent call first" in line for line in lines):
+        frames = [
+            re.sub(r'File "(?:[^"]*/)?([^"/]+)"', r"\1", line.strip())
+            for line in lines
+            if line.strip().startswith('File "')
+        ]
+        parts = [line for line in lines if line.startswith("Fatal Python error")][:1]
+        if frames:
+            parts.append(f"innermost frame: {frames[0]}")
+            own = next((f for f in frames if f.startswith("candidate_")), None)
+            if own and own != frames[0]:
+                parts.append(f"candidate frame: {own}")
+        return "; ".join(parts)
+    return "\n".join(line for line in lines[-n:] if not line.startswith("Extension modules"))
+
+
+def fault_result(outcome: WorkerOutcome, timeout_s: float) -> EvalResult:
+    """A worker that gave no answer: timed out, died, exited, or answered without its token."""
+    tail = log_tail(outcome)
+    if outcome.timed_out:
+        return EvalResult(status=Status.TIMEOUT, reason=f"killed after {timeout_s:g} s", log_tail=tail)
+    if outcome.forged:
+        reason = "the result was not written by the evaluator (the candidate wrote it and exited?)"
+        return EvalResult(
+            status=Status.CHEATING,
+            rule="forged-result",
+            reason=reason,
+            checks=[Check(name="forged-result", passed=False, detail=reason)],
+            log_tail=tail,
+        )
+    if outcome.signal:
+        why = f"the worker died from {outcome.signal}"
+    elif outcome.returncode == 0:
+        reason = (
+            "the candidate ended the worker process with exit code 0 before the evaluator could answer "
+            "(os._exit or sys.exit?): leaving the process as if the checks had passed is not allowed"
+        )
+        return EvalResult(
+            status=Status.CHEATING,
+            rule="process-exit",
+            reason=reason,
+            checks=[Check(name="process-exit", passed=False, detail=reason)],
+            log_tail=tail,
+        )
+    else:
+        why = f"the worker exited with code {outcome.returncode} without a result"
+    gist = crash_summary(outcome.stderr_tail)
+    return EvalResult(status=Status.CRASHED, reason=why + (f"; {gist}" if gist else ""), log_tail=tail)
+
+
+def to_result(outcome: WorkerOutcome, timeout_s: float) -> EvalResult:
+    """Map how a one-shot worker ended to an EvalResult."""
+    if outcome.timed_out or outcome.forged or outcome.result_json is None:
+        return fault_result(outcome, timeout_s)
+    tail = log_tail(outcome)
+    try:
+        result = EvalResult.model_validate_json(outcome.result_json)
+    except ValidationError as e:
+        return EvalResult(
+            status=Status.CRASHED,
+            reason=f"the worker's result could not be read: {e}"[:2000],
+            log_tail=tail,
+        )
+    result.log_tail = tail
+    return result

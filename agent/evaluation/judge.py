@@ -1,0 +1,522 @@
+"""The judge: decides on one candidate, with the reference on its side and the candidate behind a runner.
+
+The judge is kept apart from the candidate session (`agent.evaluation.candidate_session`), so that the code
+deciding a
+verdict never has to trust the code being judged.
+
+The **judge** (`Judge`) builds the reference Model and draws the inputs, computes the reference outputs,
+and compares: values, unwritten (poisoned) elements, NaN/Inf, shape/dtype/device, input mutation,
+determinism, plus the extra draws (in-place refreshed inputs and fresh tensors against result caches,
+a scaled value distribution, another shape). It talks to the candidate through a runner
+(`agent.evaluation.candidate_session`: `RemoteRunner` to a worker process, `InProcessRunner` in its own
+process;
+where each is used is in `agent.evaluation.worker`).
+
+Per seed: the reference Model and ModelNew are built with the seed, the inputs drawn with a secret seed
+the candidate cannot know (so nothing computed in `__init__` can match them), then candidate -> reference
+-> candidate. Under Triton's interpreter (the CPU) the first seed is checked once per autotune config.
+On the GPU the accepted candidate is then timed (see `agent.evaluation.timing`), after the judge re-tunes its
+autotuned kernels (`agent.evaluation.retune`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.evaluation.verdicts import Ledger, Rejected, describe
+from agent.problem import build_model
+from agent.records import Check, EvalRequest, EvalResult, Status, Timings
+
+if TYPE_CHECKING:
+    from agent.evaluation.candidate_session import CallResult
+
+CPU_TIMING_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times are not measured"
+# Failed checks that make a rejection CHEATING rather than INCORRECT.
+CHEATING_CHECKS = (
+    "process-exit",
+    "forged-result",
+    "tamper",
+    "code-generator",
+    "tensor-subclass",
+    "side-stream",
+    "threads",
+    "torch-compute",
+    "no-triton-kernel",
+    "result-cache",
+)
+WARNING_SKIPPED = "warning: not checked: "
+# The other value distributions, x * scale + shift for floating inputs, tried in order.
+DISTRIBUTIONS = ((100.0, 3.0), (4.0, 1.0))
+
+
+# --- building the problem's side (the judge) -------------------------------------------------------
+
+
+def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
+    import torch
+
+    from agent.problem import _call, check_inputs, default_device
+
+    torch.manual_seed(seed)
+    with default_device(device):
+        inputs = check_inputs(path, _call(path, "get_inputs()", module.get_inputs))
+    return [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
+
+
+# --- the judge --------------------------------------------------------------------------------------
+
+
+class Judge:
+    """Decides on one candidate, with the reference on its side and the candidate behind a runner."""
+
+    def __init__(self, request: EvalRequest, runner: Any, ref_module: Any = None):
+        self.req = request
+        self.device = request.device
+        self.runner = runner
+        self.ref_module = ref_module
+        self.ledger = Ledger()
+        self.kernels: dict[str, int] = {}
+        self.max_abs: float | None = None
+        self.max_rel: float | None = None
+        self.bytes_moved = 0
+        self.last: tuple[Any, Any, list[Any]] | None = None
+        self.draws: list[str] = []
+        self.ref_mutates = False
+        self.rule: str | None = None
+        self.phases: dict[str, float] = {}
+        self.retuned: list[Any] = []
+
+    @property
+    def interpreting(self) -> bool:
+        return self.device == "cpu"
+
+    def _result(self, status: Status, reason: str = "", timings: Timings | None = None) -> EvalResult:
+        return EvalResult(
+            status=status,
+            reason=reason,
+            rule=self.rule if status != Status.ACCEPTED else None,
+            checks=self.ledger.summary(),
+            phases_s={k: round(v, 4) for k, v in self.phases.items()},
+            timings=timings,
+            kernels_launched=self.kernels,
+            max_abs_err=self.max_abs,
+            max_rel_err=self.max_rel,
+        )
+
+    def run(self) -> EvalResult:
+        from agent.problem import ProblemError, load_reference
+
+        if self.ref_module is None:
+            try:
+                self.ref_module = load_reference(self.req.problem, self.req.small)
+            except ProblemError as e:
+                return self._result(Status.CRASHED, f"the problem's reference failed: {e}")
+        try:
+            with self._phase("load"):
+                self.runner.load(self.req.candidate_source)
+            for i, seed in enumerate(self.req.seeds or [0]):
+                with self._phase(f"seed {seed}"):
+                    self._check_seed(i, seed)
+                if i == 0 and self.device == "cuda" and self.req.time and self.last is not None:
+                    # Re-tune now, so the config that will be timed is the one the other seeds and the
+                    # extra draws check at this shape (agent/evaluation/retune.py).
+                    with self._phase("retune"):
+                        self._retune(*self.last)
+            if self.req.extra_checks:
+                with self._phase("extra draws"):
+                    self._extra_checks()
+            self.ledger.add("inputs", Check(name="input-draws", passed=True, detail="; ".join(self.draws)))
+            timings = self._time()
+        except Rejected as r:
+            self.rule = r.rule or self.rule
+            if r.rule and r.rule not in {c.name for _, c in self.ledger.failures()}:
+                self.ledger.add("candidate", Check(name=r.rule, passed=False, detail=r.reason))
+            return self._result(r.status, r.reason)
+        result = self._result(Status.ACCEPTED, timings=timings)
+        if self.runner.in_process and self.device == "cuda":
+            from agent.evaluation import triton_hooks
+
+            result.chosen_configs = triton_hooks.chosen_configs()
+        return result
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+
+    # --- drawing and building ---
+
+    def _draw(self, module: Any, label: str) -> list[Any]:
+        from agent.problem import ProblemError
+
+        seed = secrets.randbits(48)
+        self.draws.append(f"{label}: input seed {seed}")
+        try:
+            with self._phase("of which: drawing inputs"):
+                return draw_inputs(module, self.req.problem.reference_path, self.device, seed)
+        except ProblemError as e:
+            raise Rejected(Status.CRASHED, f"{label}: the problem's reference failed: {e}") from None
+
+    def _build(self, module: Any, key: str, seed: int) -> Any:
+        from agent.problem import ProblemError
+
+        try:
+            model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
+        except ProblemError as e:
+            raise Rejected(Status.CRASHED, f"seed {seed}: the problem's reference failed: {e}") from None
+        self.runner.build(key, seed, init_inputs, model.state_dict())
+        return model
+
+    def _call(self, key: str, inputs: list[Any], config: int, where: str, mode: str) -> CallResult:
+        """mode: "new" (inputs the candidate has not seen), "same" (the very tensors of its last call, holding
+        the values sent), "refresh" (those tensors, refilled in place with new values)."""
+        with self._phase("of which: candidate calls"):
+            return self.runner.call(key, inputs, mode, config, where)
+
+    def _reference(self, model: Any, inputs: list[Any], where: str) -> list[Any]:
+        import torch
+
+        from agent.problem import flatten_outputs
+
+        try:
+            with torch.no_grad(), self._phase("of which: reference calls"):
+                out = model(*inputs)
+                if self.device == "cuda":
+                    torch.cuda.synchronize()
+        except Exception as e:
+            raise Rejected(Status.CRASHED, f"{where}: the reference Model raised {describe(e)}") from None
+        return flatten_outputs(out)
+
+    # --- correctness ---
+
+    def _check_seed(self, index: int, seed: int) -> None:
+        self.last = None  # free the previous seed's tensors before building this one's
+        model = self._build(self.ref_module, "main", seed)
+        inputs = self._draw(self.ref_module, f"seed {seed}")
+        if self.interpreting:
+            k, n = 0, 1
+            while k < n:  # every autotune config on the first seed; config 0 on the others
+                found = self._check_once(model, inputs, f"seed {seed}, config {k}", k, fresh=k == 0)
+                if index == 0:
+                    n = found  # known once the candidate's kernels exist
+                k += 1
+        else:
+            self._check_once(model, inputs, f"seed {seed}", 0, fresh=True)
+        self.last = (model, self.runner.model("main") if self.runner.in_process else None, inputs)
+
+    def _guard_checks(self, where: str, result: CallResult) -> None:
+        for c in result.checks:
+            self.ledger.add(where, c)
+
+    def _check_once(self, model: Any, inputs: list[Any], where: str, config: int, fresh: bool) -> int:
+        from agent.evaluation import compare as verify
+
+        pristine = verify.clone_inputs(inputs)
+        c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same")
+        changed1 = verify.changed_inputs(c1.inputs_after, pristine)
+        if self.runner.in_process:
+            verify.restore_inputs(inputs, pristine, changed1)
+        refs = self._reference(model, inputs, where)
+        ref_changed = verify.changed_inputs(inputs, pristine)
+        verify.restore_inputs(inputs, pristine, ref_changed)
+        self.ref_mutates |= bool(ref_changed)
+        c2 = self._call("main", inputs, config, f"{where}, call 2", "same")
+        changed2 = verify.changed_inputs(c2.inputs_after, pristine)
+        if self.runner.in_process:
+            verify.restore_inputs(inputs, pristine, changed2)
+        del pristine
+
+        add = self.ledger.add
+        for call, c in (("call 1", c1), ("call 2", c2)):
+            self._guard_checks(f"{where}, {call}", c)
+        for call, c in (("call 1", c1), ("call 2", c2)):
+            add(
+                f"{where}, {call}",
+                Check(
+                    name="no-triton-kernel",
+                    passed=bool(c.own_kernels),
+                    detail=f"launched {', '.join(c.own_kernels)}"
+                    if c.own_kernels
+                    else "no Triton kernel defined in the candidate ran in forward"
+                    + (f" (other kernels: {', '.join(sorted(c.launches))})" if c.launches else ""),
+                ),
+            )
+        if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
+            self.kernels = dict(c2.launches)
+        ref_aliases = bool(verify.aliased(refs, inputs))
+        if not ref_aliases:  # before input-mutation: returning the input is the more telling finding
+            for call, c in (("call 1", c1), ("call 2", c2)):
+                add(f"{where}, {call}", verify.aliasing_check(c.aliasing))
+        if ref_changed:
+            add(
+                where,
+                Check(
+                    name="input-mutation",
+                    passed=True,
+                    detail="not checked: the reference itself changes its inputs",
+                ),
+            )
+        else:
+            add(f"{where}, call 1", verify.check_input_mutation(changed1))
+            add(f"{where}, call 2", verify.check_input_mutation(changed2))
+        spec = self.req.problem
+        comparable = True
+        for call, c in (("call 1", c1), ("call 2", c2)):
+            cmp = self._compare(c.outputs, refs)
+            for check in cmp.checks:
+                add(f"{where}, {call}", check)
+            comparable &= all(
+                ch.passed for ch in cmp.checks if ch.name in ("output-count", "type", "shape", "dtype")
+            )
+            self.max_abs = _max(self.max_abs, cmp.max_abs_err)
+            self.max_rel = _max(self.max_rel, cmp.max_rel_err)
+        if comparable:
+            add(where, verify.check_deterministic(c1.outputs, c2.outputs, spec.atol, spec.rtol))
+        add(where, verify.check_reference_signal(refs))
+        self.bytes_moved = sum(t.nbytes for t in verify.tensors(inputs)) + sum(t.nbytes for t in refs)
+        self._stop_on_failure()
+        return c1.max_configs
+
+    def _compare(self, outs: list[Any], refs: list[Any]) -> Any:
+        from agent.evaluation import compare as verify
+
+        spec = self.req.problem
+        try:
+            with self._phase("of which: comparing outputs"):
+                return verify.compare_outputs(outs, refs, spec.atol, spec.rtol)
+        except Exception as e:
+            return verify.Comparison(
+                [Check(name="values", passed=False, detail=f"could not compare: {describe(e)}")]
+            )
+
+    # --- extra draws: result caches, another value distribution, another shape ---
+
+    def _extra_checks(self) -> None:
+        if self.ref_mutates:
+            self._skip("result-cache", "the reference changes its inputs, so extra draws are not made")
+            return
+        assert self.last is not None
+        model, _, inputs = self.last
+        # 1. New values written into the very tensors of the last call (same objects, same pointers).
+        import torch
+
+        new = self._draw(self.ref_module, "result-cache, same tensors")
+        for x, n in zip(inputs, new, strict=True):
+            if isinstance(x, torch.Tensor):
+                x.copy_(n)
+        del new
+        self._extra(
+            "result-cache", model, "main", inputs, "same input tensors refilled with new values", refresh=True
+        )
+        # 2. Fresh tensors (new objects, new values).
+        fresh = self._draw(self.ref_module, "result-cache, new tensors")
+        self._extra("result-cache", model, "main", fresh, "new input tensors with new values")
+        del fresh
+        # 3. Another value distribution (floating inputs only): the first of DISTRIBUTIONS on which the
+        #    reference stays finite (x * 100 + 3 overflows an fp16 matmul, for one).
+        self._other_distribution(model)
+        # 4. Another shape.
+        self._other_shape()
+
+    def _other_distribution(self, model: Any) -> None:
+        import torch
+
+        for scale, shift in DISTRIBUTIONS:
+            what = f"floating inputs drawn as x * {scale:g} + {shift:g}"
+            scaled = self._draw(self.ref_module, f"other-distribution x * {scale:g} + {shift:g}")
+            floats = [t for t in scaled if isinstance(t, torch.Tensor) and t.is_floating_point()]
+            if not floats:
+                self._skip("other-distribution", "no floating inputs")
+                return
+            for t in floats:
+                t.mul_(scale).add_(shift)
+            refs = self._reference(model, scaled, what)
+            if all(bool(torch.isfinite(r).all()) for r in refs if r.is_floating_point()):
+                self._extra("other-distribution", model, "main", scaled, what, refs=refs)
+                return
+            del scaled, floats, refs
+        self._skip("other-distribution", "the reference is not finite on any of the scaled distributions")
+
+    def _extra(
+        self,
+        name: str,
+        model: Any,
+        key: str,
+        inputs: list[Any],
+        what: str,
+        refresh: bool = False,
+        refs: list[Any] | None = None,
+    ) -> None:
+        if refs is None:
+            refs = self._reference(model, inputs, what)
+        c = self._call(key, inputs, 0, f"{name} ({what})", "refresh" if refresh else "new")
+        self._guard_checks(f"{name} ({what})", c)
+        if not c.own_kernels:
+            self.ledger.add(
+                f"{name} ({what})",
+                Check(
+                    name="no-triton-kernel",
+                    passed=False,
+                    detail="no Triton kernel defined in the candidate ran",
+                ),
+            )
+        cmp = self._compare(c.outputs, refs)
+        failed = [ch for ch in cmp.checks if not ch.passed]
+        self.ledger.add(
+            what,
+            Check(
+                name=name,
+                passed=not failed,
+                detail=f"{failed[0].name}: {failed[0].detail}"
+                if failed
+                else f"outputs match the reference ({what})",
+            ),
+        )
+        self._stop_on_failure()
+
+    def _skip(self, name: str, why: str) -> None:
+        self.ledger.add("extra draws", Check(name=name, passed=True, detail=f"{WARNING_SKIPPED}{why}"))
+
+    def _alt_shapes(self) -> dict[str, int | float] | None:
+        spec = self.req.problem
+        if not spec.small_shapes:
+            return None
+        if not self.req.small:
+            return dict(spec.small_shapes)  # the full-size run: the small shapes are the other shape
+        alt: dict[str, int | float] = {}
+        for k, v in spec.small_shapes.items():
+            alt[k] = v + v // 3 + 1 if isinstance(v, int) and not isinstance(v, bool) and v > 0 else v
+        return alt if alt != dict(spec.small_shapes) else None
+
+    def _other_shape(self) -> None:
+        from agent.problem import ProblemError, load_reference
+
+        alt = self._alt_shapes()
+        if alt is None:
+            self._skip("other-shape", "the problem names no shape globals to vary (small_shapes)")
+            return
+        what = ", ".join(f"{k}={v}" for k, v in alt.items())
+        try:
+            module = load_reference(self.req.problem, small=False)
+            for k, v in alt.items():
+                setattr(module, k, v)
+            seed = (self.req.seeds or [0])[0]
+            model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
+            inputs = self._draw(module, f"other-shape {what}")
+            refs = self._reference(model, inputs, f"other shape {what}")
+        except (ProblemError, Rejected) as e:
+            self._skip("other-shape", f"the reference fails at {what} ({e})")
+            return
+        self.runner.build("alt", seed, init_inputs, model.state_dict())
+        self._extra("other-shape", model, "alt", inputs, what, refs=refs)
+
+    def _stop_on_failure(self) -> None:
+        failures = self.ledger.failures()
+        if not failures:
+            return
+        cheat = [(w, c) for w, c in failures if c.name in CHEATING_CHECKS]
+        where, check = (cheat or failures)[0]
+        self.rule = check.name
+        raise Rejected(
+            Status.CHEATING if cheat else Status.INCORRECT,
+            f"{check.name} failed ({where}): {check.detail}",
+            check.name,
+        )
+
+    # --- timing ----------------------------------------------------------------------------------
+
+    def _time(self) -> Timings:
+        if self.device != "cuda":
+            return Timings(skipped_reason=CPU_TIMING_SKIPPED)
+        if not self.req.time:
+            return Timings(skipped_reason="timing not requested")
+        from agent.evaluation import baseline_cache, timing
+        from agent.evaluation import compare as verify
+
+        assert self.last is not None
+        model, new_model, inputs = self.last
+        try:
+            with self._phase("baselines"):
+                compiled = None
+                if self.req.baselines:
+                    seed = (self.req.seeds or [0])[-1]
+                    text = self.req.problem.reference_path.read_text()
+                    key = baseline_cache.cache_key(self.req.problem.name, text, seed, inputs)
+                    env = verify.triton_environment()
+                    model, compiled = baseline_cache.baselines_for(key, model, inputs)
+                    watch = getattr(getattr(self.runner, "session", None), "watch", None)
+                    if watch is not None and verify.triton_environment() != env:
+                        watch.accept([verify.TRITON_ENV])  # torch.compile's own settings, not the candidate's
+            with self._phase("timing"):
+                t = timing.time_models(
+                    new_model,
+                    model,
+                    inputs,
+                    reps=self.req.timing_reps,
+                    baselines=self.req.baselines,
+                    bytes_moved=self.bytes_moved,
+                    flops=self._flops(),
+                    compiled=compiled,
+                )
+        except BaseException as e:
+            raise Rejected(Status.CRASHED, f"while timing: {describe(e)}") from None
+        t.retuned = self.retuned
+        self.ledger.add("timing", timing.plausibility(t))
+        return t
+
+    def _retune(self, model: Any, new_model: Any, inputs: list[Any]) -> None:
+        """Re-choose each autotuned kernel's config by the judge's own timing (`agent.evaluation.retune`)."""
+        if new_model is None:
+            return
+        import torch
+
+        from agent.evaluation import retune, triton_hooks
+        from agent.problem import flatten_outputs
+
+        refs: list[Any] = []
+
+        def check(out: Any) -> str | None:
+            if not refs:
+                refs.extend(self._reference(model, inputs, "re-tuning"))
+            failed = [c for c in self._compare(flatten_outputs(out), refs).checks if not c.passed]
+            return f"{failed[0].name}: {failed[0].detail}" if failed else None
+
+        try:
+            with torch.no_grad():
+                self.retuned, problem = retune.retune(
+                    list(triton_hooks.STATE.autotuners), lambda: new_model(*inputs), check
+                )
+        except Rejected:
+            raise
+        except BaseException as e:
+            raise Rejected(Status.CRASHED, f"while re-tuning its autotune configs: {describe(e)}") from None
+        if problem is not None:
+            self.rule = "autotune-config"
+            self.ledger.add("re-tuning", Check(name="autotune-config", passed=False, detail=problem))
+            raise Rejected(
+                Status.INCORRECT,
+                f"autotune-config failed (re-tuning at the full size): {problem}; the autotuner may pick "
+                "this config in another process",
+                "autotune-config",
+            )
+
+    def _flops(self) -> float | None:
+        expr = self.req.problem.flops
+        if not expr:
+            return None
+        try:
+            return float(eval(expr, {}, dict(vars(self.ref_module))))
+        except Exception:
+            return None
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)

@@ -1,0 +1,431 @@
+"""Running a worker process that executes untrusted candidate code.
+
+The worker is `python -m <module> request.json result.json`, started in a fresh temporary directory
+(removed afterwards) and in a new session, so a timeout can SIGKILL it with everything it spawned; on
+Linux it is also killed when the process that started it dies (a killed batch job leaves no worker).
+What it prints goes to files, of which only the last few KB are kept; RLIMIT_FSIZE caps how much it
+can write to any one file, so a candidate printing gigabytes hurts only itself. Secrets are removed
+from its environment. On the CPU its address space is capped too; not on the GPU, where CUDA reserves
+huge virtual ranges up front.
+
+The worker reads a random token from its stdin before it imports anything untrusted, and must begin
+its result file with that token: a candidate that writes `result.json` itself (it can see the path in
+`sys.argv`) and exits does not produce a result (`WorkerOutcome.forged`).
+
+A failed worker is a value (`WorkerOutcome`), never an exception: `evaluate` turns it into a status.
+
+`WorkerProcess` is the long-lived form (`python -m agent.evaluation.worker --serve CMD_FD RESP_FD`): same
+limits,
+session and scrubbed environment, but it answers one JSON line per command over two private pipes, each
+answer prefixed with a token sent before any candidate code ran. A command that runs past its time, a
+worker that dies, or an answer without the token raises `WorkerFault` (carrying a `WorkerOutcome`), and
+the worker is killed with its process group. `WorkerPool` keeps one warm worker per key (device,
+problem) between candidates and replaces it after any fault or any candidate that was not clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+TAIL_BYTES = 4096
+MAX_FILE_BYTES = 256 * 1024**2
+CPU_ADDRESS_SPACE_BYTES = 16 * 1024**3
+
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+_SECRET_PREFIXES = ("OPENAI_", "AWS_", "HF_", "ANTHROPIC_")
+
+
+class WorkerOutcome(BaseModel):
+    """How a worker process ended, and what it left behind."""
+
+    returncode: int | None
+    signal: str | None = None  # e.g. "SIGSEGV" when it died from a signal
+    timed_out: bool = False
+    result_json: str | None = None
+    forged: bool = False  # a result file was there, but not started with the token: not the worker's
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    wall_s: float = 0.0
+
+
+def is_secret(name: str) -> bool:
+    upper = name.upper()
+    return any(w in upper for w in _SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES)
+
+
+def worker_env(
+    env_extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The parent's environment without secrets, with PYTHONPATH able to import `agent`."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not is_secret(k)}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"  # what it printed before dying is in the tail
+    env.update(env_extra or {})
+    return env
+
+
+def read_tail(path: Path, limit: int = TAIL_BYTES, start: int = 0) -> str:
+    """The last `limit` bytes of a file (from byte `start` on) as text, saying how much came before."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            f.seek(max(start, size - limit))
+            data = f.read(limit)
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    before = size - start - len(data)
+    return f"[... {before} bytes before]\n{text}" if before > 0 else text
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Be killed (SIGKILL) when process `parent`, which started this one, dies; Linux only. Safe between
+    fork and exec: prctl is resolved at import, so this is one system call and a getppid."""
+    if parent is None or _PRCTL is None:
+        return
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(3)
+
+
+def _limits(address_space: int | None, parent: int) -> None:
+    """Runs in the child between fork and exec: keep it to plain system calls. The worker leads its own
+    session (so its group can be killed), which would let it outlive a killed caller: it dies with it."""
+    die_with_parent(parent)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if address_space is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+
+def _kill_group(pid: int) -> None:
+    # The worker leads its own session, so its group id is its pid; children it left behind die too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def run_worker(
+    module: str,
+    request: BaseModel,
+    timeout_s: float,
+    env_extra: Mapping[str, str] | None = None,
+    *,
+    address_space_bytes: int | None = None,
+) -> WorkerOutcome:
+    """Run `python -m module request.json result.json` in a fresh temporary directory, with limits.
+
+    The module must read one line (the token) from stdin first and start its result file with that
+    line; `result_json` is the rest of the file.
+    """
+    token = secrets.token_hex(16)
+    workdir = Path(tempfile.mkdtemp(prefix="ncu_agent_worker_"))
+    try:
+        req_path, res_path = workdir / "request.json", workdir / "result.json"
+        req_path.write_text(request.model_dump_json())
+        out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
+        cmd = [sys.executable, "-X", "faulthandler", "-m", module, str(req_path), str(res_path)]
+        start = time.perf_counter()
+        timed_out = False
+        parent = os.getpid()
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=workdir,
+                env=worker_env(env_extra),
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=lambda: _limits(address_space_bytes, parent),
+            )
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):  # a worker that died at once closed its end
+                proc.stdin.write(f"{token}\n".encode())
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                _kill_group(proc.pid)
+                proc.wait()
+        wall = time.perf_counter() - start
+        rc = proc.returncode
+        sig = None
+        if rc is not None and rc < 0:
+            try:
+                sig = signal.Signals(-rc).name
+            except ValueError:
+                sig = f"signal {-rc}"
+        result_json, forged = None, False
+        if not timed_out and res_path.exists():
+            with contextlib.suppress(OSError):
+                first, _, rest = res_path.read_text(errors="replace").partition("\n")
+                if first == token:
+                    result_json = rest
+                else:
+                    forged = True
+        return WorkerOutcome(
+            returncode=rc,
+            signal=None if timed_out else sig,
+            timed_out=timed_out,
+            result_json=result_json,
+            forged=forged,
+            stdout_tail=read_tail(out_path),
+            stderr_tail=read_tail(err_path),
+            wall_s=wall,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- long-lived workers ---------------------------------------------------------------------------------
+
+MAX_REPLY_BYTES = 64 * 1024**2
+
+
+class WorkerFault(Exception):
+    """The worker did not answer: it ran out of time, died, or sent something that was not its answer."""
+
+    def __init__(self, kind: str, outcome: WorkerOutcome):
+        super().__init__(kind)
+        self.kind = kind  # "timeout" | "died" | "forged"
+        self.outcome = outcome
+
+
+class WorkerProcess:
+    """One worker process serving commands; see the module docstring."""
+
+    def __init__(
+        self,
+        module: str,
+        env_extra: Mapping[str, str] | None = None,
+        *,
+        address_space_bytes: int | None = None,
+    ):
+        self.token = secrets.token_hex(16)
+        self.base = Path(tempfile.mkdtemp(prefix="ncu_agent_worker_"))
+        self.out_path, self.err_path = self.base / "stdout.txt", self.base / "stderr.txt"
+        cmd_r, self.cmd_w = os.pipe()
+        self.resp_r, resp_w = os.pipe()
+        self.uses = 0
+        self.dirs = 0
+        self.started = time.perf_counter()
+        self._mark = (0, 0)
+        self._buf = b""
+        self._dead: WorkerOutcome | None = None
+        parent = os.getpid()
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-X", "faulthandler", "-m", module, "--serve", str(cmd_r), str(resp_w)],
+                cwd=self.base,
+                env=worker_env(env_extra),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                pass_fds=(cmd_r, resp_w),
+                start_new_session=True,
+                preexec_fn=lambda: _limits(address_space_bytes, parent),
+            )
+        os.close(cmd_r)
+        os.close(resp_w)
+        os.set_blocking(self.resp_r, False)
+        self._write(self.token + "\n")
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and self.proc.poll() is None
+
+    def new_dir(self) -> Path:
+        """A fresh directory for the next candidate (its working directory and file exchange)."""
+        self.dirs += 1
+        d = self.base / f"candidate_{self.dirs}"
+        d.mkdir()
+        return d
+
+    def mark(self) -> None:
+        """Log tails are taken from here on (a warm worker's log holds earlier candidates too)."""
+        self._mark = (_size(self.out_path), _size(self.err_path))
+
+    def tails(self) -> tuple[str, str]:
+        return read_tail(self.out_path, start=self._mark[0]), read_tail(self.err_path, start=self._mark[1])
+
+    def _write(self, text: str) -> None:
+        data = text.encode()
+        try:
+            while data:
+                n = os.write(self.cmd_w, data)
+                data = data[n:]
+        except OSError:
+            pass  # it died; the read that follows says how
+
+    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send one command and wait for its answer, at most `timeout_s` seconds."""
+        if self._dead is not None:
+            raise WorkerFault("died", self._dead)
+        try:
+            return self._exchange(message, timeout_s)
+        except WorkerFault:
+            raise
+        except BaseException:  # interrupted mid-command (Ctrl-C, the batch's stop): its state is unknown
+            self._end()
+            raise
+
+    def _exchange(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        self._write(json.dumps(message) + "\n")
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerFault("timeout", self._end(timed_out=True))
+            ready, _, _ = select.select([self.resp_r], [], [], min(left, 1.0))
+            if not ready:
+                if self.proc.poll() is not None:
+                    raise WorkerFault("died", self._end())
+                continue
+            try:
+                chunk = os.read(self.resp_r, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise WorkerFault("died", self._end())
+            self._buf += chunk
+            if len(self._buf) > MAX_REPLY_BYTES:
+                raise WorkerFault("forged", self._end(forged=True))
+        line, _, self._buf = self._buf.partition(b"\n")
+        token, _, body = line.decode("utf-8", errors="replace").partition(" ")
+        if token != self.token:
+            raise WorkerFault("forged", self._end(forged=True))
+        try:
+            reply = json.loads(body)
+        except ValueError:
+            raise WorkerFault("forged", self._end(forged=True)) from None
+        if not isinstance(reply, dict):
+            raise WorkerFault("forged", self._end(forged=True))
+        return reply
+
+    def _end(self, timed_out: bool = False, forged: bool = False) -> WorkerOutcome:
+        """Kill it (and all it spawned) and say how it ended."""
+        if self.proc.poll() is None:
+            _kill_group(self.proc.pid)
+        else:
+            _kill_group(self.proc.pid)  # children it left behind
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        rc = self.proc.returncode
+        sig = None
+        if rc is not None and rc < 0 and not timed_out:
+            try:
+                sig = signal.Signals(-rc).name
+            except ValueError:
+                sig = f"signal {-rc}"
+        out, err = self.tails()
+        self._dead = WorkerOutcome(
+            returncode=rc,
+            signal=sig,
+            timed_out=timed_out,
+            forged=forged,
+            stdout_tail=out,
+            stderr_tail=err,
+            wall_s=time.perf_counter() - self.started,
+        )
+        self._close_fds()
+        return self._dead
+
+    def _close_fds(self) -> None:
+        for fd in (self.cmd_w, self.resp_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.cmd_w = self.resp_r = -1
+
+    def close(self) -> None:
+        """Ask it to leave, then make sure it is gone, and remove its files."""
+        if self.alive:
+            with contextlib.suppress(WorkerFault):
+                self.request({"op": "bye"}, 5.0)
+        if self._dead is None:
+            self._end()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __del__(self) -> None:  # pragma: no cover - a safety net; close() is the way
+        with contextlib.suppress(Exception):
+            if self._dead is None and self.proc.poll() is None:
+                _kill_group(self.proc.pid)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+class WorkerPool:
+    """Warm workers between candidates: one idle worker per key, reused only after a clean candidate.
+
+    `acquire` gives the idle worker for a key if it is alive (or starts one with `factory`); `release`
+    keeps it when `reusable` and it has served fewer than `max_uses` candidates, else closes it. Use it as
+    a context manager, or call `close()`, so no worker outlives the pool.
+    """
+
+    def __init__(self, max_uses: int = 100):
+        self.max_uses = max_uses
+        self.idle: dict[Any, WorkerProcess] = {}
+        self.started = 0
+        self.reused = 0
+        self.replaced = 0
+        self.replaced_why: list[str] = []  # why each replaced worker was not kept (the last 50)
+
+    def acquire(self, key: Any, factory: Callable[[], WorkerProcess]) -> WorkerProcess:
+        worker = self.idle.pop(key, None)
+        if worker is not None and worker.alive:
+            self.reused += 1
+            return worker
+        if worker is not None:
+            worker.close()
+        self.started += 1
+        return factory()
+
+    def release(self, key: Any, worker: WorkerProcess, reusable: bool, why: str = "") -> None:
+        """Keep `worker` for `key` if `reusable`; else close it (`why`: the reason, kept for diagnosis)."""
+        worker.uses += 1
+        if reusable and worker.alive and worker.uses < self.max_uses and key not in self.idle:
+            self.idle[key] = worker
+            return
+        if not reusable:
+            self.replaced += 1
+            self.replaced_why = [*self.replaced_why, why or "not reusable"][-50:]
+        worker.close()
+
+    def close(self) -> None:
+        for worker in self.idle.values():
+            worker.close()
+        self.idle.clear()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,339 @@
+"""The worker process that evaluates a candidate: `python -m agent.evaluation.worker`.
+
+Evaluating a candidate takes two roles, kept apart so that the code deciding a verdict never has to trust
+the code being judged: the **judge** (`agent.evaluation.judge`: reference, inputs, comparison, timing) and the
+**candidate session** (`agent.evaluation.candidate_session`: imports and calls the untrusted module under the
+guards), joined by a runner. This module is the process that hosts them.
+
+Where they run:
+- On the CPU (the default there), the judge runs in the parent (`agent.evaluation.evaluate`) and the session
+in a
+  separate worker process (`python -m agent.evaluation.worker --serve`), reached through `RemoteRunner`:
+  inputs
+  and outputs cross as `torch.save` files read back with `weights_only=True`. The candidate's process
+  never holds the reference module, the reference outputs or the comparison code, so it cannot read or
+  patch them (docs/anticheat.md).
+- On the GPU (for now), judge and session share one worker process (`InProcessRunner`,
+  `evaluate_in_process`), because the timing phase runs the reference beside the candidate; a
+  `TamperWatch` then also guards the reference module and the harness.
+
+The worker process, one-shot (`python -m agent.evaluation.worker REQUEST.json RESULT.json`) or serving
+(`--serve CMD_FD RESP_FD`), always exits with `os._exit`, so threads or atexit handlers the candidate left
+behind cannot hang or alter the exit. Its results carry the token the parent sent before any candidate
+code existed, so the parent can tell them from something the candidate wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.evaluation.candidate_session import CandidateSession, InProcessRunner
+from agent.evaluation.judge import Judge
+from agent.evaluation.verdicts import HARNESS_FAILED, Rejected, classify, describe, exit_note
+from agent.records import EvalRequest, EvalResult, Status
+
+
+def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult, bool, str]:
+    """Judge and candidate in this process (the GPU path): (result, whether the process is clean, why not)."""
+    from agent.evaluation import guards as runtime_guards
+    from agent.evaluation import triton_hooks
+    from agent.evaluation.compare import TamperWatch
+    from agent.problem import ProblemError, load_reference
+
+    triton_hooks.install()
+    if request.device == "cuda" and not triton_hooks.interpreting():
+        from agent.evaluation import parallel_compile
+
+        parallel_compile.install()  # an autotuner's configs compile side by side
+    runtime_guards.install()
+    # the judge re-tunes every autotuned kernel before timing it, so the autotuner's own pick may be quick
+    triton_hooks.STATE.quick_autotune = request.device == "cuda" and request.time
+    try:
+        ref_module = load_reference(request.problem, request.small)
+    except ProblemError as e:
+        return EvalResult(status=Status.CRASHED, reason=f"the problem's reference failed: {e}"), True, ""
+    ref_classes = {f"reference.{k}": v for k, v in vars(ref_module).items() if isinstance(v, type)}
+    watch = TamperWatch({"reference": ref_module, **ref_classes})
+    runner = InProcessRunner(request.device, workdir, watch)
+    result = Judge(request, runner, ref_module).run()
+    clean, why = runner.finish()
+    runner.session.unload()
+    return result, clean, why
+
+
+# --- the worker process ---------------------------------------------------------------------------------
+
+
+class _Server:
+    """`--serve`: answers the parent's commands, one JSON line each, until `bye` or end of input."""
+
+    def __init__(self) -> None:
+        self.session: CandidateSession | None = None
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        try:
+            return getattr(self, f"op_{op}")(msg)
+        except Rejected as r:
+            return {"ok": False, "status": r.status.value, "reason": r.reason, "rule": r.rule}
+
+    def op_load(self, msg: dict[str, Any]) -> dict[str, Any]:
+        workdir = Path(msg["dir"])
+        os.chdir(workdir)
+        self.session = CandidateSession(msg["device"], workdir)
+        self.session.load(msg["source"])
+        return {"ok": True}
+
+    def op_build(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        assert self.session is not None
+        data = torch.load(msg["path"], weights_only=True)
+        self.session.build(msg["key"], int(msg["seed"]), list(data["init"]), dict(data["state"]))
+        return {"ok": True}
+
+    def op_call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        session = self.session
+        assert session is not None
+        key, mode = msg["key"], msg["mode"]
+        loaded = [
+            x.to(session.device) if isinstance(x, torch.Tensor) else x
+            for x in torch.load(msg["inputs"], weights_only=True)
+        ]
+        held = session.inputs.get(key)
+        if mode in ("same", "refresh") and held is not None and len(held) == len(loaded):
+            # the same objects as before (same data pointers), holding the values just sent
+            for x, new in zip(held, loaded, strict=True):
+                if isinstance(x, torch.Tensor):
+                    if x.shape != new.shape:
+                        x.resize_(new.shape)
+                    x.copy_(new)
+            inputs = held
+        else:
+            inputs = loaded
+        result = session.call(key, inputs, msg["where"], int(msg.get("config", 0)))
+        torch.save(
+            {
+                "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
+                "inputs_after": [
+                    x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x
+                    for x in result.inputs_after
+                ],
+            },
+            msg["outputs"],
+        )
+        return {
+            "ok": True,
+            "launches": result.launches,
+            "own": result.own_kernels,
+            "checks": [c.model_dump() for c in result.checks],
+            "aliasing": result.aliasing,
+            "max_configs": result.max_configs,
+        }
+
+    def op_finish(self, msg: dict[str, Any]) -> dict[str, Any]:
+        clean, why = (True, "") if self.session is None else self.session.clean()
+        if self.session is not None:
+            self.session.unload()
+        self.session = None
+        _release_memory()
+        return {"ok": True, "clean": clean, "why": why}
+
+    def op_evaluate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        request = EvalRequest.model_validate(msg["request"])
+        workdir = Path(msg["dir"])
+        os.chdir(workdir)
+        warm_harness(request)
+        start = time.perf_counter()
+        try:
+            result, clean, why = evaluate_in_process(request, workdir)
+        except BaseException as e:
+            result, clean, why = (
+                EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}"),
+                False,
+                "the evaluator failed",
+            )
+        result.device = request.device
+        result.interpreter = request.device == "cpu"
+        result.wall_s = time.perf_counter() - start
+        _release_memory()
+        grown = _GPU_MEMORY.growth()
+        if clean and grown:
+            clean, why = False, grown
+        return {"ok": True, "result": result.model_dump(mode="json"), "clean": clean, "why": why}
+
+    def op_ping(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid()}
+
+
+def warm_harness(request: EvalRequest) -> None:
+    """What the harness would otherwise do lazily during the first candidate's evaluation, done before the
+    first TamperWatch snapshot of a serving worker: torch.compile's first use patches
+    nn.Module.__init__ and __setstate__ (dynamo's module tracking), which the watch would report as the
+    candidate's tampering, and the worker would never be reused."""
+    if request.device == "cuda" and request.time and request.baselines:
+        _warm_compile()
+
+
+@functools.cache
+def _warm_compile() -> None:
+    import torch
+
+    from agent.evaluation import (
+        timing,  # noqa: F401  (imported here, not mid-evaluation)
+    )
+
+    with contextlib.suppress(Exception):  # a broken torch.compile shows up as the baseline's compile_error
+        fn = torch.compile(lambda x: x * 2 + 1)
+        fn(torch.ones(8, device="cuda"))
+        torch.cuda.synchronize()
+        torch._dynamo.reset()
+
+
+class _GpuMemory:
+    """GPU memory a serving worker still holds after an evaluation, against what it held after its first
+    one (the kept baseline Model lives there): tensors kept between candidates would pile up across warm
+    evaluations of a big problem until one runs out of memory (an l1_norm run on the H200 met a CUDA OOM in
+    a warm worker holding 138 GiB, 2026-11-26), so a worker that grows is replaced instead of reused."""
+
+    LIMIT = 1 << 30  # bytes of growth that end the worker's reuse
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+
+    def growth(self) -> str:
+        """Why the worker should not be reused ("" if it may)."""
+        if "torch" not in sys.modules:
+            return ""
+        import torch
+
+        with contextlib.suppress(Exception):  # a dead CUDA context: the worker is replaced anyway
+            if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+                return ""
+            held = torch.cuda.memory_allocated()
+            if self.first is None:
+                self.first = held
+                return ""
+            grown = held - self.first
+            if grown > self.LIMIT:
+                return (
+                    f"{grown / 2**30:.1f} GiB more GPU memory allocated than after this worker's first "
+                    "evaluation (tensors kept between candidates)"
+                )
+        return ""
+
+
+_GPU_MEMORY = _GpuMemory()
+
+
+def _release_memory() -> None:
+    import gc
+
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        # after an illegal memory access the CUDA context is gone; the worker is replaced anyway
+        with contextlib.suppress(Exception):
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+
+
+def serve(cmd_fd: int, resp_fd: int) -> None:
+    reader = os.fdopen(cmd_fd, "rb", buffering=0)
+    lines = _LineReader(reader)
+    token = lines.next().decode().strip()
+    server = _Server()
+
+    def send(reply: dict[str, Any]) -> None:
+        data = f"{token} {json.dumps(reply)}\n".encode()
+        view = memoryview(data)
+        while view:
+            n = os.write(resp_fd, view)
+            view = view[n:]
+
+    while True:
+        line = lines.next()
+        if not line:
+            break
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            break
+        if msg.get("op") == "bye":
+            send({"ok": True})
+            break
+        try:
+            reply = server.handle(msg)
+        except BaseException as e:
+            status, rule = classify(e)
+            reply = {
+                "ok": False,
+                "status": (status if rule else Status.CRASHED).value,
+                "reason": f"{HARNESS_FAILED}: {describe(e)}{exit_note(rule)}",
+                "rule": rule,
+            }
+        sys.stdout.flush()
+        sys.stderr.flush()
+        send(reply)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+class _LineReader:
+    def __init__(self, f: Any):
+        self.f = f
+        self.buf = b""
+
+    def next(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.f.read(1 << 16)
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--serve":
+        # Triton reads TRITON_INTERPRET when kernels are defined: the parent set it in the environment.
+        serve(int(args[1]), int(args[2]))
+        return
+    req_path, res_path = Path(args[0]), Path(args[1])
+    token = sys.stdin.readline().strip()
+    start = time.perf_counter()
+    request = EvalRequest.model_validate_json(req_path.read_text())
+    if request.device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    else:
+        os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        result, _, _ = evaluate_in_process(request, Path.cwd())
+    except BaseException as e:
+        result = EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}")
+    result.device = request.device
+    result.interpreter = request.device == "cpu"
+    result.wall_s = time.perf_counter() - start
+    tmp = res_path.with_suffix(".tmp")
+    tmp.write_text(f"{token}\n{result.model_dump_json()}")
+    tmp.replace(res_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prompt experiments: arms x problems x samples, paired statistics, and their report."""

@@ -1,0 +1,165 @@
+"""`ncu-agent experiment`: its options, and the experiment directory they make or resume
+(agent/experiment/units.py runs it, agent/experiment/findings.py analyses it). Registered by agent/cli.py."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from agent import options as opt
+from agent.experiment.units import (
+    ExperimentConfig,
+    ExperimentError,
+    create_experiment,
+    parse_arm,
+    run_experiment,
+)
+from agent.run_setup import RunOptions
+
+
+def experiment_command(
+    problems: list[str] | None,
+    arms: list[str],
+    samples: int,
+    seed: int,
+    out: Path | None,
+    resume: Path | None,
+    options: RunOptions,
+    send_seed: bool,
+    reuse_checks: bool,
+) -> Path:
+    """Create (or find) the experiment directory for `ncu-agent experiment`; ExperimentError if it cannot."""
+    from agent.batch.inputs import BatchInputError, find_problems
+
+    if resume is not None:
+        if problems or arms:
+            raise ExperimentError(
+                "give either PROBLEMS and --arm (a new experiment) or --resume DIR, not both"
+            )
+        ExperimentConfig.load(resume)
+        return resume
+    if not problems:
+        raise ExperimentError("give the problems to run (PROBLEMS), or --resume DIR")
+    try:
+        entries = find_problems(problems, [], [], None)
+    except BatchInputError as e:
+        raise ExperimentError(str(e)) from None
+    cfg = ExperimentConfig(
+        arms=[parse_arm(a) for a in arms],
+        problems=entries,
+        samples=samples,
+        seed=seed,
+        run=options,
+        send_seed=send_seed,
+        reuse_checks=reuse_checks,
+    )
+    exp_dir = out or Path("runs") / f"experiment-{datetime.now():%Y%m%d-%H%M%S}"
+    create_experiment(exp_dir, cfg)
+    return exp_dir
+
+
+def experiment(
+    problems: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Problem folders, KernelBench .py files, bundled problem names, or folders of those."
+        ),
+    ] = None,
+    arm: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arm",
+            help="NAME=KEY:VALUE,... (repeat; two or more arms, the first is the baseline). Keys: "
+            "stage (a bundled stage or a stage .toml file; several joined by +), prompts (a template "
+            "folder searched before prompts/), config (a TOML file with an llm table), search (the "
+            "built-in search instead of the LLM), or an LLM setting: model, temperature, samples, "
+            "max_tokens, base_url, timeout_s...",
+        ),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(help="Runs per arm and problem, each with its own seed.", min=1)
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="The experiment's seed (sample seeds derive from it).")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="The experiment directory (default runs/experiment-TIME).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Finish (or just re-analyse) the experiment in this directory.")
+    ] = None,
+    stages: Annotated[str | None, typer.Option(help="Comma-separated stages of arms that name none.")] = None,
+    gpu: opt.Gpu = None,
+    metric_set: opt.MetricSet = None,
+    profile: opt.Profile = True,
+    eval_timeout: opt.EvalTimeout = None,
+    max_iterations: opt.MaxIterations = None,
+    min_gain: opt.MinGain = 0.01,
+    no_gain_tries: opt.NoGainTries = 16,
+    roofline_target: opt.RooflineTarget = 90.0,
+    model: Annotated[str | None, typer.Option(help="LLM model of arms that name none.")] = None,
+    base_url: opt.BaseUrl = None,
+    config: opt.Config = None,
+    llm_samples: Annotated[int | None, typer.Option(help="LLM replies per prompt.")] = None,
+    temperature: opt.Temperature = None,
+    max_tokens: opt.MaxTokens = None,
+    timeout: opt.Timeout = None,
+    max_requests: opt.MaxRequests = None,
+    max_tokens_total: opt.MaxTokensTotal = None,
+    send_seed: Annotated[bool, typer.Option(help="Send each run's seed to the endpoint.")] = True,
+    reuse_checks: Annotated[
+        bool, typer.Option(help="On the CPU, check each (problem, source) once per experiment.")
+    ] = True,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="The metric the verdict is about: auto, speedup, correct, compile, constraint, tokens."
+        ),
+    ] = "auto",
+    alpha: Annotated[float, typer.Option(help="Significance level of the paired tests.")] = 0.05,
+    tie: Annotated[float, typer.Option(help="Tie band: relative for ratios, absolute for rates.")] = 0.01,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.", min=100)] = 10_000,
+    analyze_only: Annotated[
+        bool, typer.Option("--analyze", help="With --resume: run nothing, analyse.")
+    ] = False,
+    html: Annotated[bool, typer.Option(help="Write EXP_DIR/report.html.")] = True,
+) -> None:
+    """Compare arms (prompt templates, stage files, models, sampling settings) on the same problems, with
+    paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
+    flags = dict(locals())  # first: the parameters, for opt.run_options
+    from rich.console import Console
+
+    from agent.experiment.findings import AnalysisOptions, analyze, terminal_report, write_results
+    from agent.experiment.html import write_html
+    from agent.experiment.stats import METRICS
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    err = Console(stderr=True)
+    # The run options as `ncu-agent run` builds them, with the LLM always on and --llm-samples as its
+    # samples (this command's --samples is runs per arm and problem).
+    options = opt.run_options({**flags, "llm": True, "samples": llm_samples, "no_cache": False}, config)
+    try:
+        analysis = AnalysisOptions(metric=metric, alpha=alpha, tie=tie, resamples=resamples)
+        if metric != "auto" and metric not in METRICS:
+            raise ExperimentError(f"--metric {metric!r}: choose auto or one of {', '.join(METRICS)}")
+        if analyze_only and resume is None:
+            raise ExperimentError("--analyze needs --resume DIR")
+        exp_dir = experiment_command(
+            problems, arm or [], samples, seed, out, resume, options, send_seed, reuse_checks
+        )
+        console.print(f"[bold]ncu-agent experiment[/bold] {exp_dir}")
+        log = lambda m: console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {m}")  # noqa: E731
+        notes = [] if analyze_only else run_experiment(exp_dir, log)
+        results = analyze(exp_dir, analysis, notes)
+    except (ExperimentError, ValidationError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    for item in terminal_report(results):
+        console.print(item)
+    written = [write_results(exp_dir, results)]
+    if html:
+        written.append(write_html(exp_dir, results))
+    console.print("results: " + ", ".join(str(p) for p in written))

@@ -1,0 +1,376 @@
+"""One chat-completion request to an OpenAI-compatible endpoint, retried, budgeted and distrusted.
+
+The `openai` client does the HTTP with its own retries off: we retry here so that every attempt is
+recorded (status, error, wait). Retried: 408, 429, 5xx, timeouts and connection errors, with exponential
+backoff and jitter, or the server's Retry-After (seconds, HTTP date or retry-after-ms) up to a cap.
+Final: any other 4xx (bad key, unknown model, bad request), raised as LLMError at once.
+
+Nothing the endpoint sends is trusted: the body is parsed here, not by the SDK, and an invalid JSON body,
+an empty choices list, a choice without text or a reply longer than max_reply_chars each becomes a
+skipped Choice with its reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import openai
+from pydantic import BaseModel, Field
+
+from agent.llm.settings import LLMSettings, safe_url
+
+_EXCERPT = 2000  # chars of a bad body or server error kept in messages and records
+
+
+class BudgetExhausted(Exception):
+    """The run's request or token budget is spent: the loop ends the run cleanly."""
+
+    def __init__(self, message: str, attempts: list[Attempt] | None = None):
+        super().__init__(message)
+        self.attempts = attempts or []  # failed attempts of the request the budget stopped
+
+
+class Budget:
+    """Requests and tokens spent against the run's limits (None: unlimited). Thread-safe.
+
+    `reserve()` counts a request before it is sent and raises BudgetExhausted when none is left; tokens are
+    charged when the reply arrives, so requests already in flight may overshoot the token limit.
+    """
+
+    def __init__(self, max_requests: int | None = None, max_tokens: int | None = None):
+        self.max_requests = max_requests
+        self.max_tokens = max_tokens
+        self.requests = 0
+        self.tokens = 0
+        self._lock = threading.Lock()
+
+    def exhausted_reason(self) -> str | None:
+        if self.max_requests is not None and self.requests >= self.max_requests:
+            return f"LLM request budget spent: {self.requests} of {self.max_requests} requests made"
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            return f"LLM token budget spent: {self.tokens} of {self.max_tokens} tokens used"
+        return None
+
+    def reserve(self) -> None:
+        with self._lock:
+            reason = self.exhausted_reason()
+            if reason:
+                raise BudgetExhausted(reason)
+            self.requests += 1
+
+    def charge(self, tokens: int) -> None:
+        with self._lock:
+            self.tokens += max(0, tokens)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reported: bool = Field(True, description="False when the endpoint sent no usable usage block.")
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def share(self, k: int, i: int) -> Usage:
+        """Choice i's share of a request's usage over its k choices (the shares add up to the whole)."""
+
+        def part(total: int) -> int:
+            return total // k + (1 if i < total % k else 0)
+
+        return Usage(
+            prompt_tokens=part(self.prompt_tokens),
+            completion_tokens=part(self.completion_tokens),
+            reported=self.reported,
+        )
+
+
+class Attempt(BaseModel):
+    """One HTTP request of a `complete` call."""
+
+    number: int
+    latency_s: float
+    status: int | None = None  # HTTP status; None when no response came (timeout, connection refused)
+    error: str | None = None  # None: this attempt gave the result
+    wait_s: float | None = None  # the delay before the next attempt, when there was one
+
+
+class Choice(BaseModel):
+    """One reply of a request. `text` is None when the choice was skipped; `skipped` says why."""
+
+    index: int
+    text: str | None
+    skipped: str | None = None
+    raw: str | None = Field(None, description="What was received when skipped (truncated), for the record.")
+    finish_reason: str | None = None
+    reasoning_chars: int = 0
+
+
+class ChatResult(BaseModel):
+    choices: list[Choice]
+    body_error: str | None = None  # the body itself was unusable; `choices` is then one skipped choice
+    usage: Usage
+    latency_s: float
+    model: str
+    attempts: list[Attempt]
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.choices if c.text is not None]
+
+
+class LLMError(Exception):
+    """A request failed for good: a final 4xx, or a transient failure that outlived its retries."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        attempts: list[Attempt] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.attempts = attempts or []
+
+
+def _excerpt(text: str, limit: int = _EXCERPT) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text) - limit} more chars]"
+
+
+def _server_message(e: openai.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        msg = body.get("message") or body.get("error") or body
+        return _excerpt(str(msg), 500)
+    try:
+        return _excerpt(e.response.text.strip(), 500) or e.response.reason_phrase
+    except Exception:  # the body may be unreadable; the status still says enough
+        return str(e)
+
+
+def retry_after_s(headers: Any, now: datetime | None = None) -> float | None:
+    """Seconds the server asks us to wait (retry-after-ms, Retry-After in seconds or as an HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _content_text(content: Any) -> str | None:
+    """Message content as text: a string, or a list of {'type': 'text', 'text': ...} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return "".join(parts) if parts else None
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _body_error(
+    reason: str, body: str, usage: Usage, model: str | None
+) -> tuple[list[Choice], Usage, str | None, str]:
+    return [Choice(index=0, text=None, skipped=reason, raw=_excerpt(body))], usage, model, reason
+
+
+def parse_body(body: str, max_reply_chars: int) -> tuple[list[Choice], Usage, str | None, str | None]:
+    """(choices, usage, model, body_error) from a response body; every defect becomes a skipped choice."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        return _body_error(f"invalid JSON body: {e}", body, Usage(reported=False), None)
+    if not isinstance(data, dict):
+        why = f"body is JSON {type(data).__name__}, not an object"
+        return _body_error(why, body, Usage(reported=False), None)
+    usage_data = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    prompt_t, completion_t = _int(usage_data.get("prompt_tokens")), _int(usage_data.get("completion_tokens"))
+    usage = Usage(
+        prompt_tokens=prompt_t or 0,
+        completion_tokens=completion_t or 0,
+        reported=prompt_t is not None and completion_t is not None,
+    )
+    model = data["model"][:200] if isinstance(data.get("model"), str) and data["model"].strip() else None
+    raw_choices = data.get("choices")
+    if not isinstance(raw_choices, list) or not raw_choices:
+        what = "an empty choices list" if isinstance(raw_choices, list) else "no choices list"
+        return _body_error(f"the endpoint returned {what}", body, usage, model)
+    choices = []
+    for i, raw in enumerate(raw_choices):
+        message = raw.get("message") if isinstance(raw, dict) else None
+        finish = raw.get("finish_reason") if isinstance(raw, dict) else None
+        finish = finish if isinstance(finish, str) else None
+        if not isinstance(message, dict):
+            choices.append(
+                Choice(
+                    index=i,
+                    text=None,
+                    skipped="choice has no message",
+                    raw=_excerpt(str(raw)),
+                    finish_reason=finish,
+                )
+            )
+            continue
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        reasoning_chars = len(reasoning) if isinstance(reasoning, str) else 0
+        text = _content_text(message.get("content"))
+        if not text or not text.strip():
+            why = f"choice has no content (finish_reason={finish})"
+            if reasoning_chars:
+                why += f"; only {reasoning_chars} chars of reasoning, which are not searched for code"
+            choices.append(
+                Choice(index=i, text=None, skipped=why, finish_reason=finish, reasoning_chars=reasoning_chars)
+            )
+        elif len(text) > max_reply_chars:
+            choices.append(
+                Choice(
+                    index=i,
+                    text=None,
+                    raw=text[:max_reply_chars],
+                    finish_reason=finish,
+                    reasoning_chars=reasoning_chars,
+                    skipped=f"reply of {len(text)} chars exceeds max_reply_chars="
+                    f"{max_reply_chars}; recorded truncated, not used",
+                )
+            )
+        else:
+            choices.append(Choice(index=i, text=text, finish_reason=finish, reasoning_chars=reasoning_chars))
+    if not usage.reported:
+        # No usage block: estimate (about 4 chars a token) so that a token budget still bites.
+        usage.completion_tokens = sum(len(c.text or c.raw or "") for c in choices) // 4
+    return choices, usage, model, None
+
+
+class ChatClient:
+    """Chat completions against `settings.base_url`, with recorded retries and a shared budget."""
+
+    def __init__(
+        self,
+        settings: LLMSettings,
+        budget: Budget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.settings = settings
+        self.model = settings.require_model()
+        self.budget = budget or Budget(settings.max_requests, settings.max_tokens_total)
+        self.sleep = sleep
+        self.rng = rng
+        key = settings.api_key.get_secret_value() if settings.api_key else "no-key"  # local servers need none
+        self._client = openai.OpenAI(
+            base_url=settings.base_url, api_key=key, timeout=settings.timeout_s, max_retries=0
+        )
+        self.endpoint = safe_url(settings.base_url)
+
+    def _backoff(self, attempt: int) -> float:
+        s = self.settings
+        base = min(s.backoff_max_s, s.backoff_base_s * 2 ** (attempt - 1))
+        return base * (0.5 + 0.5 * self.rng())  # jitter keeps parallel requests from retrying in step
+
+    def _request(self, prompt: str, n: int, temperature: float) -> tuple[int, str]:
+        kwargs: dict[str, Any] = {}
+        if n > 1:
+            kwargs["n"] = n  # some servers reject the field itself; n=1 is the default anyway
+        raw = self._client.chat.completions.with_raw_response.create(
+            model=self.model,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=temperature,
+            max_tokens=self.settings.max_tokens,
+            **kwargs,
+        )
+        return raw.status_code, raw.text
+
+    def complete(self, prompt: str, n: int = 1) -> ChatResult:
+        """Up to n replies to `prompt`. Raises LLMError (request failed for good) or BudgetExhausted."""
+        s = self.settings
+        attempts: list[Attempt] = []
+        start = time.monotonic()
+        for number in range(1, s.max_attempts + 1):
+            try:
+                self.budget.reserve()
+            except BudgetExhausted as e:
+                raise BudgetExhausted(str(e), attempts) from None
+            t0 = time.monotonic()
+            retry_after: float | None = None
+            try:
+                status, body = self._request(prompt, n, s.temperature)
+            except openai.APIStatusError as e:
+                status = e.status_code
+                error = f"HTTP {status} from {self.endpoint}: {_server_message(e)}"
+                transient = status in (408, 429) or status >= 500
+                retry_after = retry_after_s(e.response.headers)
+            except openai.APITimeoutError:
+                status, transient = None, True
+                error = f"no reply from {self.endpoint} within {s.timeout_s:g} s"
+            except openai.APIConnectionError as e:
+                status, transient = None, True
+                cause = f" ({e.__cause__})" if e.__cause__ else ""
+                error = f"cannot connect to {self.endpoint}{cause}"
+            except openai.OpenAIError as e:  # anything else the SDK raises: final, but never a crash
+                status, transient = None, False
+                error = f"request to {self.endpoint} failed: {type(e).__name__}: {_excerpt(str(e), 500)}"
+            else:
+                latency = time.monotonic() - t0
+                attempts.append(Attempt(number=number, latency_s=latency, status=status))
+                choices, usage, model, body_error = parse_body(body, s.max_reply_chars)
+                self.budget.charge(usage.total)
+                return ChatResult(
+                    choices=choices,
+                    body_error=body_error,
+                    usage=usage,
+                    latency_s=time.monotonic() - start,
+                    model=model or self.model,
+                    attempts=attempts,
+                )
+            attempt = Attempt(number=number, latency_s=time.monotonic() - t0, status=status, error=error)
+            attempts.append(attempt)
+            if not transient:
+                key = f"the API key from {s.source_of('api_key')}" if s.api_key else "no API key is set"
+                hint = f" (check the key: {key})" if status in (401, 403) else ""
+                hint = f" (is the model name {self.model!r} right?)" if status == 404 else hint
+                raise LLMError(error + hint, status=status, transient=False, attempts=attempts)
+            if number == s.max_attempts:
+                break
+            wait = min(retry_after, s.retry_after_cap_s) if retry_after is not None else self._backoff(number)
+            attempt.wait_s = wait
+            self.sleep(wait)
+        tries = f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}"
+        raise LLMError(
+            f"gave up after {tries}: {attempts[-1].error}",
+            status=attempts[-1].status,
+            transient=True,
+            attempts=attempts,
+        )
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,126 @@
+"""A scripted, deterministic "LLM" behind a real OpenAI-compatible HTTP endpoint on loopback.
+
+It drives the real loop end to end where no model can be reached (CI, the GPU machine, demos):
+
+    python -m agent.llm.scripted --port 8765 &
+    OPENAI_API_KEY=unused ncu-agent run kernels/l1_norm --llm --base-url http://127.0.0.1:8765/v1 \\
+        --model scripted --stages micro
+
+Its "model" reads the [CURRENT CODE] block of the prompt and answers the way the micro stage asks: it adds
+one `triton.Config` to the first autotuned kernel (the last config again, with fewer warps), keeping every
+original config, so a real candidate comes back in a fenced block with prose around it. A kernel that
+already has 6 configs gets a reply with no code, which the loop must record and survive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from agent.source.variants import autotune_configs, find_kernels
+
+CODE_BLOCK = re.compile(r"\[CURRENT CODE\]\n(`{3,})python\n(.*?)\n\1", re.S)
+
+
+def edit(code: str) -> str | None:
+    """The current code with one more autotune config (fewer warps), or None when there is nothing to do."""
+    tree = ast.parse(code)
+    for kernel in find_kernels(tree).values():
+        configs = autotune_configs(kernel)
+        if not configs or len(configs) >= 6:
+            continue
+        last = configs[-1]
+        warps = next((k.value.value for k in last.keywords if k.arg == "num_warps"), 4)
+        stages = next((k.value.value for k in last.keywords if k.arg == "num_stages"), 3)
+        new_warps = max(2, int(warps) // 4)
+        if new_warps == warps:
+            continue
+        meta = ast.unparse(last.args[0]) if last.args else "{}"
+        lines = code.splitlines(keepends=True)
+        line_end = sum(len(x) for x in lines[: last.end_lineno])
+        indent = re.match(r"\s*", lines[last.lineno - 1]).group(0)
+        addition = f"{indent}triton.Config({meta}, num_warps={new_warps}, num_stages={stages}),\n"
+        return code[:line_end] + addition + code[line_end:]
+    return None
+
+
+def answer(prompt: str) -> str:
+    m = CODE_BLOCK.search(prompt)
+    new = edit(m.group(2)) if m else None
+    if new is None:
+        return "The kernel is already well tuned for this stage; I would keep it as it is."
+    return (
+        "The profile shows low SM throughput with high DRAM throughput: the kernel is memory bound, and "
+        "fewer warps per row leave more programs resident. I add one config with fewer warps and keep "
+        f"every original config.\n\n```python\n{new}\n```\n"
+    )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    delay_s = 0.0  # a slow endpoint, for tests that must act while a request is in flight
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        return
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        try:
+            request = json.loads(self.rfile.read(length) or b"{}")
+            prompt = "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
+        except (ValueError, AttributeError):
+            self._send(400, {"error": {"message": "invalid JSON request"}})
+            return
+        n = int(request.get("n") or 1)
+        time.sleep(self.delay_s)
+        text = answer(prompt)
+        self._send(
+            200,
+            {
+                "id": "chatcmpl-scripted",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": request.get("model", "scripted"),
+                "choices": [
+                    {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    for i in range(n)
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt) // 4,
+                    "completion_tokens": n * len(text) // 4,
+                    "total_tokens": (len(prompt) + n * len(text)) // 4,
+                },
+            },
+        )
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0) -> ThreadingHTTPServer:
+    """A server bound to loopback (port 0: any free port); call serve_forever() or run it in a thread.
+    `delay_s`: each reply waits that long (a slow endpoint)."""
+    handler = type("Handler", (_Handler,), {"delay_s": delay_s})
+    return ThreadingHTTPServer((host, port), handler)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=8765)
+    args = ap.parse_args()
+    server = serve(port=args.port)
+    print(f"scripted LLM at http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+"""Profiling candidates with Nsight Compute: metric sets, the ncu command, one ncu run for many candidates.
+
+`profile_candidates` runs `ncu ... python -m agent.profiling.target REQUEST.json` once for all candidates
+(process start, imports and inputs are paid once: 3 candidates took 10.3 s where one took 8.0 s on the
+H200), keeps the `.ncu-rep` in `out_dir`, reads it back and gives each candidate the launches of its own
+NVTX range `ncu_agent_c<i>`. Every failure (ncu missing, no counter permission, nothing profiled, a
+timeout, an unreadable report, a candidate that raised) is a `ProfileResult` with `ok=False`, never an
+exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from rich.table import Table
+
+from agent.evaluation.sandbox import die_with_parent, read_tail, worker_env
+from agent.profiling.read import (
+    KernelLaunch,
+    NcuProfile,
+    NcuReportError,
+    ranked_rules,
+    read_report,
+    seed_json,
+)
+from agent.profiling.target import RANGE_PREFIX, CandidateStatus, ProfileCandidate, ProfileRequest
+from agent.records import ProblemSpec
+from agent.resources import profiles_dir
+
+ALL_RANGES = f"regex:{RANGE_PREFIX}[0-9]+/"
+DEFAULT_NCU = "/usr/local/cuda/bin/ncu"
+PERMISSION_MARK = "ERR_NVGPUCTRPERM"
+NO_KERNELS_MARK = "No kernels were profiled"
+MAX_LOG_SCAN = 64 * 1024**2
+
+
+class MetricSetError(ValueError):
+    """A metric set that does not exist or is malformed."""
+
+
+class MetricSet(BaseModel):
+    """A named set of ncu metrics (profiles/NAME.toml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    metrics: list[str] = Field(default_factory=list, description="Asked for with --metrics; shown first.")
+    sections: list[str] = Field(default_factory=list, description="Collected with --section each.")
+    set: str | None = Field(default=None, description="Collected with --set (basic, detailed, full).")
+    section_metrics: list[str] = Field(
+        default_factory=list, description="Collected by the sections or the set; shown after `metrics`."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricSet:
+        if not (self.metrics or self.sections or self.set):
+            raise ValueError("needs at least one of metrics, sections, set")
+        if self.section_metrics and not (self.sections or self.set):
+            raise ValueError("section_metrics needs sections or a set to collect them")
+        return self
+
+    @property
+    def display_metrics(self) -> list[str]:
+        """The metrics a prompt shows, in order."""
+        return list(dict.fromkeys([*self.metrics, *self.section_metrics]))
+
+    @property
+    def has_rules(self) -> bool:
+        """ncu stores rule results only for sections and sets, never for --metrics alone."""
+        return bool(self.sections or self.set)
+
+
+def list_metric_sets() -> list[str]:
+    return sorted(p.stem for p in profiles_dir().glob("*.toml"))
+
+
+def load_metric_set(name: str) -> MetricSet:
+    path = profiles_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise MetricSetError(f"unknown metric set {name!r}; known: {', '.join(list_metric_sets())}")
+    try:
+        ms = MetricSet.model_validate(tomllib.loads(path.read_text()))
+    except (tomllib.TOMLDecodeError, ValidationError) as e:
+        raise MetricSetError(f"{path}: {e}") from None
+    if ms.name != name:
+        raise MetricSetError(f"{path}: name {ms.name!r} differs from the file's name {name!r}")
+    return ms
+
+
+def find_ncu() -> str | None:
+    """The ncu binary: $NCU, else ncu on PATH, else the CUDA toolkit's."""
+    env = os.environ.get("NCU")
+    if env:
+        return shutil.which(env) or None
+    return shutil.which("ncu") or shutil.which(DEFAULT_NCU)
+
+
+def build_ncu_command(
+    ncu: str,
+    metric_set: MetricSet,
+    report_path: Path | str,
+    target_argv: list[str],
+    range_regex: str = ALL_RANGES,
+) -> list[str]:
+    """ncu's argv: clocks left alone, only launches inside our NVTX ranges, the set's metrics, one report."""
+    out = str(report_path).removesuffix(".ncu-rep")  # ncu appends the suffix itself
+    cmd = [ncu, "--clock-control", "none", "--nvtx", "--nvtx-include", range_regex]
+    if metric_set.set:
+        cmd += ["--set", metric_set.set]
+    for section in metric_set.sections:
+        cmd += ["--section", section]
+    if metric_set.metrics:
+        cmd += ["--metrics", ",".join(metric_set.metrics)]
+    return [*cmd, "-f", "-o", out, *target_argv]
+
+
+class ProfileFailure(StrEnum):
+    NCU_MISSING = "ncu_missing"
+    PERMISSION = "permission"  # no access to the GPU's performance counters
+    TIMEOUT = "timeout"
+    NO_KERNELS = "no_kernels"  # nothing ran inside the candidate's NVTX range
+    NO_REPORT = "no_report"
+    UNREADABLE = "unreadable"
+    CANDIDATE = "candidate"  # the candidate failed to import, build or run in the profiling process
+
+
+class ProfileProvenance(BaseModel):
+    ncu_version: str | None = None
+    gpu_name: str | None = None
+    launch_indices: list[int] = Field(
+        default_factory=list, description="Indices of its launches in the report."
+    )
+    pinned_config: dict[str, dict[str, Any]] = Field(default_factory=dict, description="As asked for.")
+    ran_config: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per autotuned kernel, the config it ran in the range (as reported).",
+    )
+    metric_set: str
+    command: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class ProfileResult(BaseModel):
+    """What profiling gave one candidate."""
+
+    index: int
+    ok: bool
+    error: str | None = None
+    error_kind: ProfileFailure | None = None
+    report_path: Path | None = None
+    metrics: dict[str, list[dict[str, float | int | str]]] = Field(
+        default_factory=dict, description="The seed prompt's form: kernel name -> one dict per launch."
+    )
+    rules: list[str] = Field(default_factory=list, description="ncu's findings, most important first.")
+    launches: list[KernelLaunch] = Field(default_factory=list)
+    provenance: ProfileProvenance
+    wall_s: float = Field(
+        default=0.0, description="Wall time of the whole ncu process, shared by its candidates."
+    )
+
+
+class _NcuRun(BaseModel):
+    returncode: int | None
+    timed_out: bool
+    log_tail: str
+    wall_s: float
+
+
+def _run_ncu(cmd: list[str], log_path: Path, timeout_s: float) -> _NcuRun:
+    workdir = Path(tempfile.mkdtemp(prefix="ncu_agent_ncu_"))
+    start = time.perf_counter()
+    timed_out = False
+    parent = os.getpid()
+    try:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=workdir,
+                env=worker_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group, for the kill below; and it dies with us:
+                preexec_fn=lambda: die_with_parent(parent),  # a killed batch job leaves no ncu running
+            )
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                # ncu leads its own session: the target it started and anything that target left die too.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    wall = time.perf_counter() - start
+    return _NcuRun(returncode=proc.returncode, timed_out=timed_out, log_tail=read_tail(log_path), wall_s=wall)
+
+
+PERMISSION_HELP = (
+    "ncu may not read the GPU's performance counters (ERR_NVGPUCTRPERM): the driver restricts them to "
+    "administrators. Run as root, or load the nvidia module with NVreg_RestrictProfilingToAdminUsers=0 "
+    "(https://developer.nvidia.com/ERR_NVGPUCTRPERM). `--clock-control none` leaves the clocks alone, but "
+    "reading counters still needs this access."
+)
+
+
+def _log_has(log_path: Path, mark: str) -> bool:
+    """Whether ncu printed `mark` anywhere: the target's own output may have pushed it out of the tail."""
+    try:
+        with log_path.open("rb") as f:
+            return mark.encode() in f.read(MAX_LOG_SCAN)
+    except OSError:
+        return False
+
+
+def _global_failure(
+    run: _NcuRun, report: Path, log_path: Path, timeout_s: float
+) -> tuple[ProfileFailure, str] | None:
+    if run.timed_out:
+        return ProfileFailure.TIMEOUT, f"ncu ran past {timeout_s:g} s and was killed with its target"
+    if _log_has(log_path, PERMISSION_MARK):
+        return ProfileFailure.PERMISSION, PERMISSION_HELP
+    if report.is_file():
+        return None
+    if _log_has(log_path, NO_KERNELS_MARK):
+        return ProfileFailure.NO_KERNELS, (
+            "ncu profiled no kernel: none was launched inside an ncu_agent_c<i> NVTX range "
+            f"(ncu exit code {run.returncode}). Its output ends:\n{run.log_tail[-1500:]}"
+        )
+    return ProfileFailure.NO_REPORT, (
+        f"ncu exited with code {run.returncode} and wrote no report {report.name}. Its output ends:\n"
+        f"{run.log_tail[-1500:]}"
+    )
+
+
+def _read_status(path: Path) -> CandidateStatus:
+    try:
+        return CandidateStatus.model_validate_json(path.read_text())
+    except (OSError, ValidationError):
+        return CandidateStatus()
+
+
+def profile_candidates(
+    problem: ProblemSpec,
+    candidates: list[ProfileCandidate],
+    metric_set: MetricSet | str,
+    out_dir: Path | str,
+    timeout_s: float = 300,
+    *,
+    ncu: str | None = None,
+    seed: int = 0,
+    name: str = "profile",
+    rules_k: int = 5,
+) -> list[ProfileResult]:
+    """Profile every candidate in one ncu process; one result per candidate, in order."""
+    ms = metric_set if isinstance(metric_set, MetricSet) else load_metric_set(metric_set)
+    candidates = [ProfileCandidate.model_validate(c) for c in candidates]
+    if not candidates:
+        return []
+    # The target runs in a temporary directory: relative paths would point nowhere there.
+    problem = problem.model_copy(
+        update={
+            "reference_path": problem.reference_path.resolve(),
+            "kernel_path": problem.kernel_path.resolve() if problem.kernel_path else None,
+        }
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report, status_path, log_path = (
+        out / f"{name}.ncu-rep",
+        out / f"{name}.status.json",
+        out / f"{name}.ncu.log",
+    )
+
+    def provenance(i: int, **kw: Any) -> ProfileProvenance:
+        return ProfileProvenance(metric_set=ms.name, pinned_config=candidates[i].pinned_configs, **kw)
+
+    def fail_all(kind: ProfileFailure, msg: str, **kw: Any) -> list[ProfileResult]:
+        return [
+            ProfileResult(index=i, ok=False, error=msg, error_kind=kind, provenance=provenance(i), **kw)
+            for i in range(len(candidates))
+        ]
+
+    exe = ncu or find_ncu()
+    if exe is None:
+        hint = f" (NCU={os.environ['NCU']} is not an executable)" if os.environ.get("NCU") else ""
+        return fail_all(
+            ProfileFailure.NCU_MISSING, f"ncu not found{hint}: install Nsight Compute or set NCU=..."
+        )
+    for stale in (report, status_path):  # a report left by an earlier run must never pass for this one's
+        stale.unlink(missing_ok=True)
+    req_path = out / f"{name}.request.json"
+    req = ProfileRequest(problem=problem, candidates=candidates, seed=seed, status_path=status_path.resolve())
+    req_path.write_text(req.model_dump_json(indent=1))
+    ranges = f"{RANGE_PREFIX}0/" if len(candidates) == 1 else ALL_RANGES
+    target = [sys.executable, "-m", "agent.profiling.target", str(req_path.resolve())]
+    cmd = build_ncu_command(exe, ms, report.resolve(), target, ranges)
+    run = _run_ncu(cmd, log_path, timeout_s)
+    status = _read_status(status_path)
+    common: dict[str, Any] = {"wall_s": run.wall_s}
+
+    failure = _global_failure(run, report, log_path, timeout_s)
+    if failure is not None and failure[0] in (ProfileFailure.TIMEOUT, ProfileFailure.PERMISSION):
+        return fail_all(*failure, **common)
+    profile: NcuProfile | None = None
+    if failure is None:
+        try:
+            profile = read_report(report, metrics=ms.display_metrics)
+        except NcuReportError as e:
+            failure = (ProfileFailure.UNREADABLE, str(e))
+    results = []
+    for i in range(len(candidates)):
+        notes = status.notes.get(i, [])
+        if i in status.errors:
+            kind, msg = ProfileFailure.CANDIDATE, status.errors[i]
+        elif failure is not None:
+            kind, msg = failure
+        else:
+            kind, msg = None, None
+        sub = profile.select(f"{RANGE_PREFIX}{i}") if profile is not None else None
+        if kind is None and sub is not None and not sub.launches:
+            kind, msg = ProfileFailure.NO_KERNELS, f"no kernel was profiled in NVTX range {RANGE_PREFIX}{i}"
+            if profile is not None and not profile.launches:
+                msg += f" (the report {report.name} holds no launch at all: empty or truncated?)"
+        prov = provenance(
+            i,
+            ncu_version=profile.ncu_version if profile else None,
+            gpu_name=profile.device_name if profile else None,
+            launch_indices=[la.index for la in sub.launches] if sub else [],
+            command=cmd,
+            notes=notes,
+            ran_config=status.ran_configs.get(i, {}),
+        )
+        results.append(
+            ProfileResult(
+                index=i,
+                ok=kind is None,
+                error=msg,
+                error_kind=kind,
+                report_path=report if report.is_file() else None,
+                metrics=seed_json(sub, ms.display_metrics) if sub and kind is None else {},
+                rules=ranked_rules(sub, rules_k) if sub and kind is None else [],
+                launches=sub.launches if sub else [],
+                provenance=prov,
+                **common,
+            )
+        )
+    return results
+
+
+def _fmt(value: float | int | str) -> str:
+    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
+
+
+def profile_report_table(profile: NcuProfile, metrics: list[str] | None = None) -> Table:
+    """One row per metric of each launch: kernel, launch (index and NVTX range), metric, value."""
+    title = " ".join(
+        x for x in (profile.device_name, f"ncu {profile.ncu_version}" if profile.ncu_version else "") if x
+    )
+    table = Table(title=title or None)
+    for col in ("kernel", "launch", "metric"):
+        table.add_column(col)
+    table.add_column("value", justify="right")
+    for la in profile.launches:
+        names = metrics if metrics is not None else list(la.metrics)
+        first = True
+        for name in names:
+            if name not in la.metrics:
+                continue
+            where = f"#{la.index}" + (f" {la.range_name}" if la.range_name else "")
+            table.add_row(la.kernel if first else "", where if first else "", name, _fmt(la.metrics[name]))
+            first = False
+    return table

@@ -1,0 +1,1 @@
+"""Prompts: stages as data (prompts/stages/*.toml), rendering them with jinja2, and the GPU spec table."""
