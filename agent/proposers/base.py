@@ -85,6 +85,7 @@ class Proposer:
 PROPOSERS = {
     "search": "agent.proposers.search:SearchProposer",
     "llm": "agent.proposers.llm:LLMProposer",
+    "scripted": "agent.proposers.scripted:ScriptedProposer",
 }
 
 
