@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import time as _time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -124,6 +125,8 @@ def evaluate(
                 limit,
                 _env(device),
                 address_space_bytes=CPU_ADDRESS_SPACE_BYTES if cpu else None,
+                read_only=[problem.reference_path.resolve()],
+                gpu=not cpu,
             )
             result = to_result(outcome, limit)
     result.device = device
@@ -140,17 +143,25 @@ def _env(device: str) -> dict[str, str]:
     return {"TRITON_INTERPRET": "1" if device == "cpu" else "0"}
 
 
-def start_worker(device: str) -> WorkerProcess:
+def start_worker(device: str, read_only: Sequence[Path] = ()) -> WorkerProcess:
+    """A serving worker; `read_only`: what it may read besides Python and the project (the reference, for a
+    worker that judges too)."""
     return WorkerProcess(
         WORKER_MODULE,
         _env(device),
         address_space_bytes=CPU_ADDRESS_SPACE_BYTES if device == "cpu" else None,
+        read_only=read_only,
+        gpu=device != "cpu",
     )
 
 
-def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProcess, tuple[str, str]]:
-    key = (request.device, request.problem.name)
-    factory = lambda: start_worker(request.device)  # noqa: E731
+def _acquire(
+    request: EvalRequest, pool: WorkerPool | None, judges: bool = False
+) -> tuple[WorkerProcess, tuple[str, str, str]]:
+    """A worker for the request: the pool's warm one, or a new one. `judges`: it loads the reference too."""
+    key = (request.device, request.problem.name, "judges" if judges else "candidate")
+    read_only = [request.problem.reference_path.resolve()] if judges else []
+    factory = lambda: start_worker(request.device, read_only)  # noqa: E731
     worker = pool.acquire(key, factory) if pool is not None else factory()
     worker.mark()
     return worker, key
@@ -158,7 +169,7 @@ def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProce
 
 def _finish(
     pool: WorkerPool | None,
-    key: tuple[str, str],
+    key: tuple[str, str, str],
     worker: WorkerProcess,
     reusable: bool,
     result: EvalResult,
@@ -210,7 +221,7 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
 
 def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> EvalResult:
     """Judge and candidate in one warm worker process (the GPU path with a pool)."""
-    worker, key = _acquire(request, pool)
+    worker, key = _acquire(request, pool, judges=True)
     reusable = False
     try:
         reply = worker.request(
