@@ -17,3 +17,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def sandbox_off(monkeypatch):
+    """Workers and ncu without bubblewrap (reduced isolation), as where it is missing."""
+    from agent.evaluation import confine
+
+    monkeypatch.setenv(confine.SANDBOX_ENV, "off")
+    confine.isolation.cache_clear()
+    yield
+    monkeypatch.undo()
+    confine.isolation.cache_clear()

@@ -97,12 +97,16 @@ def bwrap_argv(
     box: Path,
     read_only: Sequence[Path],
     devices: Sequence[str] = (),
+    cap_drop: bool = False,
 ) -> list[str]:
     """The bwrap command line that runs `command` in a box: pure, so it is tested without running it.
 
     `box`: the only writable directory (bound at its own path, so paths sent to the worker stay valid);
-    `read_only`: what else the worker may read; `devices`: device nodes to bind (the GPU's)."""
-    ro = [Path(p) for p in (*SYSTEM_PATHS, *read_only)]
+    `read_only`: what else the worker may read; `devices`: device nodes to bind (the GPU's); `cap_drop`:
+    no capabilities at all (for a command that does not drop to its own uid, such as ncu and its target;
+    a worker keeps CAP_SETUID until it drops to its uid itself)."""
+    ro = list(dict.fromkeys(Path(p) for p in (*SYSTEM_PATHS, *read_only)))
+    ro = [p for p in ro if not any(q in p.parents for q in ro)]  # inside another bind already (or a link)
     argv = [
         bwrap,
         "--unshare-net",
@@ -112,6 +116,7 @@ def bwrap_argv(
         "--unshare-cgroup-try",
         "--die-with-parent",
         "--new-session",  # no controlling terminal to push input into (TIOCSTI)
+        *(["--cap-drop", "ALL"] if cap_drop else []),
         "--tmpfs",
         "/",
         "--proc",
@@ -216,6 +221,18 @@ def sweep(tmp: Path | None = None) -> list[Path]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
+
+
+def box_for(tool_argv: Sequence[str], box: Path, read_only: Sequence[Path], gpu: bool) -> list[str]:
+    """`tool_argv` in a bwrap box with no capabilities (ncu and its profiling target on the GPU), or as is
+    where bwrap cannot start (the tool then runs as before; `isolation()` says so)."""
+    bwrap = bwrap_path()
+    if not isolation().full or bwrap is None:
+        return list(tool_argv)
+    devices, extra = gpu_binds() if gpu else ([], [])
+    tool_dir = [Path(tool_argv[0]).resolve().parent] if Path(tool_argv[0]).is_absolute() else []
+    paths = [*python_paths(), *extra, *tool_dir, *read_only]
+    return bwrap_argv(bwrap, tool_argv, box=box, read_only=paths, devices=devices, cap_drop=True)
 
 
 def remove_owned(uid: int, places: Sequence[Path]) -> list[Path]:

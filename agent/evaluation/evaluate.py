@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent.evaluation.confine import isolation
 from agent.evaluation.sandbox import (
     CPU_ADDRESS_SPACE_BYTES,
     WorkerFault,
@@ -131,6 +132,7 @@ def evaluate(
             result = to_result(outcome, limit)
     result.device = device
     result.interpreter = cpu
+    result.isolation = isolation().label
     result.wall_s = _time.perf_counter() - start
     return result
 
