@@ -26,6 +26,7 @@ def protect_process() -> bool:
     """Undumpable, and secrets out of os.environ; returns whether the prctl call succeeded."""
     from agent.evaluation.sandbox import is_secret
 
+    _held.clear()  # called again (a second command in one process): what the environment holds now
     for name in [k for k in os.environ if is_secret(k)]:
         _held[name] = os.environ.pop(name)
     if not sys.platform.startswith("linux"):

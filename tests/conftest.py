@@ -29,3 +29,17 @@ def sandbox_off(monkeypatch):
     yield
     monkeypatch.undo()
     confine.isolation.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _secrets_back():
+    """The CLI moves secret variables out of os.environ (agent.secrets): put them back after each test, as
+    they were, for the next test."""
+    before = dict(os.environ)
+    yield
+    from agent import secrets
+
+    for name in secrets._held:
+        if name in before:
+            os.environ.setdefault(name, before[name])
+    secrets._held.clear()

@@ -257,4 +257,9 @@ def remove_box(base: Path, uid: int | None) -> list[Path]:
     shutil.rmtree(base, ignore_errors=True)
     if uid is None:
         return []
-    return remove_owned(uid, [Path(tempfile.gettempdir()), Path("/var/tmp"), Path("/dev/shm")])
+    return remove_owned(uid, world_writable())
+
+
+def world_writable() -> list[Path]:
+    """Where any uid may create files outside its box when bwrap is not there."""
+    return [Path(tempfile.gettempdir()), Path("/var/tmp"), Path("/dev/shm")]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent.evaluation import confine
 from agent.evaluation.confine import isolation
 from agent.evaluation.sandbox import (
     CPU_ADDRESS_SPACE_BYTES,
@@ -182,12 +183,27 @@ def _finish(
     """The worker's log tails onto the result, and the worker back to the pool (kept if `reusable`; `why`
     not, else the result's reason) or closed."""
     result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
+    left = confine.remove_owned(worker.uid, confine.world_writable()) if worker.uid is not None else []
+    if left:  # only possible without bwrap: the candidate wrote outside its box
+        reusable = False
+        result = _left_behind(result, left)
     result.worker_reused = worker.uses > 0
     if pool is not None:
         pool.release(key, worker, reusable, f"{result.status.value}: {why or result.reason}"[:300])
     else:
         worker.close()
     return result
+
+
+def _left_behind(result: EvalResult, left: list[Path]) -> EvalResult:
+    names = ", ".join(str(p) for p in left[:5])
+    detail = f"the candidate's process wrote outside its directory (removed): {names}"
+    checks = [*result.checks, Check(name="left-behind", passed=False, detail=detail)]
+    if not result.accepted:
+        return result.model_copy(update={"checks": checks})
+    return EvalResult(
+        status=Status.CHEATING, reason=detail, rule="left-behind", checks=checks, log_tail=result.log_tail
+    )
 
 
 def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
