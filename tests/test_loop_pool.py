@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import agent.loop as loop
+from agent.config import LoopPolicy
 from agent.evaluation.sandbox import WorkerPool
 from agent.problem import load_problem
 from agent.prompt.gpus import find_gpu
@@ -24,17 +25,15 @@ class Quiet:
     def end(self): ...
 
 
-def _settings(tmp_path: Path, **kw) -> loop.LoopSettings:
+def _settings(tmp_path: Path, **hooks) -> loop.LoopSettings:
     return loop.LoopSettings(
         stage=load_stage("micro"),
         gpu=find_gpu("h200"),
         device="cpu",
         run_dir=tmp_path,
         metric_set="seed",
-        profile=False,
-        seeds=(0,),
-        max_iterations=1,
-        **kw,
+        policy=LoopPolicy(profile=False, seeds=(0,), max_iterations=1),
+        hooks=loop.LoopHooks(**hooks),
     )
 
 

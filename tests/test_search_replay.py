@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import agent.loop as loop
+from agent.config import LoopPolicy
 from agent.problem import load_problem
 from agent.profiling.step import ProfileOutcome
 from agent.prompt.gpus import find_gpu
@@ -113,7 +114,7 @@ SWEEPS = Path(__file__).parent / "fixtures" / "sweeps"
 RECORDED = sorted(p.name.removesuffix(".json") for p in SWEEPS.glob("*_tiling_*.json"))
 DRAM = "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed"
 SPILLING = "derived__local_spilling_requests_pct"
-MIN_GAIN = loop.LoopSettings.min_gain  # a new best must beat the old by this much: the replay's tolerance
+MIN_GAIN = LoopPolicy().min_gain  # a new best must beat the old by this much: the replay's tolerance
 
 
 def _tiling_space(problem: str, kernel: str):
@@ -220,7 +221,7 @@ def replay_tiling(monkeypatch, tmp_path, sweep):
             device="cuda",
             run_dir=tmp_path,
             metric_set="memory",
-            evaluator=fake_evaluate,
+            hooks=loop.LoopHooks(evaluator=fake_evaluate),
         )
         run_id = store.start_run(sweep["problem"], "cuda", "H200", "search", None, {})
         out = loop.run_stage(spec, start, SearchProposer(stage, strategy), store, run_id, settings, Quiet())

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from agent.evaluation import confine
 from agent.evaluation.confine import isolation
+from agent.evaluation.messages import Evaluate, Evaluated, read_reply
 from agent.evaluation.sandbox import (
     CPU_ADDRESS_SPACE_BYTES,
     WorkerFault,
@@ -240,20 +241,18 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
 def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> EvalResult:
     """Judge and candidate in one warm worker process (the GPU path with a pool)."""
     worker, key = _acquire(request, pool, judges=True)
-    reusable = False
+    reusable, why = False, ""
     try:
-        reply = worker.request(
-            {"op": "evaluate", "request": request.model_dump(mode="json"), "dir": str(worker.new_dir())},
-            limit,
-        )
-        try:
-            result = EvalResult.model_validate(reply["result"])
-        except (KeyError, ValidationError) as e:
-            result = EvalResult(
-                status=Status.CRASHED, reason=f"the worker's result could not be read: {e}"[:2000]
-            )
-        reusable = bool(reply.get("clean")) and result.status in _REUSABLE
-        why = reply.get("why") or ""
+        message = Evaluate(request=request, dir=str(worker.new_dir()))
+        reply = read_reply(worker.request(message, limit), Evaluated)
+        if isinstance(reply, Evaluated):
+            result, why = reply.result, reply.why
+            reusable = reply.clean and result.status in _REUSABLE
+        else:
+            result = EvalResult(status=Status.CRASHED, reason=reply.reason[:2000])
+        out, err = worker.tails()
+    except ValueError as e:  # a reply that is neither
+        result = EvalResult(status=Status.CRASHED, reason=str(e))
         out, err = worker.tails()
     except WorkerFault as fault:
         result = fault_result(fault.outcome, limit)

@@ -45,6 +45,7 @@ from pydantic import BaseModel
 
 from agent.evaluation import confine
 from agent.evaluation.lockdown import WorkerSetup, source_hashes
+from agent.evaluation.messages import Bye
 
 TAIL_BYTES = 4096
 MAX_FILE_BYTES = 256 * 1024**2
@@ -350,7 +351,7 @@ class WorkerProcess:
         except OSError:
             pass  # it died; the read that follows says how
 
-    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def request(self, message: BaseModel, timeout_s: float) -> dict[str, Any]:
         """Send one command and wait for its answer, at most `timeout_s` seconds."""
         if self._dead is not None:
             raise WorkerFault("died", self._dead)
@@ -362,8 +363,8 @@ class WorkerProcess:
             self._end()
             raise
 
-    def _exchange(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        self._write(json.dumps(message) + "\n")
+    def _exchange(self, message: BaseModel, timeout_s: float) -> dict[str, Any]:
+        self._write(message.model_dump_json() + "\n")
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
@@ -433,7 +434,7 @@ class WorkerProcess:
         """Ask it to leave, then make sure it is gone, and remove its files."""
         if self.alive:
             with contextlib.suppress(WorkerFault):
-                self.request({"op": "bye"}, 5.0)
+                self.request(Bye(), 5.0)
         if self._dead is None:
             self._end()
         self.left_behind = confine.remove_box(self.base, self.uid)

@@ -36,7 +36,7 @@ from agent.profiling.read import (
     seed_json,
 )
 from agent.profiling.target import RANGE_PREFIX, CandidateStatus, ProfileCandidate, ProfileRequest
-from agent.records import ProblemSpec
+from agent.records import NcuMetrics, ProblemSpec
 from agent.resources import profiles_dir
 
 ALL_RANGES = f"regex:{RANGE_PREFIX}[0-9]+/"
@@ -161,7 +161,7 @@ class ProfileResult(BaseModel):
     error: str | None = None
     error_kind: ProfileFailure | None = None
     report_path: Path | None = None
-    metrics: dict[str, list[dict[str, float | int | str]]] = Field(
+    metrics: NcuMetrics = Field(
         default_factory=dict, description="The seed prompt's form: kernel name -> one dict per launch."
     )
     rules: list[str] = Field(default_factory=list, description="ncu's findings, most important first.")
