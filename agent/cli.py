@@ -47,6 +47,44 @@ ProblemArg = Annotated[
 ]
 
 
+_EVALUATING = {"run", "check", "batch", "experiment"}
+
+
+@app.callback()
+def _start(
+    ctx: typer.Context,
+    require_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--require-sandbox",
+            envvar="NCU_AGENT_REQUIRE_SANDBOX",
+            help="Refuse to run candidates without bubblewrap's sandbox (see docs/anticheat.md).",
+        ),
+    ] = False,
+) -> None:
+    """Before any command: the LLM key out of reach of what runs later (agent.secrets), the boxes of
+    workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode checked."""
+    import os
+
+    from agent.evaluation import confine
+    from agent.secrets import protect_process
+
+    protect_process()
+    confine.sweep()
+    if ctx.invoked_subcommand not in _EVALUATING:
+        return
+    from agent.evaluation.lockdown import planted_bytecode
+
+    for pyc in planted_bytecode():
+        pyc.unlink(missing_ok=True)
+        err.print(f"[yellow]warning:[/yellow] removed {pyc}: bytecode that does not come from its source")
+    if require_sandbox:
+        os.environ["NCU_AGENT_REQUIRE_SANDBOX"] = "1"  # a batch's jobs are this tool again
+        isolation = confine.isolation()
+        if not isolation.full:
+            raise _fail(f"--require-sandbox: isolation is {isolation.label}")
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
@@ -119,6 +157,9 @@ def _banner(
     console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
     console.print(f"  proposer: {proposer}")
     console.print(f"  LLM: {llm}")
+    from agent.evaluation.confine import isolation
+
+    console.print(f"  isolation: {isolation().label}")
 
 
 @app.command()

@@ -204,6 +204,9 @@ class EvalResult(BaseModel):
     worker_reused: bool | None = Field(
         default=None, description="Whether a warm worker (imports done, CUDA up) served it; None: one-shot."
     )
+    isolation: str = Field(
+        default="", description="'full' (bubblewrap's sandbox) or 'reduced: why' (docs/anticheat.md)."
+    )
     log_tail: str = ""
 
     @property

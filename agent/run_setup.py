@@ -191,6 +191,8 @@ def run_one(job: ProblemRun) -> RunEnd:
 
 def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
     """The `settings` of the run's row in the store."""
+    from agent.evaluation.confine import isolation
+
     return {
         "stages": [s.name for s in plan.stages],
         "metric_set": plan.options.metric_set,
@@ -200,6 +202,7 @@ def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
         "no_gain_tries": plan.options.no_gain_tries,
         "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
+        "isolation": isolation().label,
     }
 
 

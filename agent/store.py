@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.records import Candidate, EvalResult, ProfileRecord
+from agent.secrets import private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,6 +65,7 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
+        private(path)  # SQLite gives its -wal and -shm files the database's mode
 
     @classmethod
     def open_dir(cls, run_dir: Path) -> Store:

@@ -269,10 +269,54 @@ def _release_memory() -> None:
                 torch.cuda.empty_cache()
 
 
+def preload(gpu: bool) -> None:
+    """Import everything the harness uses before any candidate runs: afterwards this process reads no
+    module file (a candidate could have changed what it would find)."""
+    import torch
+    import torch.utils.deterministic
+    import triton.language  # noqa: F401
+
+    from agent import problem  # noqa: F401
+    from agent.evaluation import (  # noqa: F401
+        baseline_cache,
+        candidate,
+        compare,
+        guards,
+        judge,
+        retune,
+        timing,
+        triton_hooks,
+    )
+
+    if gpu:
+        from agent.evaluation import parallel_compile  # noqa: F401
+    del torch
+
+
+def prepare(setup_line: bytes | str) -> None:
+    """Between the parent's setup and the first candidate: harness imported, its sources checked against
+    the parent's hashes, then the process locked down (agent.evaluation.lockdown)."""
+    from agent.evaluation.lockdown import WorkerSetup, changed_sources, lock_down
+
+    setup = WorkerSetup.model_validate_json(setup_line)
+    preload(gpu=not setup.block_processes)
+    changed = changed_sources(setup.sources)
+    if changed:
+        sys.stderr.write(
+            "error: the evaluator's own files changed since the run started (refusing to judge with them): "
+            + ", ".join(changed)
+            + "\n"
+        )
+        sys.stderr.flush()
+        os._exit(5)
+    lock_down(setup)
+
+
 def serve(cmd_fd: int, resp_fd: int) -> None:
     reader = os.fdopen(cmd_fd, "rb", buffering=0)
     lines = _LineReader(reader)
     token = lines.next().decode().strip()
+    prepare(lines.next())
     server = _Server()
 
     def send(reply: BaseModel) -> None:
@@ -334,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     req_path, res_path = Path(args[0]), Path(args[1])
     token = sys.stdin.readline().strip()
+    prepare(sys.stdin.readline())
     start = time.perf_counter()
     request = EvalRequest.model_validate_json(req_path.read_text())
     if request.device == "cpu":
