@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.batch.gpu_slots import GPU_ENV, Slots
-from agent.batch.job import PARENT_ENV, problem_dir
+from agent.batch.outcome import PARENT_ENV, problem_dir
 
 OnExit = Callable[[str, int], bool]  # (problem, exit code) -> start it again?
 POLL_S = 0.2

@@ -25,7 +25,7 @@ from pathlib import Path
 from agent.batch.budget import BatchCounter, JobBudget, worker_evaluations
 from agent.batch.gpu_slots import Slots, host, visible_gpus
 from agent.batch.inputs import BatchConfig, Execution, Invocation, Invocations
-from agent.batch.job import (
+from agent.batch.outcome import (
     STOPPED,
     attempts,
     is_done,

@@ -28,7 +28,7 @@ from rich.table import Table
 from agent.batch.budget import worker_evaluations
 from agent.batch.gpu_slots import gpu_holds, overlaps
 from agent.batch.inputs import BatchConfig, Invocations, write_atomic
-from agent.batch.job import problem_dir, read_outcome
+from agent.batch.outcome import problem_dir, read_outcome
 from agent.records import EvalResult
 from agent.store import Store
 
