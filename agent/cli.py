@@ -53,6 +53,11 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _status(message: str) -> None:
+    """A retry or a wait, shown as it happens (LLM requests can wait minutes)."""
+    console.print(f"[yellow]{message}[/yellow]")
+
+
 class RichReporter:
     """Progress bars and one line per evaluated candidate."""
 
@@ -139,14 +144,17 @@ def run(
     max_requests: opt.MaxRequests = None,
     max_tokens_total: opt.MaxTokensTotal = None,
     no_cache: opt.NoCache = False,
+    no_api_key: opt.NoApiKey = False,
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
+    from agent.llm.client import EndpointFailed
     from agent.loop import StartingKernelRejected
     from agent.pipeline import PipelineError, resume_point
     from agent.report.tables import history_table
     from agent.run_setup import (
         RunSetupError,
+        check_llm,
         loop_settings,
         outcome_notes,
         plan_run,
@@ -164,8 +172,11 @@ def run(
     try:
         plan = plan_run(options)
         plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+        llm_note = check_llm(plan, _status)
     except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
+    except EndpointFailed as e:
+        raise _fail(str(e), 1) from None
     device = _device()
     proposer_line, llm_line = plan.describe_proposer()
     _banner(
@@ -183,7 +194,8 @@ def run(
     if llm:
         from agent.proposers.llm import LLMProposer
 
-        llm_proposer = LLMProposer(plan.llm_settings, store)
+        llm_proposer = LLMProposer(plan.llm_settings, store, notify=_status)
+        console.print(f"  LLM preflight: {llm_note}")
     start_path = resume_from or spec.kernel_path
     run_id = store.start_run(
         spec.name,
@@ -208,6 +220,9 @@ def run(
     except StartingKernelRejected as e:
         store.finish_run(run_id, "failed", str(e))
         raise _fail(f"the starting kernel was rejected: {e}", 1) from None
+    except EndpointFailed as e:
+        store.finish_run(run_id, "failed", str(e))
+        raise _fail(str(e), 1) from None
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted")
         raise

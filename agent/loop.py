@@ -249,6 +249,19 @@ def _close_enough(best: Best, settings: LoopSettings) -> bool:
     return pct is not None and pct >= settings.roofline_target
 
 
+def _endpoint_only(proposer: Proposer) -> bool:
+    """The step's requests all failed at the endpoint: no reply came that the model could be blamed for."""
+    return bool(getattr(proposer, "last_errors", [])) and not getattr(proposer, "last_failures", [])
+
+
+def _why_empty(proposer: Proposer) -> str:
+    """What became of the step's replies, for the console and the stage's notes."""
+    reasons = [f.reason for f in getattr(proposer, "last_failures", [])]
+    if not reasons:
+        return " (it has nothing left to try)" if proposer.name == "search" else ""
+    return f" (last: {reasons[-1][:200]})"
+
+
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
@@ -263,7 +276,8 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
         budget = 0
     iteration, empty_steps, tries_without_gain = 0, 0, 0
     try:
-        for iteration in range(1, budget + 1):
+        while iteration < budget:
+            iteration += 1
             prompt_text = sr.prompt(best)
             ctx = ProposalContext(
                 problem=problem,
@@ -280,10 +294,23 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 proposer.observe_profile(best.profile.metrics)
             candidates = proposer.propose(ctx)
             sr._record_proposer_failures(ctx)
+            if not candidates and _endpoint_only(proposer):
+                # The endpoint failed, not the model: the step is asked again and costs no iteration (the
+                # proposer ends the run after max_endpoint_errors such failures in a row).
+                iteration -= 1
+                continue
             if not candidates:
                 empty_steps += 1
-                reporter.info(f"iteration {iteration}: no new candidate from the {proposer.name} proposer")
+                why = _why_empty(proposer)
+                reporter.info(
+                    f"iteration {iteration}: no new candidate from the {proposer.name} proposer{why}"
+                )
                 if proposer.name == "search" or empty_steps >= settings.patience:
+                    outcome.notes.append(
+                        f"stage ended at iteration {iteration} of {budget}: {empty_steps} step"
+                        f"{'s' if empty_steps > 1 else ''} in a row gave no new candidate{why}"
+                    )
+                    reporter.info(f"stage {stage}: {outcome.notes[-1]}")
                     break
                 continue
             empty_steps = 0

@@ -34,6 +34,10 @@ Timeout = Annotated[float | None, typer.Option(help="LLM request timeout in seco
 MaxRequests = Annotated[int | None, typer.Option(help="LLM budget: requests per run (a batch: per problem).")]
 MaxTokensTotal = Annotated[int | None, typer.Option(help="LLM budget: tokens per run (a batch: per problem)")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")]
+NoApiKey = Annotated[
+    bool,
+    typer.Option("--no-api-key", help="The LLM server needs no key (keys come from the environment only)."),
+]
 
 # The flags above that are RunOptions (or its LLM overrides); `config` is read as `llm_config`.
 RUN_FLAGS = (
@@ -57,6 +61,7 @@ RUN_FLAGS = (
     "max_requests",
     "max_tokens_total",
     "no_cache",
+    "no_api_key",
 )
 
 

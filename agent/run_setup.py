@@ -47,14 +47,24 @@ class RunOptions(BaseModel):
 
     @classmethod
     def from_flags(
-        cls, *, stages: str | None, llm_config: Path | None, no_cache: bool, **flags: Any
+        cls,
+        *,
+        stages: str | None,
+        llm_config: Path | None,
+        no_cache: bool,
+        no_api_key: bool = False,
+        **flags: Any,
     ) -> RunOptions:
         """Options from command-line flags: `--stages a,b`, the LLM flags (`LLM_FLAGS`), the rest as is."""
         llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
         return cls(
             stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
             llm_config=llm_config,
-            llm_overrides={**llm, "use_cache": False if no_cache else None},
+            llm_overrides={
+                **llm,
+                "use_cache": False if no_cache else None,
+                "no_api_key": True if no_api_key else None,
+            },
             **flags,
         )
 
@@ -115,7 +125,7 @@ def plan_run(options: RunOptions) -> RunPlan:
         gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
         llm_settings = load_llm_settings(options.llm_config, options.llm_overrides)
         if options.llm:
-            llm_settings.require_model()
+            llm_settings.require_endpoint()  # the model may still come from the preflight
         if options.search not in SearchProposer.STRATEGIES:
             raise ValueError(
                 f"--search {options.search!r}: choose one of {', '.join(SearchProposer.STRATEGIES)}"
@@ -123,6 +133,26 @@ def plan_run(options: RunOptions) -> RunPlan:
     except (KeyError, ValueError, LLMConfigError) as e:
         raise RunSetupError(str(e)) from None
     return RunPlan(options, stages, target or find_gpu("h200"), gpu_note, llm_settings)
+
+
+def check_llm(plan: RunPlan, notify: Callable[[str], None] | None = None) -> str | None:
+    """The preflight of a run that uses the LLM (endpoint, key, model: agent/llm/preflight.py); the model
+    it found is the plan's from then on. Returns what was checked, for the console; raises EndpointFailed
+    (the endpoint refused) or RunSetupError (nothing to ask with)."""
+    if not plan.options.llm:
+        return None
+    from agent.llm.preflight import preflight
+    from agent.llm.settings import LLMConfigError
+
+    try:
+        found = preflight(plan.llm_settings, notify)
+    except LLMConfigError as e:
+        raise RunSetupError(str(e)) from None
+    if plan.llm_settings.model != found.model:
+        sources = plan.llm_settings._sources
+        plan.llm_settings.model = found.model
+        plan.llm_settings._sources = {**sources, "model": "the endpoint's only model"}
+    return found.note
 
 
 def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stage], Proposer | str]:

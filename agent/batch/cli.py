@@ -68,6 +68,7 @@ def batch(
     max_requests: opt.MaxRequests = None,
     max_tokens_total: opt.MaxTokensTotal = None,
     no_cache: opt.NoCache = False,
+    no_api_key: opt.NoApiKey = False,
     jobs: Annotated[
         int | None, typer.Option(help="Problems at once (default: one per GPU; on the CPU 1).", min=1)
     ] = None,
@@ -87,7 +88,8 @@ def batch(
     from agent.batch.gpu_slots import parse_gpus
     from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
     from agent.batch.summary import summary_tables
-    from agent.run_setup import RunSetupError, plan_run
+    from agent.llm.client import EndpointFailed
+    from agent.run_setup import RunSetupError, check_llm, plan_run
 
     def fail(message: str) -> typer.Exit:
         err.print(f"[red]error:[/red] {message}")
@@ -120,10 +122,17 @@ def batch(
             raise fail("give the problems to run (PATHS), or --resume DIR")
         options = opt.run_options(flags, config)
         try:
-            plan_run(options)  # bad stages or LLM settings fail here, not in every job
+            plan = plan_run(options)  # bad stages or LLM settings fail here, not in every job
             problems = find_problems(paths, include or [], exclude or [], list_file)
+            llm_note = check_llm(plan, console.print)  # once, before any job starts
         except (RunSetupError, BatchInputError) as e:
             raise fail(str(e)) from None
+        except EndpointFailed as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from None
+        if llm_note:
+            console.print(f"LLM preflight: {llm_note}")
+            options.llm_overrides["model"] = plan.llm_settings.model  # the model it found, for every job
         batch_dir = out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
         cfg = BatchConfig(
             inputs=list(paths),

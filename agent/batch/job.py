@@ -168,7 +168,7 @@ def run_problem(batch_dir: Path, name: str, deadline: float | None = None) -> Pr
 
 
 def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> ProblemOutcome:
-    from agent.llm.client import BudgetExhausted
+    from agent.llm.client import BudgetExhausted, EndpointFailed
     from agent.loop import StartingKernelRejected
     from agent.problem import ProblemError, load_problem
     from agent.run_setup import (
@@ -238,6 +238,8 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
         )
     except (BudgetExhausted, JobStopped) as e:
         result = base.model_copy(update={"status": "budget", "reason": str(e)})
+    except EndpointFailed as e:
+        result = base.model_copy(update={"status": "failed", "reason": str(e)})
     except Exception as e:  # a bug or a broken environment: recorded, and the batch goes on
         reporter.info(traceback.format_exc())
         result = base.model_copy(update={"reason": f"{type(e).__name__}: {e}"})
