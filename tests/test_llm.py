@@ -288,7 +288,7 @@ def test_transient_failures_that_outlive_retries_end_the_step_cleanly(make, serv
 
 def test_connection_refused_after_the_retries_fails_the_run(make):
     h = make(base_url=closed_port_url(), max_attempts=2)
-    with pytest.raises(EndpointFailed, match="cannot connect to http://127.0.0.1") as e:
+    with pytest.raises(EndpointFailed, match=r"cannot connect to http://127.0.0.1") as e:
         h.proposer.propose(h.ctx())
     assert e.value.part == "endpoint"
     assert len(h.replies()) == 2 and len(h.sleeps) == 1  # both attempts recorded before the run ends

@@ -67,6 +67,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         return
 
+    def do_GET(self) -> None:
+        """The one model it serves: a run that names none uses it (the preflight says so)."""
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": "no such path"}})
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         try:
