@@ -160,7 +160,7 @@ class StageRun:
     def check(self, cand: Candidate, parent: ProposalContext) -> EvalResult:
         """Stage rules first (no GPU time for a candidate that breaks them), then the worker."""
         self.tried.add(cand.source)
-        exempt = getattr(self.proposer, "exempt_rules", frozenset())
+        exempt = self.proposer.exempt_rules
         violations = [
             v
             for v in check_constraints(
@@ -188,19 +188,22 @@ class StageRun:
             cand_id = self.record(ctx.iteration, cand, result, best_ms)
             if result.accepted:
                 accepted.append((cand_id, cand.source, result))
-            elif result.status in REPAIRABLE and hasattr(self.proposer, "repair"):
+            elif result.status in REPAIRABLE:
                 fixed = self.proposer.repair(ctx, cand.source, result.reason or result.log_tail)
                 self._record_proposer_failures(ctx)
                 if fixed is not None and fixed.source not in self.tried:
                     queue.insert(0, fixed.model_copy(update={"parent_id": cand_id}))
         return accepted
 
-    def _record_proposer_failures(self, ctx: ProposalContext) -> None:
-        for failure in getattr(self.proposer, "last_failures", []):
-            if failure.status is not None:
-                self.record(ctx.iteration, failure.candidate(ctx), failure.result(), None)
-        for error in getattr(self.proposer, "last_errors", []):
+    def _record_proposer_failures(self, ctx: ProposalContext) -> list[str]:
+        """Record what the proposer rejected; the reasons, for saying why a step gave nothing."""
+        reasons = []
+        for cand, result in self.proposer.rejected(ctx):
+            self.record(ctx.iteration, cand, result, None)
+            reasons.append(result.reason)
+        for error in self.proposer.errors():
             self.reporter.info(f"endpoint error: {error}")
+        return reasons
 
 
 def run_stage(
@@ -249,19 +252,6 @@ def _close_enough(best: Best, settings: LoopSettings) -> bool:
     return pct is not None and pct >= settings.roofline_target
 
 
-def _endpoint_only(proposer: Proposer) -> bool:
-    """The step's requests all failed at the endpoint: no reply came that the model could be blamed for."""
-    return bool(getattr(proposer, "last_errors", [])) and not getattr(proposer, "last_failures", [])
-
-
-def _why_empty(proposer: Proposer) -> str:
-    """What became of the step's replies, for the console and the stage's notes."""
-    reasons = [f.reason for f in getattr(proposer, "last_failures", [])]
-    if not reasons:
-        return " (it has nothing left to try)" if proposer.name == "search" else ""
-    return f" (last: {reasons[-1][:200]})"
-
-
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
@@ -290,22 +280,21 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 prompt_id=store.add_prompt(run_id, stage, iteration, prompt_text),
                 tried_sources=sr.tried,
             )
-            if hasattr(proposer, "observe_profile"):
-                proposer.observe_profile(best.profile.metrics)
+            proposer.observe_profile(best.profile.metrics)
             candidates = proposer.propose(ctx)
-            sr._record_proposer_failures(ctx)
-            if not candidates and _endpoint_only(proposer):
+            rejected = sr._record_proposer_failures(ctx)
+            if not candidates and not rejected and proposer.errors():
                 # The endpoint failed, not the model: the step is asked again and costs no iteration (the
                 # proposer ends the run after max_endpoint_errors such failures in a row).
                 iteration -= 1
                 continue
             if not candidates:
                 empty_steps += 1
-                why = _why_empty(proposer)
+                why = f" (last: {rejected[-1][:200]})" if rejected else ""
                 reporter.info(
                     f"iteration {iteration}: no new candidate from the {proposer.name} proposer{why}"
                 )
-                if proposer.name == "search" or empty_steps >= settings.patience:
+                if proposer.ends_when_empty or empty_steps >= settings.patience:
                     outcome.notes.append(
                         f"stage ended at iteration {iteration} of {budget}: {empty_steps} step"
                         f"{'s' if empty_steps > 1 else ''} in a row gave no new candidate{why}"
