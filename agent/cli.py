@@ -116,7 +116,22 @@ def _banner(
 
 @app.command()
 def run(
-    problem: ProblemArg,
+    problem: Annotated[
+        str | None,
+        typer.Argument(
+            help="A problem folder (see kernels/README.md), a KernelBench .py file, or the name of a "
+            "bundled problem (not with --resume)."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the killed or interrupted run of this run directory, with the options it was "
+            "started with (nothing it recorded is evaluated, profiled or asked again).",
+            file_okay=False,
+        ),
+    ] = None,
     stages: opt.Stages = None,
     from_stage: Annotated[
         str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
@@ -148,9 +163,12 @@ def run(
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
+    from agent.batch.hooks import replay_hooks
+    from agent.batch.resume import ReplayStore
     from agent.llm.client import EndpointFailed
     from agent.pipeline import PipelineError, resume_point
     from agent.report.tables import history_table
+    from agent.run_resume import ResumeError, find_resumable
     from agent.run_setup import (
         NOTHING_RAN,
         ProblemRun,
@@ -162,6 +180,17 @@ def run(
     )
     from agent.store import Store
 
+    found = None
+    if resume is not None:
+        if problem is not None:
+            raise _fail("give either PROBLEM (a new run) or --resume RUN_DIR, not both")
+        try:
+            found = find_resumable(resume)
+        except ResumeError as e:
+            raise _fail(str(e)) from None
+        options, problem, run_dir = found.options, found.problem, resume
+    elif problem is None:
+        raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
     spec = _load(problem)
     if spec.kernel_path is None:
         raise _fail(
@@ -170,7 +199,8 @@ def run(
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
         plan = plan_run(options)
-        plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+        if found is None:
+            plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
         llm_note = check_llm(plan, _status)
     except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
@@ -188,14 +218,21 @@ def run(
         llm_line,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open_dir(run_dir)
-    start_path = resume_from or spec.kernel_path
+    if found is not None:
+        store: Store = ReplayStore(run_dir / Store.FILENAME, found.run_id)
+        start_path, extra = found.start, {"hooks": replay_hooks(store), "run_id": found.run_id}
+        console.print(f"  continuing run #{found.run_id}: what it recorded is replayed, not run again")
+    else:
+        store, start_path, extra = Store.open_dir(run_dir), resume_from or spec.kernel_path, {}
+    job = ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), str(problem), **extra)
     if llm_note:
         console.print(f"  LLM preflight: {llm_note}")
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
-    end = run_one(
-        ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), problem=str(problem))
-    )
+    try:
+        end = run_one(job)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue with: ncu-agent run --resume {run_dir}")
+        raise typer.Exit(130) from None
     if end.outcome is None:
         raise _fail(end.reason, 1)
     outcome = end.outcome
@@ -365,11 +402,13 @@ def show(
 ) -> None:
     """Print a run's history table."""
     from agent.report.tables import history_table
+    from agent.run_resume import mark_killed
     from agent.store import Store
 
     if not (run_dir / Store.FILENAME).exists():
         raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
     store = Store.open_dir(run_dir)
+    mark_killed(store)  # a killed run's row is not left saying "running"
     for r in store.runs():
         console.print(
             f"run {r['id']}: {r['problem']} on {r['device']} ({r['gpu']}), proposer {r['proposer']}, "

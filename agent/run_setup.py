@@ -8,6 +8,8 @@ runs exactly as `ncu-agent run` would with the same flags.
 
 from __future__ import annotations
 
+import os
+import socket
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -207,7 +209,7 @@ class ProblemRun:
     reporter: Reporter
     problem: str  # the problem as the user named it, for the run's record
     record: dict[str, Any] = field(default_factory=dict)  # more fields of the run's record
-    run_id: int | None = None  # continue this run (a killed batch job's), else start one
+    run_id: int | None = None  # continue this run (a killed batch job or `run --resume`), else start one
     # The evaluator and profiler hooks, made once the run's id is known (a batch's lock and budget).
     hooks: Callable[[int], dict[str, Any]] = lambda run_id: {}
     client: ChatClient | None = None  # the LLM proposer's client (None: one from the plan's settings)
@@ -295,6 +297,10 @@ def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
         "no_gain_tries": plan.options.no_gain_tries,
         "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
+        # What `ncu-agent run --resume` needs to continue the run as it was started (agent/run_resume.py).
+        "options": plan.options.model_dump(mode="json"),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
     }
 
 
