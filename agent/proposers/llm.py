@@ -47,7 +47,7 @@ from agent.llm.client import (
 )
 from agent.llm.extract import CodeSyntaxError, ExtractError, extract_code, strip_harness
 from agent.llm.settings import LLMSettings
-from agent.prompt.render import environment
+from agent.prompt.render import environment, split_sections
 from agent.proposers.base import ProposalContext, Proposer
 from agent.records import Candidate, EvalResult, Status
 from agent.store import Store
@@ -110,7 +110,17 @@ def _clip(text: str) -> str:
     return f"{text[:_ERROR_HEAD]}\n[... {cut} chars cut ...]\n{text[-_ERROR_TAIL:]}"
 
 
+def _without_current_code(prompt: str) -> str:
+    """The stage prompt less its [CURRENT CODE] block: the failed code below replaces it, so that the
+    request carries one copy of the kernel instead of two nearly equal ones."""
+    sections = split_sections(prompt)
+    if "[CURRENT CODE]" not in sections:
+        return prompt
+    return "".join(text for header, text in sections.items() if header != "[CURRENT CODE]")
+
+
 def render_repair(prompt: str, code: str, error: str) -> str:
+    prompt = _without_current_code(prompt)
     code = code.replace("\r\n", "\n").strip("\n")
     error = _clip(error.replace("\r\n", "\n").strip("\n")) or "(no message)"
     return (
