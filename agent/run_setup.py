@@ -118,14 +118,14 @@ class RunPlan:
         return f"built-in search ({self.options.search}) over {knobs or 'nothing in these stages'}", llm_line
 
 
-def plan_run(options: RunOptions) -> RunPlan:
+def plan_run(options: RunOptions, api_key: str | None = None) -> RunPlan:
     """Check the options; resolve stages, target GPU and LLM settings. RunSetupError says what is wrong."""
     try:
         names = options.stages or default_pipeline()
         stages = [load_stage(n) for n in names]
         target = resolve_gpu(options.gpu)
         gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
-        llm_settings = load_llm_settings(options.llm_config, options.llm_overrides)
+        llm_settings = load_llm_settings(options.llm_config, options.llm_overrides, api_key=api_key)
         if options.llm:
             llm_settings.require_endpoint()  # the model may still come from the preflight
         if options.search not in SearchProposer.STRATEGIES:

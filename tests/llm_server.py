@@ -112,6 +112,7 @@ class LLMServer:
         self.unexpected = 0
         self.models: list[str] | None = ["test-model"]
         self.models_error: Behaviour | None = None
+        self.required_key: str | None = None  # set: any other Authorization is answered 401
         self.model_requests = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -161,7 +162,16 @@ class LLMServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout) before we answered
 
+            def _refused(self) -> bool:
+                key = server.required_key
+                if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+                    return False
+                self._send(401, b'{"error": {"message": "Incorrect API key provided"}}', {})
+                return True
+
             def do_GET(self) -> None:
+                if self._refused():
+                    return
                 if self.path.split("?")[0] not in ("/v1/models", "/models"):
                     self._send(404, b'{"error": {"message": "no such path"}}', {})
                     return
@@ -179,6 +189,8 @@ class LLMServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 text = self.rfile.read(length).decode("utf-8", "replace")
+                if self._refused():
+                    return
                 if self.path.split("?")[0] not in PATHS:
                     self._send(404, b'{"error": {"message": "no such path"}}', {})
                     return

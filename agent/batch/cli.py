@@ -88,7 +88,8 @@ def batch(
     from agent.batch.gpu_slots import parse_gpus
     from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
     from agent.batch.summary import summary_tables
-    from agent.llm.client import EndpointFailed
+    from agent.llm.client import EndpointFailed, endpoint_failed
+    from agent.llm.settings import safe_url
     from agent.run_setup import RunSetupError, check_llm, plan_run
 
     def fail(message: str) -> typer.Exit:
@@ -111,10 +112,17 @@ def batch(
             raise fail("give either PATHS (a new batch) or --resume DIR, not both")
         batch_dir = resume
         try:
-            stored = BatchConfig.load(batch_dir).execution
-        except BatchInputError as e:
+            stored_cfg = BatchConfig.load(batch_dir)
+            plan = plan_run(stored_cfg.run)
+            check_llm(plan, console.print)  # once, before any job starts
+        except (BatchInputError, RunSetupError) as e:
             raise fail(str(e)) from None
-        execution = stored.model_copy(update=given)  # where it runs may change; what it runs may not
+        except EndpointFailed as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from None
+        execution = stored_cfg.execution.model_copy(
+            update=given
+        )  # where it runs may change; what it runs may not
         if execution.backend == "ray" and importlib.util.find_spec("ray") is None:
             raise fail("this batch runs on Ray, which is not installed: pip install 'ncu-agent[ray]'")
     else:
@@ -132,7 +140,12 @@ def batch(
             raise typer.Exit(1) from None
         if llm_note:
             console.print(f"LLM preflight: {llm_note}")
-            options.llm_overrides["model"] = plan.llm_settings.model  # the model it found, for every job
+            # What every job needs, wherever it runs (a Ray node has not the driver's environment): the
+            # model found, and the endpoint unless its URL carries credentials. The key goes apart.
+            s = plan.llm_settings
+            options.llm_overrides["model"] = s.model
+            if safe_url(s.base_url) == s.base_url:
+                options.llm_overrides["base_url"] = s.base_url
         batch_dir = out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
         cfg = BatchConfig(
             inputs=list(paths),
@@ -154,13 +167,19 @@ def batch(
         except FileExistsError as e:
             raise fail(str(e)) from None
     console.print(f"[bold]ncu-agent batch[/bold] {batch_dir}")
+    settings = plan.llm_settings
+    key = settings.api_key.get_secret_value() if plan.options.llm and settings.api_key else None
     summary = run_batch(
         batch_dir,
         execution,
         log=lambda m: console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {m}"),
+        api_key=None if settings.no_api_key else key,
     )
     for table in summary_tables(summary):
         console.print(table)
     for note in summary.overall.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"summary: {batch_dir / 'summary.json'}, {batch_dir / 'summary.csv'}")
+    if summary.problems and all(endpoint_failed(r.status, r.reason) for r in summary.problems):
+        err.print("[red]error:[/red] every problem failed for the LLM endpoint (see the reasons above)")
+        raise typer.Exit(1)

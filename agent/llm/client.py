@@ -164,6 +164,11 @@ class EndpointFailed(Exception):
         self.part = part
 
 
+def endpoint_failed(status: str, reason: str) -> bool:
+    """Whether a run's status and reason say it ended for its endpoint (EndpointFailed's messages)."""
+    return status == "failed" and reason.startswith(("LLM endpoint", "LLM preflight"))
+
+
 FATAL_STATUS = {401: "key", 403: "key", 404: "model"}  # what a final status says is wrong
 T = TypeVar("T")
 

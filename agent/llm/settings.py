@@ -217,7 +217,9 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     return values, sources
 
 
-def _file_layer(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+def _file_layer(
+    path: Path, env: Mapping[str, str], key_given: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
     where = f"file {path}"
     try:
         data = tomllib.loads(path.read_text())
@@ -238,9 +240,10 @@ def _file_layer(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dic
                 f"invalid LLM setting 'api_key_env' = {key_env!r} (from {where}): "
                 f"expected the name of an environment variable"
             )
-        if not env.get(key_env):
+        if env.get(key_env):
+            values["api_key"] = env[key_env]
+        elif not key_given:
             raise LLMConfigError(f"the config file {path} says the API key is in ${key_env}, which is unset")
-        values["api_key"] = env[key_env]
     cache = values.get("cache_path")
     if isinstance(cache, str) and not Path(cache).expanduser().is_absolute():
         values["cache_path"] = str(path.parent / cache)  # relative to the file, not to where we run
@@ -265,9 +268,13 @@ def _describe_error(err: dict[str, Any], values: dict[str, Any], sources: dict[s
 
 
 def load_llm_settings(
-    config_path: Path | None, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    config_path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    api_key: str | None = None,
 ) -> LLMSettings:
     """Defaults < environment < config file ([llm] table) < overrides (CLI flags; None = not given).
+    `api_key`: the key a batch's driver handed its job (agent/batch/key_channel.py), above every layer.
 
     Raises LLMConfigError naming each bad field, its value (never the key's) and the layer it came from.
     """
@@ -276,9 +283,11 @@ def load_llm_settings(
     sources: dict[str, str] = {}
     layers = [_env_layer(env)]
     if config_path is not None:
-        layers.append(_file_layer(Path(config_path).expanduser(), env))
+        layers.append(_file_layer(Path(config_path).expanduser(), env, key_given=api_key is not None))
     flag_values = {k: v for k, v in (overrides or {}).items() if v is not None}
     layers.append((flag_values, {k: f"flag {FLAGS.get(k, '--' + k.replace('_', '-'))}" for k in flag_values}))
+    if api_key is not None:
+        layers.append(({"api_key": api_key}, {"api_key": "the batch's driver"}))
     for layer_values, layer_sources in layers:
         values.update(layer_values)
         sources.update(layer_sources)
