@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.run_setup import RunOptions
+from agent.config import RunOptions
 from agent.store import Store
 
 RESUMABLE = ("running", "killed", "interrupted")

@@ -26,7 +26,6 @@ from pathlib import Path
 from agent.batch.gpu_slots import GPU_ENV, Slots
 from agent.batch.job import PARENT_ENV, problem_dir
 from agent.batch.key_channel import KEY_FILE_ENV, remove_key_file, write_key_file
-from agent.evaluation.sandbox import SECRET_WORDS
 
 OnExit = Callable[[str, int], bool]  # (problem, exit code) -> start it again?
 POLL_S = 0.2
@@ -58,9 +57,12 @@ class OverdueJobs:
 
 
 def job_env(gpu: str | None, key_file: Path | None = None) -> dict[str, str]:
-    """This process's environment for a job: no variable named like a key, token or password (the key
-    comes through `key_file`: agent/batch/key_channel.py), PYTHONPATH able to import `agent`, the GPU."""
-    env = {k: v for k, v in os.environ.items() if not any(w in k.upper() for w in SECRET_WORDS)}
+    """This process's environment for a job (a job is this tool again, undumpable: it gets its secrets
+    back), PYTHONPATH able to import `agent`, the GPU, and the path of the file holding the key the
+    driver hands it (`key_file`: agent/batch/key_channel.py; a Ray node has not the driver's environment)."""
+    from agent.secrets import environ
+
+    env = dict(environ())
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"

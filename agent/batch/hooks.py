@@ -18,6 +18,7 @@ from typing import Any
 from agent.batch.budget import JobBudget
 from agent.batch.gpu_slots import GpuLock
 from agent.batch.resume import ReplayStore
+from agent.loop import LoopHooks
 from agent.records import EvalResult
 from agent.store import Store
 
@@ -89,9 +90,6 @@ def profiler_for(store: Store, lock: GpuLock | None) -> Callable[..., list[Any]]
     return profiler
 
 
-def replay_hooks(store: Store) -> Callable[[int], dict[str, Any]]:
+def replay_hooks(store: Store) -> Callable[[int], LoopHooks]:
     """A resumed `ncu-agent run`'s hooks: what it recorded is given back, nothing else bounds it."""
-    return lambda run_id: {
-        "evaluator": evaluator_for(store, run_id, None, None),
-        "profiler": profiler_for(store, None),
-    }
+    return lambda run_id: LoopHooks(evaluator_for(store, run_id, None, None), profiler_for(store, None))

@@ -36,6 +36,7 @@ from agent.batch.key_channel import take_key
 from agent.batch.resume import ReplayStore
 from agent.evaluation.sandbox import die_with_parent
 from agent.llm.client import BudgetExhausted
+from agent.loop import LoopHooks
 from agent.problem import ProblemError, load_problem
 from agent.run_setup import ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store
@@ -237,10 +238,7 @@ def _run(
         problem=str(entry.path),
         record={"batch": str(batch_dir.resolve())},
         run_id=run_id,
-        hooks=lambda rid: {
-            "evaluator": evaluator_for(store, rid, budget, lock),
-            "profiler": profiler_for(store, lock),
-        },
+        hooks=lambda rid: LoopHooks(evaluator_for(store, rid, budget, lock), profiler_for(store, lock)),
         budget_errors=(BudgetExhausted, JobStopped),
         before_finish=record,
     )
