@@ -387,7 +387,11 @@ def test_repair_is_bounded_per_candidate(make, server):
     fixed = h.proposer.repair(ctx, cand.source, "triton.compiler.errors.CompilationError: at 7:4: bad ```")
     assert fixed is not None and fixed.source == kernel("v2") and fixed.label == "llm repair 1"
     sent = server.requests[1]["messages"][0]["content"]
-    assert sent.startswith(PROMPT) and kernel("v1") in sent and "CompilationError: at 7:4" in sent
+    # The stage prompt less its [CURRENT CODE] block: the failed code stands in its place, once.
+    assert sent.startswith("You are a Triton kernel optimization specialist.\nOUTPUT RULES (STRICT)")
+    assert (
+        "[CURRENT CODE]" not in sent and sent.count(kernel("v1")) == 1 and "CompilationError: at 7:4" in sent
+    )
     assert "[ERROR]" in sent and "OUTPUT RULES" in sent
     prompt_row = h.store.conn.execute("SELECT * FROM prompts WHERE id=?", (fixed.prompt_id,)).fetchone()
     assert prompt_row["stage"] == "micro:repair" and prompt_row["text"] == sent

@@ -16,10 +16,11 @@ import pytest
 from llm_server import LLMServer, closed_port_url, error, raw, reply, slow
 from test_llm import KEY, Harness, answer, kernel
 
+from agent.config import LoopPolicy
 from agent.llm.client import EndpointFailed
 from agent.llm.preflight import preflight
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
-from agent.loop import Best, LoopSettings, run_stage
+from agent.loop import Best, LoopHooks, LoopSettings, run_stage
 from agent.profiling.step import ProfileOutcome
 from agent.prompt.gpus import find_gpu
 from agent.prompt.stages import load_stage
@@ -151,9 +152,12 @@ def _stage_run(tmp_path: Path, proposer, server_store):
         device="cpu",
         run_dir=tmp_path,
         metric_set=stage.metric_set,
-        profile=False,
-        max_iterations=3,
-        evaluator=lambda problem, source, device, **kw: EvalResult(status=Status.INCORRECT, reason="wrong"),
+        policy=LoopPolicy(profile=False, max_iterations=3),
+        hooks=LoopHooks(
+            evaluator=lambda problem, source, device, **kw: EvalResult(
+                status=Status.INCORRECT, reason="wrong"
+            )
+        ),
     )
     start = Best(1, kernel("start"), EvalResult(status=Status.ACCEPTED), ProfileOutcome())
     server_store.store.add_candidate(
