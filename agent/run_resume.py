@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import RunOptions
+from agent.evaluation.confine import process_alive
 from agent.store import Store
 
 RESUMABLE = ("running", "killed", "interrupted")
@@ -36,12 +37,8 @@ class Resumable:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        return True  # someone else's process: alive
     try:  # a zombie nobody reaped yet is dead
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):

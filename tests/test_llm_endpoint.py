@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from fakes import Quiet
 from llm_server import LLMServer, closed_port_url, error, raw, reply, slow
 from test_llm import KEY, Harness, answer, kernel
 
@@ -39,10 +40,8 @@ def make(tmp_path, server):
     made: list[Harness] = []
 
     def factory(base_url: str | None = None, **overrides) -> Harness:
-        overrides.setdefault("backoff_base_s", 0.0)
-        h = Harness(tmp_path, base_url or server.base_url, store_name=f"run{len(made)}", **overrides)
-        made.append(h)
-        return h
+        made.append(Harness(tmp_path, base_url or server.base_url, store_name=f"run{len(made)}", **overrides))
+        return made[-1]
 
     yield factory
     for h in made:
@@ -170,21 +169,9 @@ def _stage_run(tmp_path: Path, proposer, server_store):
         server_store.store,
         server_store.run_id,
         settings,
-        _Quiet(),
+        Quiet(),
         start=start,
     )
-
-
-class _Quiet:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(message)
-
-    def begin(self, what: str, total: int) -> None: ...
-    def candidate(self, *args) -> None: ...
-    def end(self) -> None: ...
 
 
 def test_endpoint_errors_use_no_iteration_and_an_empty_stage_says_why(make, server, tmp_path):
