@@ -27,17 +27,6 @@ from agent.prompt.gpus import find_gpu, resolve_gpu
 from agent.prompt.render import PromptContext, render_prompt
 from agent.prompt.stages import load_stage
 from agent.records import EvalResult, Status
-from agent.report.batch import batch_run_dirs, is_batch_dir
-from agent.report.data import is_run_dir, load_run_dir
-from agent.report.export import (
-    batch_table,
-    compare_table,
-    diff_text,
-    export_rows,
-    find_candidate,
-    to_csv,
-    to_json,
-)
 from agent.report.tables import HEADERS, history_table, result_cells
 from agent.run_resume import ResumeError, find_resumable, mark_killed
 from agent.run_setup import (
@@ -427,12 +416,10 @@ def profile(
     console.print(f"report: {report}")
 
 
-@app.command()
-def show(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
-) -> None:
-    """Print a run's history table."""
+# `ncu-agent show`, `report`, `diff`, `export`: reading a run's records (agent/report/cli.py).
+from agent.report.cli import diff, export, report, show  # noqa: E402
 
+<<<<<<< HEAD
     if not (run_dir / Store.FILENAME).exists():
         raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
     store = Store.open_dir(run_dir)
@@ -535,6 +522,10 @@ def export(
     else:
         out.write_text(text, encoding="utf-8")
         err.print(f"{len(rows)} candidates -> {out}")
+=======
+for _reading in (show, report, diff, export):
+    app.command()(_reading)
+>>>>>>> main
 
 
 # `ncu-agent batch`: many problems, every GPU, resumable (its options and body live in agent/batch/cli.py).
