@@ -17,7 +17,9 @@ from agent.batch.gpu_slots import parse_gpus
 from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
 from agent.batch.summary import summary_tables
 from agent.config import RunOptions
-from agent.run_setup import RunSetupError, plan_run
+from agent.llm.client import EndpointFailed, endpoint_failed
+from agent.llm.settings import safe_url
+from agent.run_setup import RunPlan, RunSetupError, check_llm, plan_run
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -70,99 +72,31 @@ def batch(
     options: RunOptions,
 ) -> None:
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
-<<<<<<< HEAD
-    from agent.batch.driver import create_batch, run_batch
-    from agent.batch.gpu_slots import parse_gpus
-    from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
-    from agent.batch.summary import summary_tables
-    from agent.llm.client import EndpointFailed, endpoint_failed
-    from agent.llm.settings import safe_url
-    from agent.run_setup import RunSetupError, check_llm, plan_run
-
-    def fail(message: str) -> typer.Exit:
-        err.print(f"[red]error:[/red] {message}")
-        return typer.Exit(2)
-
-    if backend not in (None, "local", "ray"):
-        raise fail(f"--backend {backend!r}: choose local or ray")
-    if backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise fail("--backend ray needs Ray: pip install 'ncu-agent[ray]'")
-    given = {
-        "backend": backend,
-        "address": address,
-        "jobs": jobs,
-        "gpus": parse_gpus(gpus) if gpus is not None else None,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
-    if resume is not None:
-        if paths:
-            raise fail("give either PATHS (a new batch) or --resume DIR, not both")
-        batch_dir = resume
-        try:
-            stored_cfg = BatchConfig.load(batch_dir)
-            plan = plan_run(stored_cfg.run)
-            check_llm(plan, console.print)  # once, before any job starts
-        except (BatchInputError, RunSetupError) as e:
-            raise fail(str(e)) from None
-        except EndpointFailed as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from None
-        execution = stored_cfg.execution.model_copy(
-            update=given
-        )  # where it runs may change; what it runs may not
-        if execution.backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise fail("this batch runs on Ray, which is not installed: pip install 'ncu-agent[ray]'")
-    else:
-        if not paths:
-            raise fail("give the problems to run (PATHS), or --resume DIR")
-        try:
-            plan = plan_run(options)  # bad stages or LLM settings fail here, not in every job
-            problems = find_problems(paths, include or [], exclude or [], list_file)
-            llm_note = check_llm(plan, console.print)  # once, before any job starts
-        except (RunSetupError, BatchInputError) as e:
-            raise fail(str(e)) from None
-        except EndpointFailed as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from None
-        if llm_note:
-            console.print(f"LLM preflight: {llm_note}")
-            # What every job needs, wherever it runs (a Ray node has not the driver's environment): the
-            # model found, and the endpoint unless its URL carries credentials. The key goes apart.
-            s = plan.llm_settings
-            options.llm_overrides["model"] = s.model
-            if safe_url(s.base_url) == s.base_url:
-                options.llm_overrides["base_url"] = s.base_url
-        batch_dir = out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
-        cfg = BatchConfig(
-            inputs=list(paths),
-            include=include or [],
-            exclude=exclude or [],
-            list_file=str(list_file) if list_file else None,
-            problems=problems,
-            run=options,
-            budget=Budget(
-=======
     try:
         given = _where(backend, address, jobs, gpus)
         if resume is not None:
             if paths:
                 raise BatchInputError("give either PATHS (a new batch) or --resume DIR, not both")
             batch_dir, execution = _resumed(resume, given)
+            plan = _checked_plan(BatchConfig.load(batch_dir).run)
         else:
             if not paths:
                 raise BatchInputError("give the problems to run (PATHS), or --resume DIR")
             batch_dir = out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
             problems = (paths, include or [], exclude or [], list_file)
             budget = Budget(
->>>>>>> main
                 problem_evaluations=max_evaluations,
                 batch_evaluations=batch_evaluations,
                 time_limit_s=time_limit * 60 if time_limit is not None else None,
             )
+            plan = _checked_plan(options)
             execution = _created(batch_dir, problems, options, budget, given)
     except (BatchInputError, RunSetupError, FileExistsError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
+    except EndpointFailed as e:  # what no retry fixes: no job starts
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
     console.print(f"[bold]ncu-agent batch[/bold] {batch_dir}")
     settings = plan.llm_settings
     key = settings.api_key.get_secret_value() if plan.options.llm and settings.api_key else None
@@ -177,11 +111,24 @@ def batch(
     for note in summary.overall.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"summary: {batch_dir / 'summary.json'}, {batch_dir / 'summary.csv'}")
-<<<<<<< HEAD
     if summary.problems and all(endpoint_failed(r.status, r.reason) for r in summary.problems):
         err.print("[red]error:[/red] every problem failed for the LLM endpoint (see the reasons above)")
         raise typer.Exit(1)
-=======
+
+
+def _checked_plan(options: RunOptions) -> RunPlan:
+    """The batch's plan, its LLM endpoint checked once before any job starts (EndpointFailed). The model
+    the preflight found, and the endpoint unless its URL carries credentials, go to every job through
+    batch.json (a Ray node has not the driver's environment); the key goes apart (batch/key_channel.py)."""
+    plan = plan_run(options)  # bad stages or LLM settings fail here, not in every job
+    note = check_llm(plan, console.print)
+    if note:
+        console.print(f"LLM preflight: {note}")
+        s = plan.llm_settings
+        options.llm_overrides["model"] = s.model
+        if safe_url(s.base_url) == s.base_url:
+            options.llm_overrides["base_url"] = s.base_url
+    return plan
 
 
 def _where(backend: str | None, address: str | None, jobs: int | None, gpus: str | None) -> dict[str, Any]:
@@ -216,7 +163,6 @@ def _created(
 ) -> Execution:
     """A new batch directory for `problems` (paths, include, exclude, list file)."""
     paths, include, exclude, list_file = problems
-    plan_run(options)  # bad stages or LLM settings fail here, not in every job
     cfg = BatchConfig(
         inputs=list(paths),
         include=include,
@@ -229,4 +175,3 @@ def _created(
     )
     create_batch(batch_dir, cfg)
     return cfg.execution
->>>>>>> main
