@@ -41,7 +41,9 @@ from agent.records import Check, EvalRequest, EvalResult, ProblemSpec, Status
 CPU_TIMEOUT_S = 120.0
 GPU_TIMEOUT_S = 600.0
 WORKER_MODULE = "agent.evaluation.worker"
-_REUSABLE = (Status.ACCEPTED, Status.INCORRECT)
+# A warm worker serves the next candidate only after one that passed every check: after any failed check
+# (wrong values included) it is replaced, so nothing a failing candidate left can meet the next one.
+_REUSABLE = (Status.ACCEPTED,)
 
 
 def default_device() -> str:
