@@ -40,9 +40,13 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(problem: str):
+def _load(problem: str, small_shapes: str | None = None):
+    from agent.small_shapes import parse_shapes_flag
+
     try:
-        return load_problem(problem)
+        return load_problem(problem, parse_shapes_flag(small_shapes) if small_shapes else None)
+    except ValueError as e:
+        raise _fail(str(e)) from None
     except ProblemError as e:
         raise _fail(str(e)) from None
 
@@ -258,17 +262,21 @@ def check(
     seeds: Annotated[int, typer.Option(help="How many fresh input draws.")] = 3,
     timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    small_shapes: opt.SmallShapes = None,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
     from agent.evaluation.evaluate import evaluate
+    from agent.problem import describe_shapes
     from agent.report.tables import HEADERS, result_cells
 
-    spec = _load(problem)
-    result = evaluate(spec, candidate.read_text(), _device(), seeds=tuple(range(seeds)), timeout_s=timeout)
+    spec = _load(problem, small_shapes)
+    device = _device()
+    result = evaluate(spec, candidate.read_text(), device, seeds=tuple(range(seeds)), timeout_s=timeout)
     if as_json:
         console.print_json(result.model_dump_json())
     else:
         colour = "green" if result.accepted else "red"
+        console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
         console.print(f"[{colour}]{result.status.value}[/{colour}] {result.reason}")
         for c in result.checks:
             if not c.passed or c.detail:

@@ -33,6 +33,13 @@ MaxTokens = Annotated[int | None, typer.Option(help="LLM max tokens per reply.")
 Timeout = Annotated[float | None, typer.Option(help="LLM request timeout in seconds.")]
 MaxRequests = Annotated[int | None, typer.Option(help="LLM budget: requests per run (a batch: per problem).")]
 MaxTokensTotal = Annotated[int | None, typer.Option(help="LLM budget: tokens per run (a batch: per problem)")]
+SmallShapes = Annotated[
+    str | None,
+    typer.Option(
+        help="CPU sizes as NAME=VALUE,... over the reference's module globals (default: the problem's "
+        "[small_shapes], else derived from the file's size constants)."
+    ),
+]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")]
 
 # The flags above that are RunOptions (or its LLM overrides); `config` is read as `llm_config`.

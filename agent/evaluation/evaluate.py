@@ -128,6 +128,7 @@ def evaluate(
             result = to_result(outcome, limit)
     result.device = device
     result.interpreter = cpu
+    result.shapes = dict(problem.small_shapes) if (cpu if small is None else small) else {}
     result.wall_s = _time.perf_counter() - start
     return result
 
