@@ -296,7 +296,9 @@ def test_an_interrupted_evaluation_kills_its_worker(l1, monkeypatch):
 
     started: list[ev.WorkerProcess] = []
     real = ev.start_worker
-    monkeypatch.setattr(ev, "start_worker", lambda device: started.append(real(device)) or started[-1])
+    monkeypatch.setattr(
+        ev, "start_worker", lambda device, caps=None: started.append(real(device, caps)) or started[-1]
+    )
 
     def interrupt(signum, frame):
         raise _Interrupted
@@ -326,8 +328,8 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
         "from agent.problem import load_problem\n"
         "from agent.evaluation.sandbox import WorkerPool\n"
         "real = ev.start_worker\n"
-        "def start(device):\n"
-        "    w = real(device)\n"
+        "def start(device, caps=None):\n"
+        "    w = real(device, caps)\n"
         "    print(w.proc.pid, flush=True)\n"
         "    return w\n"
         "ev.start_worker = start\n"
@@ -361,8 +363,10 @@ def test_tamper_watch_covers_the_judge_and_the_candidate_session():
         "agent.evaluation.verdicts.describe": (verdicts, "describe"),
         "agent.evaluation.judge.Judge._compare": (judge.Judge, "_compare"),
         "agent.evaluation.verdicts.Ledger.summary": (verdicts.Ledger, "summary"),
-        "agent.evaluation.candidate_session.CandidateSession.call": (candidate_session.CandidateSession,
-        "call"),
+        "agent.evaluation.candidate_session.CandidateSession.call": (
+            candidate_session.CandidateSession,
+            "call",
+        ),
         "agent.evaluation.candidate_session.RemoteRunner.call": (candidate_session.RemoteRunner, "call"),
         "agent.evaluation.worker.evaluate_in_process": (worker, "evaluate_in_process"),
     }

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from agent.evaluation.limits import MIN_ADDRESS_SPACE_BYTES, WorkerLimits, limits_for
 from agent.evaluation.sandbox import (
-    CPU_ADDRESS_SPACE_BYTES,
     WorkerFault,
     WorkerOutcome,
     WorkerPool,
@@ -118,12 +118,14 @@ def evaluate(
                     )
                 )
         else:
+            caps = limits_for(problem, device, request.small)
             outcome = run_worker(
                 WORKER_MODULE,
                 request,
                 limit,
                 _env(device),
-                address_space_bytes=CPU_ADDRESS_SPACE_BYTES if cpu else None,
+                address_space_bytes=caps.address_space_bytes,
+                file_bytes=caps.file_bytes,
             )
             result = to_result(outcome, limit)
     result.device = device
@@ -141,17 +143,20 @@ def _env(device: str) -> dict[str, str]:
     return {"TRITON_INTERPRET": "1" if device == "cpu" else "0"}
 
 
-def start_worker(device: str) -> WorkerProcess:
+def start_worker(device: str, caps: WorkerLimits | None = None) -> WorkerProcess:
+    caps = caps or WorkerLimits(address_space_bytes=MIN_ADDRESS_SPACE_BYTES if device == "cpu" else None)
     return WorkerProcess(
         WORKER_MODULE,
         _env(device),
-        address_space_bytes=CPU_ADDRESS_SPACE_BYTES if device == "cpu" else None,
+        address_space_bytes=caps.address_space_bytes,
+        file_bytes=caps.file_bytes,
     )
 
 
 def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProcess, tuple[str, str]]:
     key = (request.device, request.problem.name)
-    factory = lambda: start_worker(request.device)  # noqa: E731
+    caps = limits_for(request.problem, request.device, request.small)
+    factory = lambda: start_worker(request.device, caps)  # noqa: E731
     worker = pool.acquire(key, factory) if pool is not None else factory()
     worker.mark()
     return worker, key

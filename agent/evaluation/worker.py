@@ -36,6 +36,7 @@ from typing import Any
 
 from agent.evaluation.candidate_session import CandidateSession, InProcessRunner
 from agent.evaluation.judge import Judge
+from agent.evaluation.limits import limit_hit
 from agent.evaluation.verdicts import HARNESS_FAILED, Rejected, classify, describe, exit_note
 from agent.records import EvalRequest, EvalResult, Status
 
@@ -121,16 +122,20 @@ class _Server:
         else:
             inputs = loaded
         result = session.call(key, inputs, msg["where"], int(msg.get("config", 0)))
-        torch.save(
-            {
-                "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
-                "inputs_after": [
-                    x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x
-                    for x in result.inputs_after
-                ],
-            },
-            msg["outputs"],
-        )
+        data = {
+            "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
+            "inputs_after": [
+                x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x for x in result.inputs_after
+            ],
+        }
+        try:
+            torch.save(data, msg["outputs"])
+        except Exception as e:
+            nbytes = sum(t.nbytes for v in data.values() for t in v if isinstance(t, torch.Tensor))
+            hit = limit_hit(e, "the candidate's outputs", nbytes)
+            if hit is None:
+                raise
+            return {"ok": False, "status": Status.CRASHED.value, "reason": f"{HARNESS_FAILED}: {hit}"}
         return {
             "ok": True,
             "launches": result.launches,
