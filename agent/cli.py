@@ -143,22 +143,31 @@ def run(
     max_requests: opt.MaxRequests = None,
     max_tokens_total: opt.MaxTokensTotal = None,
     no_cache: opt.NoCache = False,
+    start: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this ModelNew file instead of the problem's kernel.py (a bare reference too).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    small_shapes: opt.SmallShapes = None,
 ) -> None:
-    """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
+    """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
+    starting kernel (and no --start) begins with the first stage, which needs --llm."""
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
     from agent.pipeline import PipelineError, resume_point
+    from agent.problem import describe_shapes
     from agent.report.tables import history_table
     from agent.run_setup import NOTHING_RAN, ProblemRun, RunSetupError, outcome_notes, plan_run, run_one
     from agent.store import Store
 
-    spec = _load(problem)
-    if spec.kernel_path is None:
-        raise _fail(
-            f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
-        )
+    spec = _load(problem, small_shapes)
+    if start is not None:
+        spec.kernel_path = start.resolve()
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        plan = plan_run(options)
+        plan = plan_run(options, has_kernel=spec.kernel_path is not None)
         plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
     except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
@@ -176,7 +185,11 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open_dir(run_dir)
     start_path = resume_from or spec.kernel_path
-    console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
+    console.print(
+        f"  records: {run_dir / Store.FILENAME}; starting from "
+        f"{start_path or 'the reference (the first stage writes a first version)'}"
+    )
+    console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
     end = run_one(
         ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), problem=str(problem))
     )

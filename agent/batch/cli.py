@@ -150,8 +150,13 @@ def batch(
         execution,
         log=lambda m: console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {m}"),
     )
+    nothing = summary.overall.nothing_attempted
+    if nothing:
+        err.print(f"[red]error:[/red] {nothing}")
     for table in summary_tables(summary):
         console.print(table)
     for note in summary.overall.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"summary: {batch_dir / 'summary.json'}, {batch_dir / 'summary.csv'}")
+    if nothing:
+        raise typer.Exit(1)

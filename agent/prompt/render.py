@@ -51,6 +51,9 @@ class PromptContext(BaseModel):
     metrics_unavailable_reason: str | None = None
     ncu_rules: list[str] = Field(default_factory=list, description="ncu rule messages, most important first.")
     history: list[HistoryEntry] = Field(default_factory=list)
+    inputs: str = Field(
+        default="", description="The inputs' shapes and dtypes (stages that start from the reference)."
+    )
 
 
 def _num(value: Any) -> Any:
@@ -125,6 +128,7 @@ def render_prompt(ctx: PromptContext) -> str:
         metrics_unavailable_reason=ctx.metrics_unavailable_reason,
         ncu_rules=ctx.ncu_rules,
         history=ctx.history,
+        inputs=ctx.inputs,
     )
 
 
