@@ -98,7 +98,7 @@ class _Server:
         assert self.session is not None
         data = torch.load(msg["path"], weights_only=True)
         self.session.build(msg["key"], int(msg["seed"]), list(data["init"]), dict(data["state"]))
-        return {"ok": True}
+        return {"ok": True, "weights": self.session.weights}
 
     def op_call(self, msg: dict[str, Any]) -> dict[str, Any]:
         import torch
