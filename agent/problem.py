@@ -58,15 +58,15 @@ def load_problem(path: Path | str, small_shapes: dict[str, int | float] | None =
         spec = ProblemSpec(name=p.stem, reference_path=p)
     else:
         raise ProblemError(p, "a problem is a folder with problem.toml or a KernelBench .py file")
+    inspect_problem(spec, small=False)  # the file's own sizes, on the meta device: its faults named first
     if small_shapes:
         spec.small_shapes, spec.shapes_origin = dict(small_shapes), "flag"
     elif not spec.small_shapes:
         from agent.small_shapes import derive_small_shapes
 
         spec.small_shapes, spec.shapes_origin = derive_small_shapes(spec), "derived"
-    inspect_problem(spec, small=bool(spec.small_shapes))
     if spec.small_shapes:
-        inspect_problem(spec, small=False)
+        inspect_problem(spec, small=True)
     return spec
 
 
