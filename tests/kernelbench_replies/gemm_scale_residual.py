@@ -31,7 +31,7 @@ def _linear(
         w = tl.load(
             w_ptr + rn[None, :] * K + rk[:, None], mask=(rn[None, :] < N) & (rk[:, None] < K), other=0.0
         )
-        acc += tl.dot(a, w, allow_tf32=False)
+        acc += tl.dot(a, w, input_precision="ieee")
     acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0)[None, :]
     acc = acc * factor
     if RELU:
