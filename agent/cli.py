@@ -13,8 +13,32 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent import options as opt
-from agent.problem import ProblemError, load_problem
+from agent.batch.hooks import replay_hooks
+from agent.batch.resume import ReplayStore
+from agent.config import RunOptions
+from agent.evaluation.evaluate import evaluate
+from agent.llm.client import EndpointFailed
+from agent.pipeline import PipelineError, PipelineOutcome, resume_point
+from agent.problem import ProblemError, describe_shapes, load_problem
+from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
+from agent.profiling.read import ranked_rules, read_report, seed_json
+from agent.profiling.target import ProfileCandidate
+from agent.prompt.gpus import find_gpu, resolve_gpu
+from agent.prompt.render import PromptContext, render_prompt
+from agent.prompt.stages import load_stage
 from agent.records import EvalResult, Status
+from agent.report.tables import HEADERS, history_table, result_cells
+from agent.run_resume import ResumeError, find_resumable
+from agent.run_setup import (
+    NOTHING_RAN,
+    ProblemRun,
+    RunSetupError,
+    check_llm,
+    outcome_notes,
+    plan_run,
+    run_one,
+)
+from agent.store import Store
 
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
@@ -33,6 +57,44 @@ ProblemArg = Annotated[
         "file, or the name of a bundled problem."
     ),
 ]
+
+
+_EVALUATING = {"run", "check", "batch", "experiment"}
+
+
+@app.callback()
+def _start(
+    ctx: typer.Context,
+    require_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--require-sandbox",
+            envvar="NCU_AGENT_REQUIRE_SANDBOX",
+            help="Refuse to run candidates without bubblewrap's sandbox (see docs/anticheat.md).",
+        ),
+    ] = False,
+) -> None:
+    """Before any command: the LLM key out of reach of what runs later (agent.secrets), the boxes of
+    workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode checked."""
+    import os
+
+    from agent.evaluation import confine
+    from agent.secrets import protect_process
+
+    protect_process()
+    confine.sweep()
+    if ctx.invoked_subcommand not in _EVALUATING:
+        return
+    from agent.evaluation.lockdown import planted_bytecode
+
+    for pyc in planted_bytecode():
+        pyc.unlink(missing_ok=True)
+        err.print(f"[yellow]warning:[/yellow] removed {pyc}: bytecode that does not come from its source")
+    if require_sandbox:
+        os.environ["NCU_AGENT_REQUIRE_SANDBOX"] = "1"  # a batch's jobs are this tool again
+        isolation = confine.isolation()
+        if not isolation.full:
+            raise _fail(f"--require-sandbox: isolation is {isolation.label}")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -55,6 +117,11 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _status(message: str) -> None:
+    """A retry or a wait, shown as it happens (LLM requests can wait minutes)."""
+    console.print(f"[yellow]{message}[/yellow]")
 
 
 class RichReporter:
@@ -111,38 +178,36 @@ def _banner(
     console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
     console.print(f"  proposer: {proposer}")
     console.print(f"  LLM: {llm}")
+    from agent.evaluation.confine import isolation
+
+    console.print(f"  isolation: {isolation().label}")
 
 
 @app.command()
+@opt.run_options_command()
 def run(
-    problem: ProblemArg,
-    stages: opt.Stages = None,
+    problem: Annotated[
+        str | None,
+        typer.Argument(
+            help="A problem folder (see kernels/README.md), a KernelBench .py file, or the name of a "
+            "bundled problem (not with --resume)."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the killed or interrupted run of this run directory, with the options it was "
+            "started with (nothing it recorded is evaluated, profiled or asked again).",
+            file_okay=False,
+        ),
+    ] = None,
     from_stage: Annotated[
         str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
     ] = None,
-    gpu: opt.Gpu = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
-    metric_set: opt.MetricSet = None,
-    profile: opt.Profile = True,
-    search: opt.Search = "coordinate",
-    eval_timeout: opt.EvalTimeout = None,
-    max_iterations: opt.MaxIterations = None,
-    min_gain: opt.MinGain = 0.01,
-    no_gain_tries: opt.NoGainTries = 16,
-    roofline_target: opt.RooflineTarget = 90.0,
-    llm: opt.Llm = False,
-    model: opt.Model = None,
-    base_url: opt.BaseUrl = None,
-    config: opt.Config = None,
-    samples: opt.Samples = None,
-    temperature: opt.Temperature = None,
-    max_tokens: opt.MaxTokens = None,
-    timeout: opt.Timeout = None,
-    max_requests: opt.MaxRequests = None,
-    max_tokens_total: opt.MaxTokensTotal = None,
-    no_cache: opt.NoCache = False,
     start: Annotated[
         Path | None,
         typer.Option(
@@ -152,25 +217,35 @@ def run(
         ),
     ] = None,
     small_shapes: opt.SmallShapes = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
     starting kernel (and no --start) begins with the first stage, which needs --llm."""
-    options = opt.run_options(locals(), config)  # first: locals() are the flags here
-    from agent.pipeline import PipelineError, resume_point
-    from agent.problem import describe_shapes
-    from agent.report.tables import history_table
-    from agent.run_setup import NOTHING_RAN, ProblemRun, RunSetupError, outcome_notes, plan_run, run_one
-    from agent.store import Store
-
+    found = None
+    if resume is not None:
+        if problem is not None:
+            raise _fail("give either PROBLEM (a new run) or --resume RUN_DIR, not both")
+        try:
+            found = find_resumable(resume)
+        except ResumeError as e:
+            raise _fail(str(e)) from None
+        options, problem, run_dir = found.options, found.problem, resume
+    elif problem is None:
+        raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
     spec = _load(problem, small_shapes)
     if start is not None:
         spec.kernel_path = start.resolve()
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
         plan = plan_run(options, has_kernel=spec.kernel_path is not None)
-        plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+        if found is None:
+            plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+        llm_note = check_llm(plan, _status)
     except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
+    except EndpointFailed as e:
+        raise _fail(str(e), 1) from None
     device = _device()
     proposer_line, llm_line = plan.describe_proposer()
     _banner(
@@ -183,28 +258,38 @@ def run(
         llm_line,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open_dir(run_dir)
-    start_path = resume_from or spec.kernel_path
+    if found is not None:
+        store: Store = ReplayStore(run_dir / Store.FILENAME, found.run_id)
+        start_path, extra = found.start, {"hooks": replay_hooks(store), "run_id": found.run_id}
+        console.print(f"  continuing run #{found.run_id}: what it recorded is replayed, not run again")
+    else:
+        store, start_path, extra = Store.open_dir(run_dir), resume_from or spec.kernel_path, {}
+    job = ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), str(problem), **extra)
+    if llm_note:
+        console.print(f"  LLM preflight: {llm_note}")
     console.print(
         f"  records: {run_dir / Store.FILENAME}; starting from "
         f"{start_path or 'the reference (the first stage writes a first version)'}"
     )
     console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
-    end = run_one(
-        ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), problem=str(problem))
-    )
+    try:
+        end = run_one(job)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue with: ncu-agent run --resume {run_dir}")
+        raise typer.Exit(130) from None
     if end.outcome is None:
         raise _fail(end.reason, 1)
-    outcome = end.outcome
+    _summary(
+        f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}", store, end.run_id, end.outcome, device
+    )
+    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
+
+
+def _summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, device: str) -> None:
+    """The run's history table, its notes, and the best kernel against the start."""
     last, first = outcome.last, outcome.first
     notes = outcome_notes(outcome)
-    console.print(
-        history_table(
-            store.history(end.run_id),
-            f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}",
-            last.best.cand_id if last else None,
-        )
-    )
+    console.print(history_table(store.history(run_id), title, last.best.cand_id if last else None))
     if device == "cpu":
         notes.append(
             "no GPU: candidates were checked for correctness in Triton's interpreter but cannot be timed, "
@@ -227,7 +312,6 @@ def run(
             f"best: #{last.best.cand_id} {last.best.median_ms:.3f} ms (start {first.start.median_ms:.3f} ms; "
             f"{ratios} in its own run{roof}) after {evaluations} evaluations"
         )
-    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
 
 
 @app.command()
@@ -242,9 +326,6 @@ def check(
     small_shapes: opt.SmallShapes = None,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
-    from agent.evaluation.evaluate import evaluate
-    from agent.problem import describe_shapes
-    from agent.report.tables import HEADERS, result_cells
 
     spec = _load(problem, small_shapes)
     device = _device()
@@ -278,9 +359,6 @@ def render(
     ] = None,
 ) -> None:
     """Print the prompt a stage would send for a problem."""
-    from agent.prompt.gpus import find_gpu, resolve_gpu
-    from agent.prompt.render import PromptContext, render_prompt
-    from agent.prompt.stages import load_stage
 
     spec = _load(problem)
     source_path = code or spec.kernel_path
@@ -322,9 +400,6 @@ def profile(
     out_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("runs/profiles"),
 ) -> None:
     """Profile one candidate with ncu, or print the metrics of an existing report (works without a GPU)."""
-    from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
-    from agent.profiling.read import ranked_rules, read_report, seed_json
-    from agent.profiling.target import ProfileCandidate
 
     try:
         mset = load_metric_set(metric_set)
@@ -360,124 +435,11 @@ def profile(
     console.print(f"report: {report}")
 
 
-@app.command()
-def show(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
-) -> None:
-    """Print a run's history table."""
-    from agent.report.tables import history_table
-    from agent.store import Store
+# `ncu-agent show`, `report`, `diff`, `export`: reading a run's records (agent/report/cli.py).
+from agent.report.cli import diff, export, report, show  # noqa: E402
 
-    if not (run_dir / Store.FILENAME).exists():
-        raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
-    store = Store.open_dir(run_dir)
-    for r in store.runs():
-        console.print(
-            f"run {r['id']}: {r['problem']} on {r['device']} ({r['gpu']}), proposer {r['proposer']}, "
-            f"{r['status']}, started {r['started_at']}"
-        )
-        console.print(history_table(store.history(r["id"]), f"run {r['id']}"))
-
-
-ReportPath = Annotated[
-    Path,
-    typer.Argument(
-        help="A run directory, or a batch directory (a folder of run directories).",
-        exists=True,
-        file_okay=False,
-    ),
-]
-
-
-@app.command()
-def report(
-    path: ReportPath,
-    out: Annotated[Path | None, typer.Option(help="Where the page goes (default: PATH/report.html).")] = None,
-) -> None:
-    """Write a self-contained HTML report of a run, or of a batch.
-
-    A run's page: plots per stage, roofline, accepted steps (ncu metrics side by side, code diff), final
-    kernel, every candidate, prompts and replies. A batch's page: the summary table, linking each problem's
-    page (written too). Open it in any browser: no scripts, no network.
-    """
-    import sqlite3
-
-    from rich.progress import TimeRemainingColumn
-
-    from agent.report.batch import batch_run_dirs, is_batch_dir
-    from agent.report.data import is_run_dir
-    from agent.report.export import batch_table
-    from agent.report.page import write_batch_report, write_run_report
-
-    try:
-        if is_run_dir(path):
-            page = write_run_report(path, out)
-        elif is_batch_dir(path):
-            dirs = batch_run_dirs(path)
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-            eta = (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-            with Progress(*columns, *eta, console=console) as progress:
-                task = progress.add_task("problem pages", total=len(dirs))
-                page, data = write_batch_report(path, out, on_page=lambda d: progress.update(task, advance=1))
-            console.print(batch_table(data))
-        else:
-            raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
-    except (sqlite3.Error, OSError) as e:
-        raise _fail(f"{path}: cannot write the report: {e}") from None
-    console.print(f"report: {page}")
-
-
-@app.command()
-def diff(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
-    a: Annotated[int, typer.Argument(help="Candidate id (the old side).")],
-    b: Annotated[int, typer.Argument(help="Candidate id (the new side).")],
-    context: Annotated[int, typer.Option(help="Lines of context around each change.")] = 3,
-) -> None:
-    """Show the code diff of candidate A vs B, and their evaluations and ncu metrics side by side."""
-    from rich.syntax import Syntax
-
-    from agent.report.data import is_run_dir, load_run_dir
-    from agent.report.export import compare_table, diff_text, find_candidate
-
-    if not is_run_dir(run_dir):
-        raise _fail(f"{run_dir}: no records.sqlite (not a run directory)")
-    data = load_run_dir(run_dir)
-    try:
-        ca, cb = find_candidate(data, a), find_candidate(data, b)
-    except KeyError as e:
-        raise _fail(str(e.args[0])) from None
-    text = diff_text(ca, cb, context)
-    if text:
-        console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
-    else:
-        console.print(f"#{a} and #{b} have the same source")
-    console.print(compare_table(ca, cb))
-
-
-@app.command()
-def export(
-    path: ReportPath,
-    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
-    out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
-    source: Annotated[bool, typer.Option("--source", help="Include each candidate's source.")] = False,
-) -> None:
-    """Export every candidate with its evaluation and ncu metrics (flattened) as CSV or JSON."""
-    from agent.report.batch import batch_run_dirs
-    from agent.report.data import is_run_dir
-    from agent.report.export import export_rows, to_csv, to_json
-
-    if fmt not in ("csv", "json"):
-        raise _fail(f"--format {fmt!r}: choose csv or json")
-    if not is_run_dir(path) and not batch_run_dirs(path):
-        raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
-    rows = export_rows(path, include_source=source)
-    text = to_csv(rows) if fmt == "csv" else to_json(rows)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
-        err.print(f"{len(rows)} candidates -> {out}")
+for _reading in (show, report, diff, export):
+    app.command()(_reading)
 
 
 # `ncu-agent batch`: many problems, every GPU, resumable (its options and body live in agent/batch/cli.py).

@@ -2,10 +2,10 @@
 
 A problem with no starting kernel (a bare KernelBench file, or a folder without kernel.py) starts here
 when the run has an LLM. Each iteration renders the stage's prompt with the reference where the current
-code would be (and the input shapes and dtypes), evaluates every reply through the same checks as any
-candidate, and sends each failure back for repair with its details. The first iteration that yields a
-correct version ends the stage: its fastest correct version (on the CPU, where nothing is timed, the first
-one) is profiled and becomes the start of the tuning stages, which run as usual.
+code would be (with the [PROBLEM] block: input and output shapes and dtypes), evaluates every reply
+through the same checks as any candidate, and sends each failure back for repair with its details. The
+first iteration that yields a correct version ends the stage: its fastest correct version (on the CPU,
+where nothing is timed, the first one) is profiled and becomes the start of the tuning stages.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from agent.loop import (
     StartingKernelRejected,
 )
 from agent.profiling.step import profile_step
-from agent.prompt.render import PromptContext, render_prompt
+from agent.prompt.render import HistoryEntry, PromptContext, render_prompt
 from agent.proposers.base import ProposalContext, Proposer
 from agent.records import EvalResult, ProblemSpec, Status
 from agent.store import Store
@@ -32,16 +32,6 @@ class NoFirstVersion(StartingKernelRejected):
     """No reply of the first stage was correct within its budget: nothing to tune."""
 
 
-def describe_inputs(problem: ProblemSpec) -> str:
-    """`get_inputs()` at the problem's own sizes (what the GPU runs), found on the meta device."""
-    from agent.problem import inspect_problem
-
-    shapes = inspect_problem(problem, small=False)
-    parts = [f"input {i}: {t.dtype} {list(t.shape)}" for i, t in enumerate(shapes.inputs)]
-    parts += [f"output {i}: {t.dtype} {list(t.shape)}" for i, t in enumerate(shapes.outputs)]
-    return "; ".join(parts)
-
-
 def run_first(
     problem: ProblemSpec,
     proposer: Proposer,
@@ -50,13 +40,15 @@ def run_first(
     settings: LoopSettings,
     reporter: Reporter,
     tried: set[str] | None = None,
+    history: list[HistoryEntry] | None = None,
 ) -> LoopOutcome:
     """The stage's iterations until a correct version; NoFirstVersion when the budget ends without one."""
     sr = StageRun(problem, proposer, store, run_id, settings, reporter)
     if tried is not None:
         sr.tried = tried
+    if history is not None:
+        sr.history = history
     reference = problem.reference_path.read_text()
-    inputs = describe_inputs(problem)
     stage = settings.stage.name
     budget = settings.max_iterations or settings.stage.budget
     for iteration in range(1, budget + 1):
@@ -65,8 +57,8 @@ def run_first(
                 gpu=settings.gpu,
                 stage=settings.stage,
                 code=reference,
-                inputs=inputs,
                 history=sr.history[-HISTORY_IN_PROMPT:],
+                problem=sr.facts,
             )
         )
         ctx = ProposalContext(

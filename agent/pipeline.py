@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.loop import Best, LoopOutcome, LoopSettings, Reporter, run_stage
+from agent.prompt.render import HistoryEntry
 from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
 from agent.records import ProblemSpec
@@ -69,6 +70,7 @@ def run_pipeline(
     outcome = PipelineOutcome()
     previous: Best | None = None
     tried: set[str] = set()  # shared: a variant evaluated by one stage is not proposed again by the next
+    history: list[HistoryEntry] = []  # shared: the next stage's prompts show what the earlier ones tried
     for stage in stages:
         proposer = proposer_for(stage)
         if isinstance(proposer, str):
@@ -80,10 +82,19 @@ def run_pipeline(
         if stage.starts_from == "reference" and previous is None:
             from agent.first import run_first
 
-            result = run_first(problem, proposer, store, run_id, stage_settings, reporter, tried)
+            result = run_first(problem, proposer, store, run_id, stage_settings, reporter, tried, history)
         else:
             result = run_stage(
-                problem, start_source, proposer, store, run_id, stage_settings, reporter, previous, tried
+                problem,
+                start_source,
+                proposer,
+                store,
+                run_id,
+                stage_settings,
+                reporter,
+                previous,
+                tried,
+                history,
             )
         for note in proposer.notes:  # what the search could not vary, and why
             reporter.info(f"stage {stage.name}: {note}")

@@ -8,19 +8,20 @@ runs exactly as `ncu-agent run` would with the same flags.
 
 from __future__ import annotations
 
+import os
+import socket
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
+from agent.config import LoopPolicy, RunOptions
 from agent.evaluation.sandbox import WorkerPool
 from agent.first import NoFirstVersion
-from agent.llm.client import BudgetExhausted, ChatClient
+from agent.llm.client import BudgetExhausted, ChatClient, EndpointFailed
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
-from agent.loop import LoopSettings, Reporter, StartingKernelRejected
+from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
 from agent.prompt.gpus import GpuSpec, find_gpu, resolve_gpu
@@ -32,52 +33,6 @@ from agent.store import Store
 
 class RunSetupError(ValueError):
     """Options that cannot make a run (unknown stage or GPU, bad LLM settings, unknown strategy)."""
-
-
-class RunOptions(BaseModel):
-    """The flags of `ncu-agent run` that shape a run (a batch stores them in batch.json)."""
-
-    stages: list[str] | None = Field(default=None, description="None: the default pipeline.")
-    gpu: str | None = Field(default=None, description="Target GPU for prompts; None: the detected one.")
-    metric_set: str | None = Field(default=None, description="ncu metric set; None: each stage's.")
-    profile: bool = True
-    search: str = "coordinate"
-    eval_timeout: float | None = None
-    max_iterations: int | None = None
-    min_gain: float = 0.01
-    no_gain_tries: int = 16
-    roofline_target: float = 90.0
-    llm: bool = False
-    llm_config: Path | None = None
-    llm_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="LLM settings given as flags (None values: not given)."
-    )
-
-    @classmethod
-    def from_flags(
-        cls, *, stages: str | None, llm_config: Path | None, no_cache: bool, **flags: Any
-    ) -> RunOptions:
-        """Options from command-line flags: `--stages a,b`, the LLM flags (`LLM_FLAGS`), the rest as is."""
-        llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
-        return cls(
-            stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
-            llm_config=llm_config,
-            llm_overrides={**llm, "use_cache": False if no_cache else None},
-            **flags,
-        )
-
-
-# Command-line flag -> LLMSettings field, for the flags `run` and `batch` share.
-LLM_FLAGS = {
-    "model": "model",
-    "base_url": "base_url",
-    "samples": "samples",
-    "temperature": "temperature",
-    "max_tokens": "max_tokens",
-    "timeout": "timeout_s",
-    "max_requests": "max_requests",
-    "max_tokens_total": "max_tokens_total",
-}
 
 
 @dataclass
@@ -107,7 +62,7 @@ class RunPlan:
         return f"built-in search ({self.options.search}) over {knobs or 'nothing in these stages'}", llm_line
 
 
-def plan_run(options: RunOptions, has_kernel: bool = True) -> RunPlan:
+def plan_run(options: RunOptions, api_key: str | None = None, *, has_kernel: bool = True) -> RunPlan:
     """Check the options; resolve stages, target GPU and LLM settings. RunSetupError says what is wrong.
 
     `has_kernel=False` (a problem with no starting kernel): the run needs the LLM, and starts with a stage
@@ -122,9 +77,9 @@ def plan_run(options: RunOptions, has_kernel: bool = True) -> RunPlan:
             stages.insert(0, load_stage(default_pipeline(has_kernel=False)[0]))
         target = resolve_gpu(options.gpu)
         gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
-        llm_settings = load_llm_settings(options.llm_config, options.llm_overrides)
+        llm_settings = load_llm_settings(options.llm_config, options.llm_overrides, api_key=api_key)
         if options.llm:
-            llm_settings.require_model()
+            llm_settings.require_endpoint()  # the model may still come from the preflight
         if options.search not in SearchProposer.STRATEGIES:
             raise ValueError(
                 f"--search {options.search!r}: choose one of {', '.join(SearchProposer.STRATEGIES)}"
@@ -132,6 +87,25 @@ def plan_run(options: RunOptions, has_kernel: bool = True) -> RunPlan:
     except (KeyError, ValueError, LLMConfigError) as e:
         raise RunSetupError(str(e)) from None
     return RunPlan(options, stages, target or find_gpu("h200"), gpu_note, llm_settings)
+
+
+def check_llm(plan: RunPlan, notify: Callable[[str], None] | None = None) -> str | None:
+    """The preflight of a run that uses the LLM (endpoint, key, model: agent/llm/preflight.py); the model
+    it found is the plan's from then on. Returns what was checked, for the console; raises EndpointFailed
+    (the endpoint refused) or RunSetupError (nothing to ask with)."""
+    if not plan.options.llm:
+        return None
+    from agent.llm.preflight import preflight
+
+    try:
+        found = preflight(plan.llm_settings, notify)
+    except LLMConfigError as e:
+        raise RunSetupError(str(e)) from None
+    if plan.llm_settings.model != found.model:
+        sources = plan.llm_settings._sources
+        plan.llm_settings.model = found.model
+        plan.llm_settings._sources = {**sources, "model": "the endpoint's only model"}
+    return found.note
 
 
 def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stage], Proposer | str]:
@@ -151,23 +125,11 @@ def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stag
     return pick
 
 
-def loop_settings(plan: RunPlan, device: str, run_dir: Path, **hooks: Any) -> LoopSettings:
-    """The loop's settings for the first stage (the pipeline swaps stages); `hooks`: evaluator, profiler."""
-    o, first = plan.options, plan.stages[0]
-    return LoopSettings(
-        stage=first,
-        gpu=plan.target,
-        device=device,
-        run_dir=run_dir,
-        metric_set=first.metric_set,
-        profile=o.profile,
-        timeout_s=o.eval_timeout,
-        max_iterations=o.max_iterations,
-        min_gain=o.min_gain,
-        no_gain_tries=o.no_gain_tries,
-        roofline_target=o.roofline_target,
-        **hooks,
-    )
+def loop_settings(plan: RunPlan, device: str, run_dir: Path, hooks: LoopHooks) -> LoopSettings:
+    """The loop's settings for the first stage (the pipeline swaps stages)."""
+    first = plan.stages[0]
+    policy = LoopPolicy.model_validate(plan.options.model_dump(include=set(LoopPolicy.model_fields)))
+    return LoopSettings(first, plan.target, device, run_dir, first.metric_set, policy, hooks)
 
 
 NEEDS_LLM = "no starting Triton kernel: a first version needs the LLM (--llm, the first stage)"
@@ -188,9 +150,9 @@ class ProblemRun:
     reporter: Reporter
     problem: str  # the problem as the user named it, for the run's record
     record: dict[str, Any] = field(default_factory=dict)  # more fields of the run's record
-    run_id: int | None = None  # continue this run (a killed batch job's), else start one
+    run_id: int | None = None  # continue this run (a killed batch job or `run --resume`), else start one
     # The evaluator and profiler hooks, made once the run's id is known (a batch's lock and budget).
-    hooks: Callable[[int], dict[str, Any]] = lambda run_id: {}
+    hooks: Callable[[int], LoopHooks] = lambda run_id: LoopHooks()
     client: ChatClient | None = None  # the LLM proposer's client (None: one from the plan's settings)
     # Exceptions that end the run as "budget" with its best so far (an LLM budget; a batch's time limit).
     budget_errors: tuple[type[BaseException], ...] = (BudgetExhausted,)
@@ -200,7 +162,8 @@ class ProblemRun:
 
 @dataclass
 class RunEnd:
-    """How a run ended: status "done", "budget", "failed" (the starting kernel was rejected) or "error"."""
+    """How a run ended: status "done", "budget", "failed" (the starting kernel was rejected,
+    or the LLM endpoint cannot serve the run) or "error"."""
 
     run_id: int
     status: str
@@ -222,10 +185,14 @@ def run_one(job: ProblemRun) -> RunEnd:
             job.spec.name, job.device, plan.target.name, plan.proposer_label, llm_line, record
         )
     end = RunEnd(run_id, "error", "")
-    llm = proposer_class("llm")(plan.llm_settings, store, client=job.client) if plan.options.llm else None  # type: ignore[call-arg]
+    llm = (
+        proposer_class("llm")(plan.llm_settings, store, client=job.client, notify=job.reporter.info)  # type: ignore[call-arg]
+        if plan.options.llm
+        else None
+    )
     try:
         with WorkerPool() as pool:
-            settings = loop_settings(plan, job.device, job.run_dir, pool=pool, **job.hooks(run_id))
+            settings = loop_settings(plan, job.device, job.run_dir, replace(job.hooks(run_id), pool=pool))
             end.outcome = run_pipeline(
                 job.spec,
                 (job.start or job.spec.reference_path).read_text(),
@@ -244,6 +211,8 @@ def run_one(job: ProblemRun) -> RunEnd:
         end.status, end.reason = "failed", str(e)
     except StartingKernelRejected as e:
         end.status, end.reason = "failed", f"{REJECTED}: {e}"
+    except EndpointFailed as e:  # what no retry fixes: the endpoint's own words
+        end.status, end.reason = "failed", str(e)
     except job.budget_errors as e:
         end.status, end.reason = "budget", str(e)
     except KeyboardInterrupt:
@@ -262,15 +231,22 @@ def run_one(job: ProblemRun) -> RunEnd:
 
 def run_record(plan: RunPlan, problem: str, start: Path | None) -> dict[str, Any]:
     """The `settings` of the run's row in the store."""
+    from agent.evaluation.confine import isolation
+
     return {
         "stages": [s.name for s in plan.stages],
         "metric_set": plan.options.metric_set,
         "problem": problem,
-        "start": str(start) if start else "a first version written from the reference",
+        "start": str(start) if start else None,  # None: the first stage writes one from the reference
         "min_gain": plan.options.min_gain,
         "no_gain_tries": plan.options.no_gain_tries,
         "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
+        "isolation": isolation().label,
+        # What `ncu-agent run --resume` needs to continue the run as it was started (agent/run_resume.py).
+        "options": plan.options.model_dump(mode="json"),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
     }
 
 
