@@ -50,7 +50,7 @@ def run_first(
         sr.history = history
     reference = problem.reference_path.read_text()
     stage = settings.stage.name
-    budget = settings.max_iterations or settings.stage.budget
+    budget = settings.policy.max_iterations or settings.stage.budget
     for iteration in range(1, budget + 1):
         prompt_text = render_prompt(
             PromptContext(
