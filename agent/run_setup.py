@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.evaluation import interpreter_shims
 from agent.llm.settings import LLMSettings
 from agent.loop import LoopSettings
 from agent.pipeline import PipelineOutcome, run_pipeline
@@ -122,7 +124,10 @@ def plan_run(options: RunOptions) -> RunPlan:
             )
     except (KeyError, ValueError, LLMConfigError) as e:
         raise RunSetupError(str(e)) from None
-    return RunPlan(options, stages, target or find_gpu("h200"), gpu_note, llm_settings)
+    target = target or find_gpu("h200")
+    # CPU workers answer Triton's device queries with this GPU's table (agent/evaluation/interpreter_shims.py)
+    os.environ[interpreter_shims.TARGET_ENV] = target.name
+    return RunPlan(options, stages, target, gpu_note, llm_settings)
 
 
 def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stage], Proposer | str]:
