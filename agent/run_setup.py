@@ -14,12 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.evaluation import interpreter_shims
 from agent.llm.settings import LLMSettings
 from agent.loop import LoopSettings
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
-from agent.prompt.gpus import GpuSpec
+from agent.prompt.gpus import TARGET_ENV, GpuSpec
 from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
 
@@ -126,7 +125,7 @@ def plan_run(options: RunOptions) -> RunPlan:
         raise RunSetupError(str(e)) from None
     target = target or find_gpu("h200")
     # CPU workers answer Triton's device queries with this GPU's table (agent/evaluation/interpreter_shims.py)
-    os.environ[interpreter_shims.TARGET_ENV] = target.name
+    os.environ[TARGET_ENV] = target.name
     return RunPlan(options, stages, target, gpu_note, llm_settings)
 
 

@@ -12,6 +12,7 @@ from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from agent.evaluation import interpreter_shims, triton_hooks
 from agent.evaluation.verdicts import CPU_RULE, candidate_line, classify, describe
+from agent.prompt.gpus import TARGET_ENV, target_gpu
 
 pytestmark = pytest.mark.skipif(not triton_hooks.interpreting(), reason="the shims are for the interpreter")
 triton_hooks.install()
@@ -85,8 +86,8 @@ def test_driver_answers_with_the_target_gpu(monkeypatch):
     assert props["max_shared_mem"] > 0 and props["warpSize"] == 32
     assert active.get_current_target().arch == 90
     assert active.get_active_torch_device() == torch.device("cpu")
-    monkeypatch.setenv(interpreter_shims.TARGET_ENV, "4090")
-    other = interpreter_shims.TargetDriver(interpreter_shims.target_spec())
+    monkeypatch.setenv(TARGET_ENV, "4090")
+    other = interpreter_shims.TargetDriver(target_gpu())
     assert other.utils.get_device_properties(0)["multiprocessor_count"] == 128
     assert other.get_current_target().arch == 89
 

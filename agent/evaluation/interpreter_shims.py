@@ -10,7 +10,7 @@ Each shim does on the CPU what the GPU compiler does with the same code:
 - float scalar arguments become fp32 scalars, as a compiled kernel sees them, so `eps.to(tl.float32)` works.
 - `triton.runtime.driver.active` answers device queries (`get_current_device`, `get_current_target`,
   `utils.get_device_properties` -> `multiprocessor_count`, `max_shared_mem`...) with the target GPU's
-  datasheet entry (agent/data/gpus.toml; `TARGET_ENV` names it, else the H200), so a kernel sized by
+  datasheet entry (agent/data/gpus.toml; `agent.prompt.gpus.target_gpu`), so a kernel sized by
   the SM count runs on the CPU as it would there.
 
 What still cannot run (inline assembly, a kernel's compiled handle, an unknown libdevice function) raises
@@ -20,13 +20,9 @@ cannot decide, not that the candidate crashed (agent/evaluation/verdicts.py).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from typing import Any
-
-TARGET_ENV = "NCU_AGENT_TARGET_GPU"
-DEFAULT_TARGET = "h200"
 
 
 class InterpreterLimit(NotImplementedError):
@@ -279,16 +275,12 @@ class TargetDriver:
         raise InterpreterLimit("benchmarking needs a GPU")
 
 
-def target_spec() -> Any:
-    from agent.prompt.gpus import find_gpu
-
-    return find_gpu(os.environ.get(TARGET_ENV) or DEFAULT_TARGET)
-
-
 def _install_driver() -> None:
     from triton.runtime import driver
 
-    driver.set_active(TargetDriver(target_spec()))  # type: ignore[arg-type]
+    from agent.prompt.gpus import target_gpu
+
+    driver.set_active(TargetDriver(target_gpu()))  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- install and limits

@@ -28,11 +28,10 @@ from pydantic import BaseModel, Field
 
 from agent.prompt.stages import Stage
 from agent.source.anticheat_rules import TENSOR_COMPUTE, TORCH_ALLOWED
-from agent.source.kernel_facts import Facts, Run, facts
+from agent.source.kernel_facts import Facts, Run, config_calls, facts
 from agent.source.variants import (
     DEFAULT_NUM_STAGES,
     DEFAULT_NUM_WARPS,
-    autotune_configs,
     decorator_name,
     dotted_name,
 )
@@ -262,7 +261,7 @@ def _rule_config_count(ctx: _Ctx) -> Iterator[str]:
         runs = ctx.cand.runs[k]
         if isinstance(runs, str):
             continue  # literal-configs says it
-        configs = autotune_configs(ctx.cand.kernels[k])
+        configs = config_calls(ctx.cand.tree, ctx.cand.kernels[k])
         n = len(configs) if configs is not None else None
         if n is not None and ((lo is not None and n < lo) or (hi is not None and n > hi)):
             most = hi if hi is not None else "any number of"

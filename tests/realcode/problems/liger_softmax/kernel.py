@@ -35,7 +35,9 @@ def calculate_settings(n):
 
 
 @triton.jit
-def _softmax_single_block_forward_kernel(Y_ptr, Y_row_stride, X_ptr, X_row_stride, n_cols, BLOCK_SIZE: tl.constexpr):
+def _softmax_single_block_forward_kernel(
+    Y_ptr, Y_row_stride, X_ptr, X_row_stride, n_cols, BLOCK_SIZE: tl.constexpr
+):
     row_id = tl.program_id(0)
     offs = tl.arange(0, BLOCK_SIZE)
     mask = offs < n_cols
@@ -47,7 +49,9 @@ def _softmax_single_block_forward_kernel(Y_ptr, Y_row_stride, X_ptr, X_row_strid
 
 
 @triton.jit
-def _softmax_multi_block_forward_kernel(Y_ptr, Y_row_stride, X_ptr, X_row_stride, n_cols, BLOCK_SIZE: tl.constexpr):
+def _softmax_multi_block_forward_kernel(
+    Y_ptr, Y_row_stride, X_ptr, X_row_stride, n_cols, BLOCK_SIZE: tl.constexpr
+):
     row_id = tl.program_id(0)
     offs = tl.arange(0, BLOCK_SIZE)
     m = tl.full((), -float("inf"), tl.float32)
@@ -92,7 +96,6 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     @ensure_contiguous
     def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
         raise NotImplementedError("this problem times the forward pass only")
 
 
