@@ -123,8 +123,8 @@ class SearchProposer:
         """The parent with code-built autotune configs written out (at most the stage's number)."""
         if ctx.parent_source not in self._bases:
             most = self.stage.constraints.autotune_max_configs
-            source, notes = written_out(ctx.parent_source, most, ctx.parent_result.chosen_configs)
-            for n in notes:
+            source, done, failed = written_out(ctx.parent_source, most, ctx.parent_result.chosen_configs)
+            for n in done + failed:
                 self._note(n)
             self._bases[ctx.parent_source] = source
         return self._bases[ctx.parent_source]
@@ -154,14 +154,21 @@ class SearchProposer:
         return out
 
     def space(self, source: str, kernel: str) -> list[LaunchMove]:
-        return stage_moves(source, kernel, self.warps, self.stages, self.max_delta)
+        """The kernel's launch moves, but the one that leaves its launch as it is (Triton's defaults written
+        out would otherwise be evaluated again as if new)."""
+        moves = stage_moves(source, kernel, self.warps, self.stages, self.max_delta)
+        now = launch_values(source, kernel, "num_warps")
+        return [m for m in moves if not (m.stage_delta == 0 and now == {m.num_warps})]
 
     def space_size(self, ctx: ProposalContext) -> int:
         """Points of the whole space: the product over launched kernels (what an exhaustive sweep costs)."""
         if self.tiling is not None:
             return self.tiling.space_size(ctx)
         kernels = self.kernels_to_vary(ctx)
-        return math.prod(len(self.space(self.base(ctx), k)) for k in kernels) if kernels else 0
+        base = self.base(ctx)
+        return (
+            math.prod(len(self.space(base, k)) + self._wrappable(base, k) for k in kernels) if kernels else 0
+        )
 
     def propose(self, ctx: ProposalContext) -> list[Candidate]:
         if self.tiling is not None:
@@ -192,6 +199,13 @@ class SearchProposer:
                 return out
         return []
 
+    def _wrappable(self, source: str, kernel: str) -> int:
+        """1 when the stage wraps plain launches and this kernel's can be wrapped, else 0."""
+        try:
+            return int(self.wraps and bool(wrapped(source, kernel, self.warps, self.stages)))
+        except VariantError:
+            return 0
+
     def _wraps(self, ctx: ProposalContext, kernels: list[str]) -> list[Candidate]:
         """Micro: each plain-launched kernel wrapped in an autotune around its launch (one candidate each)."""
         if not self.wraps:
@@ -221,8 +235,6 @@ class SearchProposer:
         base = self.base(ctx)
         seen = {*ctx.tried_sources, ctx.parent_source}
         for kernel, move in moves:
-            if move.stage_delta == 0 and launch_values(base, kernel, "num_warps") == {move.num_warps}:
-                continue  # the launch as it is (Triton's defaults written out are no new candidate)
             source = apply_move(base, kernel, move)
             if source in seen:
                 continue

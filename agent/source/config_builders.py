@@ -191,11 +191,11 @@ def prune(
 
 def written_out(
     source: str, most: int | None = None, chosen: dict[str, dict[str, Any]] | None = None
-) -> tuple[str, list[str]]:
+) -> tuple[str, list[str], list[str]]:
     """`source` with every code-built autotune config list replaced by the literal list it evaluates to
-    (at most `most` configs each), and a note per kernel on what was done or why it could not be."""
+    (at most `most` configs each), a note per kernel on what was done, and one per kernel on why not."""
     tree = parse_source(source)
-    edits, notes = [], []
+    edits, notes, failed = [], [], []
     for name, fn in find_kernels(tree).items():
         expr = configs_expression(fn)
         if expr is None:
@@ -203,7 +203,7 @@ def written_out(
         try:
             configs = concrete_configs(tree, fn)
         except BuilderError as e:
-            notes.append(f"{name}: {e}")
+            failed.append(f"{name}: {e}")
             continue
         assert configs is not None
         kept, pruned = prune(configs, most, (chosen or {}).get(name))
@@ -214,4 +214,4 @@ def written_out(
             f"{name}: the {len(configs)} configs `{ast.unparse(expr)}` builds, written out"
             + (f"; {pruned}" if pruned else "")
         )
-    return (apply_edits(source, edits) if edits else source), notes
+    return (apply_edits(source, edits) if edits else source), notes, failed

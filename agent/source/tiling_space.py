@@ -15,6 +15,12 @@ What is exposed, per kernel launched as `kernel[grid](...)`:
   `BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096)`): the cap is the literal that moves. The block
   is the smaller of the two, so moving the cap above what the expression gives changes nothing; the
   search then measures no gain and goes on.
+- any other run-time block given by a call (`triton.next_power_of_2(n)`, `max(...)`, a settings helper such
+  as Liger's `BLOCK_SIZE, num_warps = calculate_settings(n)`), as a launch keyword or a name bound once:
+  the call's result is what moves, multiplied or divided by a power of two (`ScaledSlot`: the expression
+  wrapped, or a statement scaling the name after a tuple assignment), from /4 to x4.
+- autotune configs that code builds (a function, a comprehension) are first written out as the literal
+  list they give (agent/source/config_builders.py); `TilingSpace.base` is that source.
 Any other value computed at run time is not exposed, and the space says why (`TilingSpace.unexposed`).
 
 An axis is one such parameter over all its literals (every config of an autotune list, every launch). A
@@ -34,10 +40,11 @@ import ast
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from itertools import product
 
+from agent.source.config_builders import written_out
 from agent.source.kernel_facts import Resolver, config_meta, function_params
 from agent.source.variants import (
     DEFAULT_NUM_WARPS,
@@ -76,6 +83,33 @@ class Slot:
         return self.start, self.end, self.text.replace("{}", str(value))
 
 
+RUNTIME_ONE = 4  # a run-time BLOCK size's own value, on the axis' scale: 1..16 is its result /4..x4
+RUNTIME_ALLOWED = (1, 2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class ScaledSlot(Slot):
+    """A BLOCK size computed at run time (`triton.next_power_of_2(n)`, a settings helper's result): the
+    edit multiplies or divides the expression's result by a power of two. `name` set: the value comes from
+    a tuple assignment (`BLOCK, num_warps = settings(n)`), and a statement scaling the name follows it."""
+
+    expr: str = ""
+    name: str = ""
+    indent: str = ""
+
+    def edit(self, value: int) -> tuple[int, int, str]:
+        if self.name:
+            scaled = _scale_text(self.name, value)
+            return self.start, self.end, f"\n{self.indent}{self.name} = {scaled}"
+        return self.start, self.end, _scale_text(f"({self.expr})", value)
+
+
+def _scale_text(expr: str, value: int) -> str:
+    if value >= RUNTIME_ONE:
+        return f"{expr} * {value // RUNTIME_ONE}"
+    return f"max({expr} // {RUNTIME_ONE // value}, 1)"
+
+
 def scaled(value: int, shift: int) -> int | None:
     """value * 2**shift, or None when that is not an integer."""
     if shift >= 0:
@@ -96,6 +130,25 @@ class Axis:
     @property
     def base(self) -> tuple[int, ...]:
         return tuple(s.value for s in self.slots)
+
+    @property
+    def runtime(self) -> bool:
+        """A BLOCK size computed at run time: its values are factors of the result (RUNTIME_ONE: as is)."""
+        return any(isinstance(s, ScaledSlot) for s in self.slots)
+
+    def shown(self, values: tuple[int, ...]) -> str:
+        if self.runtime:
+            v = values[0]
+            return (
+                "its result"
+                if v == RUNTIME_ONE
+                else (
+                    f"its result x{v // RUNTIME_ONE}"
+                    if v > RUNTIME_ONE
+                    else f"its result /{RUNTIME_ONE // v}"
+                )
+            )
+        return "/".join(map(str, values))
 
     def values(self, shift: int) -> tuple[int, ...] | None:
         """The axis' values at `shift`; None when one is not allowed (shift 0: the base, always)."""
@@ -122,6 +175,7 @@ class TilingSpace:
     # else all of them); its num_warps follows their shifts. None where one of its BLOCK sizes is not exposed.
     links: tuple[tuple[int, ...] | None, ...] = ()
     unexposed: tuple[str, ...] = ()
+    written: tuple[str, ...] = ()  # code-built autotune configs written out as a literal list in `base`
 
     @property
     def origin(self) -> Point:
@@ -184,7 +238,7 @@ class TilingSpace:
 
     def label(self, point: Point) -> str:
         vals = self.values(point) or []
-        parts = [f"{a.name}={'/'.join(map(str, v))}" for a, v in zip(self.axes, vals, strict=True)]
+        parts = [f"{a.name}={a.shown(v)}" for a, v in zip(self.axes, vals, strict=True)]
         return f"{self.kernel}: {' '.join(parts)}"
 
     def variants(self) -> dict[str, str]:
@@ -234,8 +288,9 @@ class _Finder:
 
     # ---- a name or self.attribute bound once to an integer literal
 
-    def named_literal(self, node: ast.expr) -> tuple[Slot, str] | str:
-        """(the literal's slot, the name) for a name bound once to an int literal, else why not."""
+    def named_literal(self, node: ast.expr, runtime: bool = False) -> tuple[Slot, str] | str:
+        """(the literal's slot, the name) for a name bound once to an int literal (or, with `runtime`, to a
+        call computing it at run time), else why not."""
         text = ast.unparse(node)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
             cls = self.up(node, ast.ClassDef)
@@ -260,17 +315,21 @@ class _Finder:
                 return f"`{node.id}` is a parameter of {getattr(scope, 'name', 'a lambda')}"
             stores = [n for n in scope_nodes(scope) if _stores_name(n, node.id)]
             if stores:
-                return self._single_literal(stores, text)
+                return self._single_literal(stores, text, runtime)
         stores = [n for n in scope_nodes(self.tree) if _stores_name(n, node.id)]
-        return self._single_literal(stores, text)
+        return self._single_literal(stores, text, runtime)
 
-    def _single_literal(self, stores: list[ast.AST], text: str) -> tuple[Slot, str] | str:
+    def _single_literal(
+        self, stores: list[ast.AST], text: str, runtime: bool = False
+    ) -> tuple[Slot, str] | str:
         stores = [s for s in stores if isinstance(getattr(s, "ctx", None), ast.Store)]
         if not stores:
             return f"`{text}` is not assigned in this source"
         if len(stores) > 1:
             return f"`{text}` is assigned {len(stores)} times"
         assign = self.parent.get(id(stores[0]))
+        if isinstance(assign, ast.Tuple):  # BLOCK, num_warps = settings(n)
+            assign = self.parent.get(id(assign))
         value = getattr(assign, "value", None)
         single = (isinstance(assign, ast.Assign) and len(assign.targets) == 1) or isinstance(
             assign, ast.AnnAssign
@@ -279,15 +338,29 @@ class _Finder:
             return self.slot(value, value.value), text
         if single and (cap := _cap(value)) is not None:  # min(<run-time value>, 4096): the cap moves
             return self.slot(cap, cap.value), text
+        if runtime and isinstance(value, ast.Call):  # next_power_of_2(n), a settings helper: its result moves
+            return self.runtime_slot(value, assign, stores[0]), text
         shown = ast.unparse(value) if isinstance(value, ast.expr) else "not a plain assignment"
         return f"`{text}` is computed at run time (`{shown}`)"
 
-    def literal_or_named(self, node: ast.expr) -> tuple[Slot, str | None] | str:
+    def runtime_slot(self, value: ast.Call, assign: ast.AST | None, store: ast.AST) -> ScaledSlot:
+        """The slot scaling a run-time BLOCK size: the expression itself, or after a tuple assignment."""
+        start, end = node_span(self.pos, value)
+        if isinstance(assign, ast.Assign) and isinstance(assign.targets[0], ast.Tuple):
+            at = node_span(self.pos, assign)[1]
+            indent = " " * assign.col_offset
+            return ScaledSlot(at, at, RUNTIME_ONE, expr=ast.unparse(value), name=store.id, indent=indent)  # type: ignore[attr-defined]
+        return ScaledSlot(start, end, RUNTIME_ONE, expr=ast.unparse(value))
+
+    def literal_or_named(self, node: ast.expr, runtime: bool = False) -> tuple[Slot, str | None] | str:
+        """The slot of a BLOCK value; with `runtime`, also one computed at run time by a call."""
         if isinstance(node, ast.Constant) and type(node.value) is int:
             return self.slot(node, node.value), None
         if isinstance(node, ast.Name | ast.Attribute):
-            found = self.named_literal(node)
+            found = self.named_literal(node, runtime)
             return found if isinstance(found, str) else (found[0], found[1])
+        if runtime and isinstance(node, ast.Call):
+            return self.runtime_slot(node, None, node), None
         return f"`{ast.unparse(node)}` is computed at run time"
 
     # ---- what a grid expression reads
@@ -369,6 +442,20 @@ def tiling_space(
     """The tiling space of `kernel` in `source`. `blocks`: the stage's BLOCK parameter patterns and their
     allowed values; `warps` / `multipliers`: allowed num_warps / programs per SM (None: not searched).
     Raises UnknownKernel when the kernel is not there or never launched as kernel[grid](...)."""
+    base, written, failed = written_out(source)  # code-built autotune configs: the literal list they give
+    space = _tiling_space(base, kernel, blocks, warps, multipliers)
+    mine = tuple(n for n in written if n.startswith(f"{kernel}: "))
+    why = tuple(n for n in failed if n.startswith(f"{kernel}: "))
+    return replace(space, written=mine, unexposed=space.unexposed + why)
+
+
+def _tiling_space(
+    source: str,
+    kernel: str,
+    blocks: dict[str, tuple[int, ...]],
+    warps: tuple[int, ...] | None,
+    multipliers: tuple[int, ...] | None,
+) -> TilingSpace:
     tree = parse_source(source)
     kernels = find_kernels(tree)
     if kernel not in kernels:
@@ -412,8 +499,13 @@ def tiling_space(
             found = {}
             for kw in site.keywords:
                 if kw.arg and block_allowed(kw.arg, blocks):
-                    lit = f.literal_or_named(kw.value)
-                    if not isinstance(lit, str) and lit[1] is None and lit[0].value in grid_ints:
+                    lit = f.literal_or_named(kw.value, runtime=True)
+                    if (
+                        not isinstance(lit, str)
+                        and lit[1] is None
+                        and not isinstance(lit[0], ScaledSlot)
+                        and lit[0].value in grid_ints
+                    ):
                         lit = (
                             f"the grid repeats the literal {lit[0].value}, so a change would not reach it "
                             f"(bind it to one name: {kw.arg.upper()} = {lit[0].value})"
@@ -435,7 +527,12 @@ def tiling_space(
         slots = list(dict.fromkeys(e[0] for e in entries))  # type: ignore[index]
         bound = {e[1] for e in entries if e[1]}  # type: ignore[index]
         feeds = name in grid_strings or bool(bound & grid_names)
-        axis = Axis(BLOCK, name, tuple(slots), block_allowed(name, blocks) or (), feeds)
+        runtime = [isinstance(sl, ScaledSlot) for sl in slots]
+        if any(runtime) and not all(runtime):
+            reasons.append(f"{kernel}: {name} is computed at run time in one launch and not in another")
+            continue
+        allowed = RUNTIME_ALLOWED if any(runtime) else block_allowed(name, blocks) or ()
+        axis = Axis(BLOCK, name, tuple(slots), allowed, feeds)
         if axis.shifts() == [0]:
             reasons.append(f"{kernel}: no power-of-two multiple of {name}={_values(axis.base)} is allowed")
             continue
