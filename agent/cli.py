@@ -142,17 +142,9 @@ def run(
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
-    from agent.loop import StartingKernelRejected
     from agent.pipeline import PipelineError, resume_point
     from agent.report.tables import history_table
-    from agent.run_setup import (
-        RunSetupError,
-        loop_settings,
-        outcome_notes,
-        plan_run,
-        run_planned,
-        run_record,
-    )
+    from agent.run_setup import NOTHING_RAN, ProblemRun, RunSetupError, outcome_notes, plan_run, run_one
     from agent.store import Store
 
     spec = _load(problem)
@@ -179,47 +171,19 @@ def run(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open_dir(run_dir)
-    llm_proposer = None
-    if llm:
-        from agent.proposers.llm import LLMProposer
-
-        llm_proposer = LLMProposer(plan.llm_settings, store)
     start_path = resume_from or spec.kernel_path
-    run_id = store.start_run(
-        spec.name,
-        device,
-        plan.target.name,
-        plan.proposer_label,
-        llm_line,
-        run_record(plan, str(problem), start_path),
-    )
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
-    try:
-        outcome = run_planned(
-            plan,
-            spec,
-            start_path.read_text(),
-            llm_proposer,
-            store,
-            run_id,
-            loop_settings(plan, device, run_dir),
-            RichReporter(),
-        )
-    except StartingKernelRejected as e:
-        store.finish_run(run_id, "failed", str(e))
-        raise _fail(f"the starting kernel was rejected: {e}", 1) from None
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
-    finally:
-        if llm_proposer is not None:
-            llm_proposer.close()
+    end = run_one(
+        ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), problem=str(problem))
+    )
+    if end.outcome is None:
+        raise _fail(end.reason, 1)
+    outcome = end.outcome
     last, first = outcome.last, outcome.first
     notes = outcome_notes(outcome)
-    store.finish_run(run_id, last.stopped_by if last else "done", "; ".join(notes))
     console.print(
         history_table(
-            store.history(run_id),
+            store.history(end.run_id),
             f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}",
             last.best.cand_id if last else None,
         )
@@ -232,7 +196,7 @@ def run(
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if last is None or first is None:
-        raise _fail("no stage ran: nothing could propose candidates", 1)
+        raise _fail(NOTHING_RAN, 1)
     evaluations = sum(o.evaluations for _, o, _ in outcome.stages if o is not None)
     if last.best.median_ms is not None and first.start.median_ms is not None:
         t = last.best.result.timings

@@ -160,7 +160,7 @@ class StageRun:
     def check(self, cand: Candidate, parent: ProposalContext) -> EvalResult:
         """Stage rules first (no GPU time for a candidate that breaks them), then the worker."""
         self.tried.add(cand.source)
-        exempt = getattr(self.proposer, "exempt_rules", frozenset())
+        exempt = self.proposer.exempt_rules
         violations = [
             v
             for v in check_constraints(
@@ -188,7 +188,7 @@ class StageRun:
             cand_id = self.record(ctx.iteration, cand, result, best_ms)
             if result.accepted:
                 accepted.append((cand_id, cand.source, result))
-            elif result.status in REPAIRABLE and hasattr(self.proposer, "repair"):
+            elif result.status in REPAIRABLE:
                 fixed = self.proposer.repair(ctx, cand.source, result.reason or result.log_tail)
                 self._record_proposer_failures(ctx)
                 if fixed is not None and fixed.source not in self.tried:
@@ -196,10 +196,9 @@ class StageRun:
         return accepted
 
     def _record_proposer_failures(self, ctx: ProposalContext) -> None:
-        for failure in getattr(self.proposer, "last_failures", []):
-            if failure.status is not None:
-                self.record(ctx.iteration, failure.candidate(ctx), failure.result(), None)
-        for error in getattr(self.proposer, "last_errors", []):
+        for cand, result in self.proposer.rejected(ctx):
+            self.record(ctx.iteration, cand, result, None)
+        for error in self.proposer.errors():
             self.reporter.info(f"endpoint error: {error}")
 
 
@@ -276,14 +275,13 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 prompt_id=store.add_prompt(run_id, stage, iteration, prompt_text),
                 tried_sources=sr.tried,
             )
-            if hasattr(proposer, "observe_profile"):
-                proposer.observe_profile(best.profile.metrics)
+            proposer.observe_profile(best.profile.metrics)
             candidates = proposer.propose(ctx)
             sr._record_proposer_failures(ctx)
             if not candidates:
                 empty_steps += 1
                 reporter.info(f"iteration {iteration}: no new candidate from the {proposer.name} proposer")
-                if proposer.name == "search" or empty_steps >= settings.patience:
+                if proposer.ends_when_empty or empty_steps >= settings.patience:
                     break
                 continue
             empty_steps = 0
