@@ -1,0 +1,58 @@
+"""Honest kernels written the way real libraries write them (tests/realcode/corpus/: import guards, device
+and version queries, autograd.Function wrappers, settings helpers, libdevice math, driver queries,
+heuristics, config builders), each checked on the CPU against a small problem as `ncu-agent check` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.evaluation.evaluate import evaluate
+from agent.problem import load_problem
+from agent.records import Status
+
+HERE = Path(__file__).parent / "realcode"
+BUNDLED = Path(__file__).parent.parent / "kernels"
+# corpus file -> its problem (a folder of tests/realcode/problems, else a bundled one)
+PROBLEMS = {
+    "rms_norm_liger": "rms_norm",
+    "rms_norm_persistent": "rms_norm",
+    "layer_norm_tutorial": "layernorm",
+    "layer_norm_welford": "layernorm",
+    "softmax_tutorial": "softmax",
+    "softmax_online_exp2": "softmax",
+    "swiglu_liger": "swiglu",
+    "swiglu_flat_autotune": "swiglu",
+    "geglu_liger": "geglu",
+    "geglu_columns": "geglu",
+    "cross_entropy_liger": "cross_entropy",
+    "cross_entropy_blocks": "cross_entropy",
+    "vector_add_tutorial": "vector_add",
+    "vector_add_devices": "vector_add",
+    "matmul_heuristics": "matmul_fp16",
+}
+
+
+def problem(name: str):
+    folder = HERE / "problems" / name
+    return load_problem(str(folder if folder.is_dir() else BUNDLED / name))
+
+
+def test_every_corpus_kernel_has_a_problem():
+    assert sorted(PROBLEMS) == sorted(p.stem for p in (HERE / "corpus").glob("*.py"))
+    assert len(PROBLEMS) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_an_honest_kernel_is_accepted_on_the_cpu(name):
+    source = (HERE / "corpus" / f"{name}.py").read_text()
+    result = evaluate(problem(PROBLEMS[name]), source, "cpu", seeds=(0,))
+    assert result.status == Status.ACCEPTED, f"{result.status}: {result.reason}"
+
+
+@pytest.mark.parametrize("name", ["liger_softmax", "matmul_tutorial"])
+def test_the_problem_folders_starting_kernels_are_accepted(name):
+    spec = problem(name)
+    result = evaluate(spec, spec.kernel_path.read_text(), "cpu", seeds=(0,))
+    assert result.status == Status.ACCEPTED, f"{result.status}: {result.reason}"
