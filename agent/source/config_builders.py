@@ -7,8 +7,8 @@ seconds) that executes only the source's module-level function definitions and a
 stand-in `triton` (Config, cdiv, next_power_of_2, and the driver answering as the target GPU) and a few
 builtins; code reaching for dunder attributes is refused before it runs. `written_out` then replaces the
 `configs=` expression with the literal list, so the stages edit it as any literal list; where the stage
-allows fewer configs than the builder made, the config the autotuner chose is kept with the first others
-and the note says which were dropped.
+allows fewer configs than the builder made, configs that repeat another's BLOCK sizes are dropped (never
+the one the autotuner chose), every BLOCK-size combination is kept, and the note says which.
 """
 
 from __future__ import annotations
@@ -169,24 +169,34 @@ def literal_calls(tree: ast.Module, configs: tuple[ConfigValue, ...]) -> list[as
     return [ast.parse(c.text(name), mode="eval").body for c in configs]  # type: ignore[misc]
 
 
+def _blocks(c: ConfigValue) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, v) for k, v in c.kwargs if k.upper().startswith("BLOCK"))
+
+
 def prune(
     configs: tuple[ConfigValue, ...], most: int | None, chosen: dict[str, Any] | None
 ) -> tuple[tuple[ConfigValue, ...], str]:
-    """At most `most` configs: the one the autotuner chose (when known), then the first others in order."""
+    """At most `most` configs where that keeps every BLOCK-size combination (a stage with a most keeps
+    BLOCK sizes): configs repeating an earlier one's BLOCK sizes go first, never the one the autotuner
+    chose; the note says which went, or why more than `most` stay."""
     if most is None or len(configs) <= most:
         return configs, ""
-    picked = [i for i, c in enumerate(configs) if chosen and c.matches(chosen)][:1]
-    picked += [i for i in range(len(configs)) if i not in picked][: most - len(picked)]
-    dropped = [str(i + 1) for i in range(len(configs)) if i not in picked]
-    why = (
-        "the one the autotuner chose and the first others"
-        if chosen and picked[0] not in range(most)
-        else ("the first ones")
-    )
-    note = (
-        f"{len(configs)} configs, this stage allows {most}: kept {why}, dropped config {', '.join(dropped)}"
-    )
-    return tuple(configs[i] for i in sorted(picked)), note
+    keep = list(range(len(configs)))
+    seen: set[tuple[tuple[str, Any], ...]] = set()
+    repeats = []
+    for i, c in enumerate(configs):
+        if _blocks(c) in seen and not (chosen and c.matches(chosen)):
+            repeats.append(i)
+        seen.add(_blocks(c))
+    for i in repeats[: len(configs) - most]:
+        keep.remove(i)
+    note = f"{len(configs)} configs, this stage allows {most}"
+    if len(keep) < len(configs):
+        dropped = ", ".join(str(i + 1) for i in range(len(configs)) if i not in keep)
+        note += f": dropped config {dropped} (their BLOCK sizes stay in other configs)"
+    if len(keep) > most:
+        note += f"; {len(keep)} kept, one per BLOCK-size combination the kernel runs, which this stage keeps"
+    return tuple(configs[i] for i in keep), note
 
 
 def written_out(
