@@ -134,3 +134,20 @@ def test_a_kernel_error_points_at_the_kernel_line_not_the_launch():
     status, rule = classify(info.value)
     assert rule is None and status.value == "crashed"
     assert candidate_line(info.value, __file__)[1] == "_scaled"  # type: ignore[index]
+
+
+def test_libdevice_work_is_not_torch_work_of_the_candidate():
+    """The shim computes with torch; the run-time guards must see none of it (the GPU does it in-kernel)."""
+    from torch.overrides import TorchFunctionMode
+
+    seen: list[str] = []
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    x, out = torch.rand(20) + 0.1, torch.empty(5 * 20)
+    with Watch():
+        _generic_math[(1,)](x, out, 20, BLOCK=32)
+    assert not {"rsqrt", "tanh", "erf", "exp2", "pow", "numpy"} & set(seen)

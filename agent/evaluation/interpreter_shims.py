@@ -156,8 +156,11 @@ def _extern_elementwise(
     from triton.runtime.interpreter import TensorHandle, _get_np_dtype
 
     fn = _lookup(symbol, _TABLE)
-    out = fn(*(torch.from_numpy(np.asarray(a.data)) for a in args))
-    data = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+    # The GPU computes this inside the kernel: torch function modes (the run-time guards' compute guard)
+    # must not count it as torch work of the candidate's.
+    with torch._C.DisableTorchFunction():
+        out = fn(*(torch.from_numpy(np.asarray(a.data)) for a in args))
+        data = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
     return TensorHandle(data.astype(_get_np_dtype(ret_type)), ret_type.scalar)
 
 
