@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
+from agent.config import LoopPolicy, RunOptions
 from agent.evaluation.sandbox import WorkerPool
 from agent.llm.client import BudgetExhausted, ChatClient
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
-from agent.loop import LoopSettings, Reporter, StartingKernelRejected
+from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
 from agent.prompt.gpus import TARGET_ENV, GpuSpec, find_gpu, resolve_gpu
@@ -32,52 +31,6 @@ from agent.store import Store
 
 class RunSetupError(ValueError):
     """Options that cannot make a run (unknown stage or GPU, bad LLM settings, unknown strategy)."""
-
-
-class RunOptions(BaseModel):
-    """The flags of `ncu-agent run` that shape a run (a batch stores them in batch.json)."""
-
-    stages: list[str] | None = Field(default=None, description="None: the default pipeline.")
-    gpu: str | None = Field(default=None, description="Target GPU for prompts; None: the detected one.")
-    metric_set: str | None = Field(default=None, description="ncu metric set; None: each stage's.")
-    profile: bool = True
-    search: str = "coordinate"
-    eval_timeout: float | None = None
-    max_iterations: int | None = None
-    min_gain: float = 0.01
-    no_gain_tries: int = 16
-    roofline_target: float = 90.0
-    llm: bool = False
-    llm_config: Path | None = None
-    llm_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="LLM settings given as flags (None values: not given)."
-    )
-
-    @classmethod
-    def from_flags(
-        cls, *, stages: str | None, llm_config: Path | None, no_cache: bool, **flags: Any
-    ) -> RunOptions:
-        """Options from command-line flags: `--stages a,b`, the LLM flags (`LLM_FLAGS`), the rest as is."""
-        llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
-        return cls(
-            stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
-            llm_config=llm_config,
-            llm_overrides={**llm, "use_cache": False if no_cache else None},
-            **flags,
-        )
-
-
-# Command-line flag -> LLMSettings field, for the flags `run` and `batch` share.
-LLM_FLAGS = {
-    "model": "model",
-    "base_url": "base_url",
-    "samples": "samples",
-    "temperature": "temperature",
-    "max_tokens": "max_tokens",
-    "timeout": "timeout_s",
-    "max_requests": "max_requests",
-    "max_tokens_total": "max_tokens_total",
-}
 
 
 @dataclass
@@ -146,23 +99,11 @@ def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stag
     return pick
 
 
-def loop_settings(plan: RunPlan, device: str, run_dir: Path, **hooks: Any) -> LoopSettings:
-    """The loop's settings for the first stage (the pipeline swaps stages); `hooks`: evaluator, profiler."""
-    o, first = plan.options, plan.stages[0]
-    return LoopSettings(
-        stage=first,
-        gpu=plan.target,
-        device=device,
-        run_dir=run_dir,
-        metric_set=first.metric_set,
-        profile=o.profile,
-        timeout_s=o.eval_timeout,
-        max_iterations=o.max_iterations,
-        min_gain=o.min_gain,
-        no_gain_tries=o.no_gain_tries,
-        roofline_target=o.roofline_target,
-        **hooks,
-    )
+def loop_settings(plan: RunPlan, device: str, run_dir: Path, hooks: LoopHooks) -> LoopSettings:
+    """The loop's settings for the first stage (the pipeline swaps stages)."""
+    first = plan.stages[0]
+    policy = LoopPolicy.model_validate(plan.options.model_dump(include=set(LoopPolicy.model_fields)))
+    return LoopSettings(first, plan.target, device, run_dir, first.metric_set, policy, hooks)
 
 
 NOTHING_RAN = "no stage ran: nothing could propose candidates"
@@ -184,7 +125,7 @@ class ProblemRun:
     record: dict[str, Any] = field(default_factory=dict)  # more fields of the run's record
     run_id: int | None = None  # continue this run (a killed batch job's), else start one
     # The evaluator and profiler hooks, made once the run's id is known (a batch's lock and budget).
-    hooks: Callable[[int], dict[str, Any]] = lambda run_id: {}
+    hooks: Callable[[int], LoopHooks] = lambda run_id: LoopHooks()
     client: ChatClient | None = None  # the LLM proposer's client (None: one from the plan's settings)
     # Exceptions that end the run as "budget" with its best so far (an LLM budget; a batch's time limit).
     budget_errors: tuple[type[BaseException], ...] = (BudgetExhausted,)
@@ -219,7 +160,7 @@ def run_one(job: ProblemRun) -> RunEnd:
     llm = proposer_class("llm")(plan.llm_settings, store, client=job.client) if plan.options.llm else None  # type: ignore[call-arg]
     try:
         with WorkerPool() as pool:
-            settings = loop_settings(plan, job.device, job.run_dir, pool=pool, **job.hooks(run_id))
+            settings = loop_settings(plan, job.device, job.run_dir, replace(job.hooks(run_id), pool=pool))
             end.outcome = run_pipeline(
                 job.spec,
                 job.start.read_text(),
@@ -254,6 +195,8 @@ def run_one(job: ProblemRun) -> RunEnd:
 
 def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
     """The `settings` of the run's row in the store."""
+    from agent.evaluation.confine import isolation
+
     return {
         "stages": [s.name for s in plan.stages],
         "metric_set": plan.options.metric_set,
@@ -263,6 +206,7 @@ def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
         "no_gain_tries": plan.options.no_gain_tries,
         "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
+        "isolation": isolation().label,
     }
 
 

@@ -35,6 +35,7 @@ from agent.batch.inputs import BatchConfig, write_atomic
 from agent.batch.resume import ReplayStore
 from agent.evaluation.sandbox import die_with_parent
 from agent.llm.client import BudgetExhausted
+from agent.loop import LoopHooks
 from agent.problem import ProblemError, load_problem
 from agent.run_setup import ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store
@@ -228,10 +229,7 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
         problem=str(entry.path),
         record={"batch": str(batch_dir.resolve())},
         run_id=run_id,
-        hooks=lambda rid: {
-            "evaluator": evaluator_for(store, rid, budget, lock),
-            "profiler": profiler_for(store, lock),
-        },
+        hooks=lambda rid: LoopHooks(evaluator_for(store, rid, budget, lock), profiler_for(store, lock)),
         budget_errors=(BudgetExhausted, JobStopped),
         before_finish=record,
     )

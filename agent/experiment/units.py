@@ -30,9 +30,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.batch.inputs import ProblemEntry, write_atomic
+from agent.config import RunOptions
 from agent.prompt.stages import Stage
 from agent.records import EvalResult, Status
-from agent.run_setup import RunOptions, RunPlan
+from agent.run_setup import RunPlan
 
 CONFIG_FILE = "experiment.json"
 UNIT_FILE = "unit.json"
@@ -383,6 +384,7 @@ def run_unit(
 ) -> UnitOutcome:
     """One (arm, problem, sample), from nothing: an unfinished earlier attempt is removed first."""
     from agent.batch.hooks import FileReporter
+    from agent.loop import LoopHooks
     from agent.problem import ProblemError, load_problem
     from agent.prompt.render import template_dirs
     from agent.run_setup import ProblemRun, run_one
@@ -419,7 +421,7 @@ def run_unit(
                 "sample": u.sample,
                 "seed": seed,
             },
-            hooks=lambda run_id: {"evaluator": memo.evaluator(u.problem)} if memo is not None else {},
+            hooks=lambda run_id: LoopHooks(memo.evaluator(u.problem) if memo is not None else None),
             client=_seeded_client(plan.llm_settings, seed) if cfg.send_seed and plan.options.llm else None,
         )
         with template_dirs(*setup.template_dirs):

@@ -8,11 +8,11 @@ finds a proposer by its short name (`search`, `llm`).
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.records import Candidate, EvalResult, ProblemSpec
+from agent.records import Candidate, EvalResult, NcuMetrics, ProblemSpec
 
 
 class ProposalContext(BaseModel):
@@ -60,7 +60,7 @@ class Proposer:
         """A fixed version of a failed candidate, or None (the default: this proposer does not repair)."""
         return None
 
-    def observe_profile(self, metrics: dict[str, Any] | None) -> None:
+    def observe_profile(self, metrics: NcuMetrics | None) -> None:
         """The best kernel's ncu metrics (the seed's JSON form) before each step; default: ignored."""
 
     def rejected(self, ctx: ProposalContext) -> list[tuple[Candidate, EvalResult]]:
@@ -85,6 +85,7 @@ class Proposer:
 PROPOSERS = {
     "search": "agent.proposers.search:SearchProposer",
     "llm": "agent.proposers.llm:LLMProposer",
+    "scripted": "agent.proposers.scripted:ScriptedProposer",
 }
 
 
@@ -101,7 +102,7 @@ OCCUPANCY = "sm__warps_active.avg.pct_of_peak_sustained_active"
 LOW_OCCUPANCY_PCT = 50.0  # below: few warps resident, latency is not hidden
 
 
-def last_metric(metrics: dict | None, kernel: str, names: tuple[str, ...]) -> float | None:
+def last_metric(metrics: NcuMetrics | None, kernel: str, names: tuple[str, ...]) -> float | None:
     """The kernel's last profiled launch's value of the first of `names` it has."""
     value = None
     for launch in (metrics or {}).get(kernel, []):

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from agent.prompt.stages import Stage
 from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, Proposer, last_metric
 from agent.proposers.tiling_search import MULTIPLIER_PARAMETER, TilingSearch
-from agent.records import Candidate
+from agent.records import Candidate, NcuMetrics
 from agent.source.autotune_wrap import wrapped
 from agent.source.config_builders import written_out
 from agent.source.variants import (
@@ -137,7 +136,7 @@ class SearchProposer(Proposer):
                 return [int(v) for v in p.values]
         raise ValueError(f"stage {self.stage.name!r} has no parameter {name!r} with values for the search")
 
-    def observe_profile(self, metrics: dict[str, Any] | None) -> None:
+    def observe_profile(self, metrics: NcuMetrics | None) -> None:
         """The parent's ncu metrics (seed JSON form), used to order the next tries."""
         self.metrics = metrics
         if self.tiling is not None:
