@@ -5,7 +5,8 @@ heuristics, config builders), each checked on the CPU against a small problem as
 The static checks still reject some of these ordinary wrapper shapes (an import guard's try/except, an
 importlib version check, getattr on torch): `STATIC_PENDING` lists them with the rules that fire, until
 the judge moves those judgements to what ran. Their run-time verdict is checked apart (static=False), so
-every kernel here must pass everything that runs."""
+every kernel here must pass everything that runs; `RUNTIME_PENDING` marks (strict xfail) the one a run-time
+guard still rejects for an object construction, so the test says when the guard is fixed."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ STATIC_PENDING = {
 }
 
 
+# corpus file -> why the run-time guards reject it today (an object construction counted as torch work)
+RUNTIME_PENDING = {"geglu_columns": "torch.device(...) is counted as torch compute"}
+TIMEOUT_S = 300  # the interpreter on a shared 2-core machine: one evaluation took up to 120 s
+
+
 @pytest.fixture(scope="module")
 def pool():
     with WorkerPool() as p:
@@ -74,15 +80,27 @@ def test_the_static_checks_pass_or_fire_only_the_pending_rules(name):
     assert fired == STATIC_PENDING.get(name, set()), found.reason if found else ""
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=RUNTIME_PENDING[n]))
+        if n in RUNTIME_PENDING
+        else n
+        for n in sorted(PROBLEMS)
+    ],
+)
 def test_an_honest_kernel_is_accepted_on_the_cpu(name, pool):
     source = (HERE / "corpus" / f"{name}.py").read_text()
-    result = evaluate(problem(PROBLEMS[name]), source, "cpu", seeds=(0,), static=False, pool=pool)
+    result = evaluate(
+        problem(PROBLEMS[name]), source, "cpu", seeds=(0,), static=False, pool=pool, timeout_s=TIMEOUT_S
+    )
     assert result.status == Status.ACCEPTED, f"{result.status}: {result.reason}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["liger_softmax", "matmul_tutorial"])
 def test_the_problem_folders_starting_kernels_are_accepted(name, pool):
     spec = problem(name)
-    result = evaluate(spec, spec.kernel_path.read_text(), "cpu", seeds=(0,), pool=pool)
+    result = evaluate(spec, spec.kernel_path.read_text(), "cpu", seeds=(0,), pool=pool, timeout_s=TIMEOUT_S)
     assert result.status == Status.ACCEPTED, f"{result.status}: {result.reason}"

@@ -10,8 +10,8 @@ import triton.language as tl
 
 CONFIGS = [
     triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=3)
-    for (bm, bn, bk), w in itertools.product([(32, 32, 32), (64, 32, 32), (32, 64, 32)], [4])
-    if bm * bn <= 64 * 64
+    for (bm, bn, bk), w in itertools.product([(64, 64, 32), (128, 64, 32), (64, 128, 64)], [4])
+    if bm * bn <= 64 * 128 and bk < 64
 ]
 
 

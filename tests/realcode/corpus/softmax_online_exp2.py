@@ -11,7 +11,7 @@ LOG2E = 1.4426950408889634
 
 
 @triton.autotune(
-    configs=[triton.Config({"BLOCK": b}, num_warps=w) for b in (128, 256) for w in (2, 4)],
+    configs=[triton.Config({"BLOCK": b}, num_warps=w) for b in (512, 1024) for w in (4,)],
     key=["n_cols"],
 )
 @triton.jit
