@@ -62,13 +62,19 @@ FLAGS: dict[str, Any] = {
         int | None, typer.Option(help="LLM budget: tokens per run (a batch: per problem)")
     ],
     "no_cache": Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")],
+    "no_api_key": Annotated[
+        bool,
+        typer.Option(
+            "--no-api-key", help="The LLM server needs no key (keys come from the environment only)."
+        ),
+    ],
 }
 
 
 def _default(name: str) -> Any:
     if name in RunOptions.model_fields and name not in ("stages", "llm_config"):
         return RunOptions.model_fields[name].default
-    return False if name == "no_cache" else None
+    return False if name in ("no_cache", "no_api_key") else None
 
 
 def options_from(flags: dict[str, Any]) -> RunOptions:
@@ -78,11 +84,16 @@ def options_from(flags: dict[str, Any]) -> RunOptions:
     config: Path | None = flags.pop("config", None)
     stages: str | None = flags.pop("stages", None)
     no_cache: bool = flags.pop("no_cache", False)
+    no_api_key: bool = flags.pop("no_api_key", False)
     llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
     return RunOptions(
         stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         llm_config=config.resolve() if config else None,
-        llm_overrides={**llm, "use_cache": False if no_cache else None},
+        llm_overrides={
+            **llm,
+            "use_cache": False if no_cache else None,
+            "no_api_key": True if no_api_key else None,
+        },
         **flags,
     )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.loop import Best, LoopOutcome, LoopSettings, Reporter, run_stage
+from agent.prompt.render import HistoryEntry
 from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
 from agent.records import ProblemSpec
@@ -67,6 +68,7 @@ def run_pipeline(
     outcome = PipelineOutcome()
     previous: Best | None = None
     tried: set[str] = set()  # shared: a variant evaluated by one stage is not proposed again by the next
+    history: list[HistoryEntry] = []  # shared: the next stage's prompts show what the earlier ones tried
     for stage in stages:
         proposer = proposer_for(stage)
         if isinstance(proposer, str):
@@ -76,7 +78,7 @@ def run_pipeline(
         reporter.info(f"stage {stage.name} ({stage.title}) with the {proposer.name} proposer")
         stage_settings = replace(settings, stage=stage, metric_set=metric_set_override or stage.metric_set)
         result = run_stage(
-            problem, start_source, proposer, store, run_id, stage_settings, reporter, previous, tried
+            problem, start_source, proposer, store, run_id, stage_settings, reporter, previous, tried, history
         )
         for note in proposer.notes:  # what the search could not vary, and why
             reporter.info(f"stage {stage.name}: {note}")

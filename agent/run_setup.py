@@ -9,6 +9,7 @@ runs exactly as `ncu-agent run` would with the same flags.
 from __future__ import annotations
 
 import os
+import socket
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Any
 
 from agent.config import LoopPolicy, RunOptions
 from agent.evaluation.sandbox import WorkerPool
-from agent.llm.client import BudgetExhausted, ChatClient
+from agent.llm.client import BudgetExhausted, ChatClient, EndpointFailed
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
@@ -60,16 +61,16 @@ class RunPlan:
         return f"built-in search ({self.options.search}) over {knobs or 'nothing in these stages'}", llm_line
 
 
-def plan_run(options: RunOptions) -> RunPlan:
+def plan_run(options: RunOptions, api_key: str | None = None) -> RunPlan:
     """Check the options; resolve stages, target GPU and LLM settings. RunSetupError says what is wrong."""
     try:
         names = options.stages or default_pipeline()
         stages = [load_stage(n) for n in names]
         target = resolve_gpu(options.gpu)
         gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
-        llm_settings = load_llm_settings(options.llm_config, options.llm_overrides)
+        llm_settings = load_llm_settings(options.llm_config, options.llm_overrides, api_key=api_key)
         if options.llm:
-            llm_settings.require_model()
+            llm_settings.require_endpoint()  # the model may still come from the preflight
         if options.search not in SearchProposer.STRATEGIES:
             raise ValueError(
                 f"--search {options.search!r}: choose one of {', '.join(SearchProposer.STRATEGIES)}"
@@ -80,6 +81,25 @@ def plan_run(options: RunOptions) -> RunPlan:
     # CPU workers answer Triton's device queries with this GPU's table (agent/evaluation/interpreter_shims.py)
     os.environ[TARGET_ENV] = target.name
     return RunPlan(options, stages, target, gpu_note, llm_settings)
+
+
+def check_llm(plan: RunPlan, notify: Callable[[str], None] | None = None) -> str | None:
+    """The preflight of a run that uses the LLM (endpoint, key, model: agent/llm/preflight.py); the model
+    it found is the plan's from then on. Returns what was checked, for the console; raises EndpointFailed
+    (the endpoint refused) or RunSetupError (nothing to ask with)."""
+    if not plan.options.llm:
+        return None
+    from agent.llm.preflight import preflight
+
+    try:
+        found = preflight(plan.llm_settings, notify)
+    except LLMConfigError as e:
+        raise RunSetupError(str(e)) from None
+    if plan.llm_settings.model != found.model:
+        sources = plan.llm_settings._sources
+        plan.llm_settings.model = found.model
+        plan.llm_settings._sources = {**sources, "model": "the endpoint's only model"}
+    return found.note
 
 
 def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stage], Proposer | str]:
@@ -123,7 +143,7 @@ class ProblemRun:
     reporter: Reporter
     problem: str  # the problem as the user named it, for the run's record
     record: dict[str, Any] = field(default_factory=dict)  # more fields of the run's record
-    run_id: int | None = None  # continue this run (a killed batch job's), else start one
+    run_id: int | None = None  # continue this run (a killed batch job or `run --resume`), else start one
     # The evaluator and profiler hooks, made once the run's id is known (a batch's lock and budget).
     hooks: Callable[[int], LoopHooks] = lambda run_id: LoopHooks()
     client: ChatClient | None = None  # the LLM proposer's client (None: one from the plan's settings)
@@ -135,7 +155,8 @@ class ProblemRun:
 
 @dataclass
 class RunEnd:
-    """How a run ended: status "done", "budget", "failed" (the starting kernel was rejected) or "error"."""
+    """How a run ended: status "done", "budget", "failed" (the starting kernel was rejected,
+    or the LLM endpoint cannot serve the run) or "error"."""
 
     run_id: int
     status: str
@@ -157,7 +178,11 @@ def run_one(job: ProblemRun) -> RunEnd:
             job.spec.name, job.device, plan.target.name, plan.proposer_label, llm_line, record
         )
     end = RunEnd(run_id, "error", "")
-    llm = proposer_class("llm")(plan.llm_settings, store, client=job.client) if plan.options.llm else None  # type: ignore[call-arg]
+    llm = (
+        proposer_class("llm")(plan.llm_settings, store, client=job.client, notify=job.reporter.info)  # type: ignore[call-arg]
+        if plan.options.llm
+        else None
+    )
     try:
         with WorkerPool() as pool:
             settings = loop_settings(plan, job.device, job.run_dir, replace(job.hooks(run_id), pool=pool))
@@ -177,6 +202,8 @@ def run_one(job: ProblemRun) -> RunEnd:
         end.reason = "; ".join(outcome_notes(end.outcome)) if last is not None else NOTHING_RAN
     except StartingKernelRejected as e:
         end.status, end.reason = "failed", f"{REJECTED}: {e}"
+    except EndpointFailed as e:  # what no retry fixes: the endpoint's own words
+        end.status, end.reason = "failed", str(e)
     except job.budget_errors as e:
         end.status, end.reason = "budget", str(e)
     except KeyboardInterrupt:
@@ -207,6 +234,10 @@ def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
         "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
         "isolation": isolation().label,
+        # What `ncu-agent run --resume` needs to continue the run as it was started (agent/run_resume.py).
+        "options": plan.options.model_dump(mode="json"),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
     }
 
 

@@ -235,7 +235,6 @@ def test_replay_store_matches_repeated_writes(tmp_path):
         ProfileRecord(
             candidate_id=c1,
             ok=True,
-            error=None,
             metric_set="seed",
             report_path="r.ncu-rep",
             metrics={"k": [{"m": 1.0}]},
@@ -270,12 +269,10 @@ def test_replay_store_matches_repeated_writes(tmp_path):
             ProfileRecord(
                 candidate_id=c1,
                 ok=True,
-                error=None,
                 metric_set="seed",
                 report_path="r.ncu-rep",
                 metrics={"k": [{"m": 1.0}]},
                 rules=["rule"],
-                provenance={},
             )
         )
         == 1
@@ -300,12 +297,10 @@ def _recorded(tmp_path: Path) -> tuple[Path, int, EvalResult]:
         ProfileRecord(
             candidate_id=cand,
             ok=True,
-            error=None,
             metric_set="seed",
             report_path="a.ncu-rep",
             metrics={"k": [{"m": 2.0}]},
             rules=["a rule"],
-            provenance={},
         )
     )
     store.close()

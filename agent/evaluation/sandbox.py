@@ -51,7 +51,7 @@ TAIL_BYTES = 4096
 MAX_FILE_BYTES = 256 * 1024**2
 CPU_ADDRESS_SPACE_BYTES = 16 * 1024**3
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 _SECRET_PREFIXES = ("OPENAI_", "AWS_", "HF_", "ANTHROPIC_")
 
 
@@ -70,7 +70,7 @@ class WorkerOutcome(BaseModel):
 
 def is_secret(name: str) -> bool:
     upper = name.upper()
-    return any(w in upper for w in _SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES)
+    return any(w in upper for w in SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES)
 
 
 # What a worker may inherit from the parent: locale, the thread counts and the GPU/compiler knobs; nothing

@@ -67,6 +67,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         return
 
+    def do_GET(self) -> None:
+        """The one model it serves: a run that names none uses it (the preflight says so)."""
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": "no such path"}})
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         try:
@@ -76,6 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": "invalid JSON request"}})
             return
         n = int(request.get("n") or 1)
+        self.server.completions += 1  # type: ignore[attr-defined]  # set by serve(): requests answered
         time.sleep(self.delay_s)
         text = answer(prompt)
         self._send(
@@ -110,7 +118,9 @@ def serve(host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0) -> Threa
     """A server bound to loopback (port 0: any free port); call serve_forever() or run it in a thread.
     `delay_s`: each reply waits that long (a slow endpoint)."""
     handler = type("Handler", (_Handler,), {"delay_s": delay_s})
-    return ThreadingHTTPServer((host, port), handler)
+    server = ThreadingHTTPServer((host, port), handler)
+    server.completions = 0  # type: ignore[attr-defined]  # chat completions asked so far, for tests
+    return server
 
 
 def main() -> None:
