@@ -24,7 +24,7 @@ from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
-from agent.prompt.gpus import GpuSpec, find_gpu, resolve_gpu
+from agent.prompt.gpus import TARGET_ENV, GpuSpec, find_gpu, resolve_gpu
 from agent.prompt.stages import Stage, default_pipeline, load_stage
 from agent.proposers.base import Proposer, proposer_class
 from agent.proposers.search import SearchProposer
@@ -86,7 +86,10 @@ def plan_run(options: RunOptions, api_key: str | None = None, *, has_kernel: boo
             )
     except (KeyError, ValueError, LLMConfigError) as e:
         raise RunSetupError(str(e)) from None
-    return RunPlan(options, stages, target or find_gpu("h200"), gpu_note, llm_settings)
+    target = target or find_gpu("h200")
+    # CPU workers answer Triton's device queries with this GPU's table (agent/evaluation/interpreter_shims.py)
+    os.environ[TARGET_ENV] = target.name
+    return RunPlan(options, stages, target, gpu_note, llm_settings)
 
 
 def check_llm(plan: RunPlan, notify: Callable[[str], None] | None = None) -> str | None:
