@@ -13,10 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent import options as opt
+from agent.batch.hooks import replay_hooks
+from agent.batch.resume import ReplayStore
 from agent.config import RunOptions
 from agent.evaluation.evaluate import evaluate
+from agent.llm.client import EndpointFailed
 from agent.pipeline import PipelineError, PipelineOutcome, resume_point
-from agent.problem import ProblemError, load_problem
+from agent.problem import ProblemError, describe_shapes, load_problem
 from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
 from agent.profiling.read import ranked_rules, read_report, seed_json
 from agent.profiling.target import ProfileCandidate
@@ -24,19 +27,17 @@ from agent.prompt.gpus import find_gpu, resolve_gpu
 from agent.prompt.render import PromptContext, render_prompt
 from agent.prompt.stages import load_stage
 from agent.records import EvalResult, Status
-from agent.report.batch import batch_run_dirs, is_batch_dir
-from agent.report.data import is_run_dir, load_run_dir
-from agent.report.export import (
-    batch_table,
-    compare_table,
-    diff_text,
-    export_rows,
-    find_candidate,
-    to_csv,
-    to_json,
-)
 from agent.report.tables import HEADERS, history_table, result_cells
-from agent.run_setup import NOTHING_RAN, ProblemRun, RunSetupError, outcome_notes, plan_run, run_one
+from agent.run_resume import ResumeError, find_resumable
+from agent.run_setup import (
+    NOTHING_RAN,
+    ProblemRun,
+    RunSetupError,
+    check_llm,
+    outcome_notes,
+    plan_run,
+    run_one,
+)
 from agent.store import Store
 
 app = typer.Typer(
@@ -101,9 +102,13 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(problem: str):
+def _load(problem: str, small_shapes: str | None = None):
+    from agent.small_shapes import parse_shapes_flag
+
     try:
-        return load_problem(problem)
+        return load_problem(problem, parse_shapes_flag(small_shapes) if small_shapes else None)
+    except ValueError as e:
+        raise _fail(str(e)) from None
     except ProblemError as e:
         raise _fail(str(e)) from None
 
@@ -112,6 +117,11 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _status(message: str) -> None:
+    """A retry or a wait, shown as it happens (LLM requests can wait minutes)."""
+    console.print(f"[yellow]{message}[/yellow]")
 
 
 class RichReporter:
@@ -176,28 +186,66 @@ def _banner(
 @app.command()
 @opt.run_options_command()
 def run(
-    problem: ProblemArg,
+    problem: Annotated[
+        str | None,
+        typer.Argument(
+            help="A problem folder (see kernels/README.md), a KernelBench .py file, or the name of a "
+            "bundled problem (not with --resume)."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the killed or interrupted run of this run directory, with the options it was "
+            "started with (nothing it recorded is evaluated, profiled or asked again).",
+            file_okay=False,
+        ),
+    ] = None,
     from_stage: Annotated[
         str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
     ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
+    start: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this ModelNew file instead of the problem's kernel.py (a bare reference too).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    small_shapes: opt.SmallShapes = None,
     *,
     options: RunOptions,
 ) -> None:
-    """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
-    spec = _load(problem)
-    if spec.kernel_path is None:
-        raise _fail(
-            f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
-        )
+    """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
+    starting kernel (and no --start) begins with the first stage, which needs --llm."""
+    found = None
+    if resume is not None:
+        if problem is not None:
+            raise _fail("give either PROBLEM (a new run) or --resume RUN_DIR, not both")
+        try:
+            found = find_resumable(resume)
+        except ResumeError as e:
+            raise _fail(str(e)) from None
+        options, problem, run_dir = found.options, found.problem, resume
+    elif problem is None:
+        raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
+    spec = _load(problem, small_shapes)
+    if start is not None:
+        spec.kernel_path = start.resolve()
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        plan = plan_run(options)
-        plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+        plan = plan_run(options, has_kernel=spec.kernel_path is not None)
+        if found is None:
+            plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+        llm_note = check_llm(plan, _status)
     except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
+    except EndpointFailed as e:
+        raise _fail(str(e), 1) from None
     device = _device()
     proposer_line, llm_line = plan.describe_proposer()
     _banner(
@@ -210,12 +258,25 @@ def run(
         llm_line,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open_dir(run_dir)
-    start_path = resume_from or spec.kernel_path
-    console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
-    end = run_one(
-        ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), problem=str(problem))
+    if found is not None:
+        store: Store = ReplayStore(run_dir / Store.FILENAME, found.run_id)
+        start_path, extra = found.start, {"hooks": replay_hooks(store), "run_id": found.run_id}
+        console.print(f"  continuing run #{found.run_id}: what it recorded is replayed, not run again")
+    else:
+        store, start_path, extra = Store.open_dir(run_dir), resume_from or spec.kernel_path, {}
+    job = ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), str(problem), **extra)
+    if llm_note:
+        console.print(f"  LLM preflight: {llm_note}")
+    console.print(
+        f"  records: {run_dir / Store.FILENAME}; starting from "
+        f"{start_path or 'the reference (the first stage writes a first version)'}"
     )
+    console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
+    try:
+        end = run_one(job)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue with: ncu-agent run --resume {run_dir}")
+        raise typer.Exit(130) from None
     if end.outcome is None:
         raise _fail(end.reason, 1)
     _summary(
@@ -262,15 +323,18 @@ def check(
     seeds: Annotated[int, typer.Option(help="How many fresh input draws.")] = 3,
     timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    small_shapes: opt.SmallShapes = None,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
 
-    spec = _load(problem)
-    result = evaluate(spec, candidate.read_text(), _device(), seeds=tuple(range(seeds)), timeout_s=timeout)
+    spec = _load(problem, small_shapes)
+    device = _device()
+    result = evaluate(spec, candidate.read_text(), device, seeds=tuple(range(seeds)), timeout_s=timeout)
     if as_json:
         console.print_json(result.model_dump_json())
     else:
         colour = "green" if result.accepted else "red"
+        console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
         console.print(f"[{colour}]{result.status.value}[/{colour}] {result.reason}")
         for c in result.checks:
             if not c.passed or c.detail:
@@ -371,113 +435,11 @@ def profile(
     console.print(f"report: {report}")
 
 
-@app.command()
-def show(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
-) -> None:
-    """Print a run's history table."""
+# `ncu-agent show`, `report`, `diff`, `export`: reading a run's records (agent/report/cli.py).
+from agent.report.cli import diff, export, report, show  # noqa: E402
 
-    if not (run_dir / Store.FILENAME).exists():
-        raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
-    store = Store.open_dir(run_dir)
-    for r in store.runs():
-        console.print(
-            f"run {r['id']}: {r['problem']} on {r['device']} ({r['gpu']}), proposer {r['proposer']}, "
-            f"{r['status']}, started {r['started_at']}"
-        )
-        console.print(history_table(store.history(r["id"]), f"run {r['id']}"))
-
-
-ReportPath = Annotated[
-    Path,
-    typer.Argument(
-        help="A run directory, or a batch directory (a folder of run directories).",
-        exists=True,
-        file_okay=False,
-    ),
-]
-
-
-@app.command()
-def report(
-    path: ReportPath,
-    out: Annotated[Path | None, typer.Option(help="Where the page goes (default: PATH/report.html).")] = None,
-) -> None:
-    """Write a self-contained HTML report of a run, or of a batch.
-
-    A run's page: plots per stage, roofline, accepted steps (ncu metrics side by side, code diff), final
-    kernel, every candidate, prompts and replies. A batch's page: the summary table, linking each problem's
-    page (written too). Open it in any browser: no scripts, no network.
-    """
-    import sqlite3
-
-    from rich.progress import TimeRemainingColumn
-
-    from agent.report.page import write_batch_report, write_run_report  # matplotlib: heavy
-
-    try:
-        if is_run_dir(path):
-            page = write_run_report(path, out)
-        elif is_batch_dir(path):
-            dirs = batch_run_dirs(path)
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-            eta = (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-            with Progress(*columns, *eta, console=console) as progress:
-                task = progress.add_task("problem pages", total=len(dirs))
-                page, data = write_batch_report(path, out, on_page=lambda d: progress.update(task, advance=1))
-            console.print(batch_table(data))
-        else:
-            raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
-    except (sqlite3.Error, OSError) as e:
-        raise _fail(f"{path}: cannot write the report: {e}") from None
-    console.print(f"report: {page}")
-
-
-@app.command()
-def diff(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
-    a: Annotated[int, typer.Argument(help="Candidate id (the old side).")],
-    b: Annotated[int, typer.Argument(help="Candidate id (the new side).")],
-    context: Annotated[int, typer.Option(help="Lines of context around each change.")] = 3,
-) -> None:
-    """Show the code diff of candidate A vs B, and their evaluations and ncu metrics side by side."""
-    from rich.syntax import Syntax
-
-    if not is_run_dir(run_dir):
-        raise _fail(f"{run_dir}: no records.sqlite (not a run directory)")
-    data = load_run_dir(run_dir)
-    try:
-        ca, cb = find_candidate(data, a), find_candidate(data, b)
-    except KeyError as e:
-        raise _fail(str(e.args[0])) from None
-    text = diff_text(ca, cb, context)
-    if text:
-        console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
-    else:
-        console.print(f"#{a} and #{b} have the same source")
-    console.print(compare_table(ca, cb))
-
-
-@app.command()
-def export(
-    path: ReportPath,
-    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
-    out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
-    source: Annotated[bool, typer.Option("--source", help="Include each candidate's source.")] = False,
-) -> None:
-    """Export every candidate with its evaluation and ncu metrics (flattened) as CSV or JSON."""
-
-    if fmt not in ("csv", "json"):
-        raise _fail(f"--format {fmt!r}: choose csv or json")
-    if not is_run_dir(path) and not batch_run_dirs(path):
-        raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
-    rows = export_rows(path, include_source=source)
-    text = to_csv(rows) if fmt == "csv" else to_json(rows)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
-        err.print(f"{len(rows)} candidates -> {out}")
+for _reading in (show, report, diff, export):
+    app.command()(_reading)
 
 
 # `ncu-agent batch`: many problems, every GPU, resumable (its options and body live in agent/batch/cli.py).

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fakes import Quiet
+
 import agent.loop as loop
 from agent.config import LoopPolicy
 from agent.evaluation.sandbox import WorkerPool
@@ -16,13 +18,6 @@ from agent.records import EvalResult, Status
 from agent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Quiet:
-    def info(self, message): ...
-    def begin(self, what, total): ...
-    def candidate(self, cand_id, label, result, best_ms): ...
-    def end(self): ...
 
 
 def _settings(tmp_path: Path, **hooks) -> loop.LoopSettings:

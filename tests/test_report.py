@@ -62,10 +62,6 @@ def make_cpu_run(run_dir: Path, problem: str = "toy_cpu", start_ok: bool = True)
             ok=False,
             error="no GPU: ncu needs one",
             metric_set="seed",
-            report_path=None,
-            metrics=None,
-            rules=[],
-            provenance={},
         )
     )
     prompt = store.add_prompt(run, "micro", 1, "Make it faster.\n<the kernel>")
@@ -127,12 +123,8 @@ def make_pipeline_run(run_dir: Path) -> Path:
                 ProfileRecord(
                     candidate_id=cid,
                     ok=True,
-                    error=None,
                     metric_set=metric_set,
-                    report_path=None,
                     metrics=metrics,
-                    rules=[],
-                    provenance={},
                 )
             )
         else:
@@ -147,12 +139,8 @@ def make_pipeline_run(run_dir: Path) -> Path:
         ProfileRecord(
             candidate_id=a,
             ok=True,
-            error=None,
             metric_set="memory",
-            report_path=None,
             metrics={"k": [{"dram__bytes_read.sum": 100}]},
-            rules=[],
-            provenance={},
         )
     )
     b = add("tiling", 1, "tile 128", a, 0.7, metric_set="memory")

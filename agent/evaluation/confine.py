@@ -202,7 +202,8 @@ def make_box(uid: int | None) -> tuple[Path, Path]:
     return base, box
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -218,7 +219,7 @@ def sweep(tmp: Path | None = None) -> list[Path]:
     removed = []
     for d in Path(tmp or tempfile.gettempdir()).glob(f"{BOX_PREFIX}*"):
         owner = d.name[len(BOX_PREFIX) :].split("_", 1)[0]
-        if d.is_dir() and owner.isdigit() and not _alive(int(owner)):
+        if d.is_dir() and owner.isdigit() and not process_alive(int(owner)):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed

@@ -13,13 +13,8 @@ from pydantic import ValidationError
 
 from agent import options as opt
 from agent.config import RunOptions
-from agent.experiment.units import (
-    ExperimentConfig,
-    ExperimentError,
-    create_experiment,
-    parse_arm,
-    run_experiment,
-)
+from agent.experiment.design import ExperimentConfig, ExperimentError, parse_arm
+from agent.experiment.units import create_experiment, run_experiment
 
 
 def experiment_command(
@@ -29,7 +24,6 @@ def experiment_command(
     seed: int,
     out: Path | None,
     resume: Path | None,
-    *,
     options: RunOptions,
     send_seed: bool,
     reuse_checks: bool,
