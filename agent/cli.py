@@ -19,7 +19,7 @@ from agent.config import RunOptions
 from agent.evaluation.evaluate import evaluate
 from agent.llm.client import EndpointFailed
 from agent.pipeline import PipelineError, PipelineOutcome, resume_point
-from agent.problem import ProblemError, load_problem
+from agent.problem import ProblemError, describe_shapes, load_problem
 from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
 from agent.profiling.read import ranked_rules, read_report, seed_json
 from agent.profiling.target import ProfileCandidate
@@ -102,9 +102,13 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(problem: str):
+def _load(problem: str, small_shapes: str | None = None):
+    from agent.small_shapes import parse_shapes_flag
+
     try:
-        return load_problem(problem)
+        return load_problem(problem, parse_shapes_flag(small_shapes) if small_shapes else None)
+    except ValueError as e:
+        raise _fail(str(e)) from None
     except ProblemError as e:
         raise _fail(str(e)) from None
 
@@ -204,10 +208,20 @@ def run(
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
+    start: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this ModelNew file instead of the problem's kernel.py (a bare reference too).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    small_shapes: opt.SmallShapes = None,
     *,
     options: RunOptions,
 ) -> None:
-    """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
+    """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
+    starting kernel (and no --start) begins with the first stage, which needs --llm."""
     found = None
     if resume is not None:
         if problem is not None:
@@ -219,14 +233,12 @@ def run(
         options, problem, run_dir = found.options, found.problem, resume
     elif problem is None:
         raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
-    spec = _load(problem)
-    if spec.kernel_path is None:
-        raise _fail(
-            f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
-        )
+    spec = _load(problem, small_shapes)
+    if start is not None:
+        spec.kernel_path = start.resolve()
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        plan = plan_run(options)
+        plan = plan_run(options, has_kernel=spec.kernel_path is not None)
         if found is None:
             plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
         llm_note = check_llm(plan, _status)
@@ -255,7 +267,11 @@ def run(
     job = ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), str(problem), **extra)
     if llm_note:
         console.print(f"  LLM preflight: {llm_note}")
-    console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
+    console.print(
+        f"  records: {run_dir / Store.FILENAME}; starting from "
+        f"{start_path or 'the reference (the first stage writes a first version)'}"
+    )
+    console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
     try:
         end = run_one(job)
     except KeyboardInterrupt:
@@ -307,15 +323,18 @@ def check(
     seeds: Annotated[int, typer.Option(help="How many fresh input draws.")] = 3,
     timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    small_shapes: opt.SmallShapes = None,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
 
-    spec = _load(problem)
-    result = evaluate(spec, candidate.read_text(), _device(), seeds=tuple(range(seeds)), timeout_s=timeout)
+    spec = _load(problem, small_shapes)
+    device = _device()
+    result = evaluate(spec, candidate.read_text(), device, seeds=tuple(range(seeds)), timeout_s=timeout)
     if as_json:
         console.print_json(result.model_dump_json())
     else:
         colour = "green" if result.accepted else "red"
+        console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
         console.print(f"[{colour}]{result.status.value}[/{colour}] {result.reason}")
         for c in result.checks:
             if not c.passed or c.detail:

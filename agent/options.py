@@ -31,6 +31,13 @@ Gpu = Annotated[
 MetricSet = Annotated[str | None, typer.Option("--set", help="ncu metric set (default: each stage's).")]
 BaseUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL.")]
 Config = Annotated[Path | None, typer.Option(help="TOML config file with an [llm] table.")]
+SmallShapes = Annotated[
+    str | None,
+    typer.Option(
+        help="CPU sizes as NAME=VALUE,... over the reference's module globals (default: the problem's "
+        "[small_shapes], else derived from the file's size constants)."
+    ),
+]
 
 # The shared flags: name -> its typer annotation. RunOptions fields take their default from the model;
 # the LLM flags (LLM_FLAGS) default to None: not given, so the config file or the environment decides.

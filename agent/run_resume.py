@@ -32,7 +32,7 @@ class ResumeError(ValueError):
 class Resumable:
     run_id: int
     problem: str  # as the user named it
-    start: Path  # the kernel its first stage started from
+    start: Path | None  # the kernel its first stage started from; None: the first stage wrote one
     options: RunOptions
 
 
@@ -81,4 +81,5 @@ def find_resumable(run_dir: Path) -> Resumable:
     options = RunOptions.model_validate(record["options"])
     # The stages it ran (a --from-stage run recorded only those, and the kernel they started from).
     options = options.model_copy(update={"stages": record["stages"]})
-    return Resumable(row["id"], record["problem"], Path(record["start"]), options)
+    start = Path(record["start"]) if record.get("start") else None
+    return Resumable(row["id"], record["problem"], start, options)

@@ -18,12 +18,13 @@ from typing import Any
 
 from agent.config import LoopPolicy, RunOptions
 from agent.evaluation.sandbox import WorkerPool
+from agent.first import NoFirstVersion
 from agent.llm.client import BudgetExhausted, ChatClient, EndpointFailed
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
-from agent.prompt.gpus import GpuSpec, find_gpu, resolve_gpu
+from agent.prompt.gpus import TARGET_ENV, GpuSpec, find_gpu, resolve_gpu
 from agent.prompt.stages import Stage, default_pipeline, load_stage
 from agent.proposers.base import Proposer, proposer_class
 from agent.proposers.search import SearchProposer
@@ -61,11 +62,19 @@ class RunPlan:
         return f"built-in search ({self.options.search}) over {knobs or 'nothing in these stages'}", llm_line
 
 
-def plan_run(options: RunOptions, api_key: str | None = None) -> RunPlan:
-    """Check the options; resolve stages, target GPU and LLM settings. RunSetupError says what is wrong."""
+def plan_run(options: RunOptions, api_key: str | None = None, *, has_kernel: bool = True) -> RunPlan:
+    """Check the options; resolve stages, target GPU and LLM settings. RunSetupError says what is wrong.
+
+    `has_kernel=False` (a problem with no starting kernel): the run needs the LLM, and starts with a stage
+    that writes a first version from the reference (`first`), put in front of named stages that lack one.
+    """
     try:
-        names = options.stages or default_pipeline()
+        if not has_kernel and not options.llm:
+            raise ValueError(NEEDS_LLM)
+        names = options.stages or default_pipeline(has_kernel)
         stages = [load_stage(n) for n in names]
+        if not has_kernel and stages[0].starts_from != "reference":
+            stages.insert(0, load_stage(default_pipeline(has_kernel=False)[0]))
         target = resolve_gpu(options.gpu)
         gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
         llm_settings = load_llm_settings(options.llm_config, options.llm_overrides, api_key=api_key)
@@ -77,7 +86,10 @@ def plan_run(options: RunOptions, api_key: str | None = None) -> RunPlan:
             )
     except (KeyError, ValueError, LLMConfigError) as e:
         raise RunSetupError(str(e)) from None
-    return RunPlan(options, stages, target or find_gpu("h200"), gpu_note, llm_settings)
+    target = target or find_gpu("h200")
+    # CPU workers answer Triton's device queries with this GPU's table (agent/evaluation/interpreter_shims.py)
+    os.environ[TARGET_ENV] = target.name
+    return RunPlan(options, stages, target, gpu_note, llm_settings)
 
 
 def check_llm(plan: RunPlan, notify: Callable[[str], None] | None = None) -> str | None:
@@ -123,6 +135,7 @@ def loop_settings(plan: RunPlan, device: str, run_dir: Path, hooks: LoopHooks) -
     return LoopSettings(first, plan.target, device, run_dir, first.metric_set, policy, hooks)
 
 
+NEEDS_LLM = "no starting Triton kernel: a first version needs the LLM (--llm, the first stage)"
 NOTHING_RAN = "no stage ran: nothing could propose candidates"
 REJECTED = "the starting kernel was rejected"
 
@@ -133,7 +146,7 @@ class ProblemRun:
 
     plan: RunPlan
     spec: ProblemSpec
-    start: Path  # the kernel the first stage starts from
+    start: Path | None  # the kernel the first stage starts from; None: the first stage writes one
     store: Store
     run_dir: Path  # where best_kernel.py and profiles go
     device: str
@@ -185,7 +198,7 @@ def run_one(job: ProblemRun) -> RunEnd:
             settings = loop_settings(plan, job.device, job.run_dir, replace(job.hooks(run_id), pool=pool))
             end.outcome = run_pipeline(
                 job.spec,
-                job.start.read_text(),
+                (job.start or job.spec.reference_path).read_text(),
                 plan.stages,
                 proposer_for(plan, llm),
                 store,
@@ -197,6 +210,8 @@ def run_one(job: ProblemRun) -> RunEnd:
         last = end.outcome.last
         end.status = "budget" if last is not None and last.stopped_by == "budget" else "done"
         end.reason = "; ".join(outcome_notes(end.outcome)) if last is not None else NOTHING_RAN
+    except NoFirstVersion as e:
+        end.status, end.reason = "failed", str(e)
     except StartingKernelRejected as e:
         end.status, end.reason = "failed", f"{REJECTED}: {e}"
     except EndpointFailed as e:  # what no retry fixes: the endpoint's own words
@@ -217,7 +232,7 @@ def run_one(job: ProblemRun) -> RunEnd:
     return end
 
 
-def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
+def run_record(plan: RunPlan, problem: str, start: Path | None) -> dict[str, Any]:
     """The `settings` of the run's row in the store."""
     from agent.evaluation.confine import isolation
 
@@ -225,7 +240,7 @@ def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
         "stages": [s.name for s in plan.stages],
         "metric_set": plan.options.metric_set,
         "problem": problem,
-        "start": str(start),
+        "start": str(start) if start else None,  # None: the first stage writes one from the reference
         "min_gain": plan.options.min_gain,
         "no_gain_tries": plan.options.no_gain_tries,
         "roofline_target": plan.options.roofline_target,

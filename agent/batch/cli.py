@@ -106,6 +106,9 @@ def batch(
         log=lambda m: console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {m}"),
         api_key=None if settings.no_api_key else key,
     )
+    nothing = summary.overall.nothing_attempted
+    if nothing:
+        err.print(f"[red]error:[/red] {nothing}")
     for table in summary_tables(summary):
         console.print(table)
     for note in summary.overall.notes:
@@ -113,6 +116,8 @@ def batch(
     console.print(f"summary: {batch_dir / 'summary.json'}, {batch_dir / 'summary.csv'}")
     if summary.problems and all(endpoint_failed(r.status, r.reason) for r in summary.problems):
         err.print("[red]error:[/red] every problem failed for the LLM endpoint (see the reasons above)")
+        raise typer.Exit(1)
+    if nothing:
         raise typer.Exit(1)
 
 

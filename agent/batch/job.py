@@ -38,14 +38,13 @@ from agent.evaluation.sandbox import die_with_parent
 from agent.llm.client import BudgetExhausted
 from agent.loop import LoopHooks
 from agent.problem import ProblemError, load_problem
-from agent.run_setup import ProblemRun, RunEnd, RunSetupError, plan_run, run_one
+from agent.run_setup import NEEDS_LLM, ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store
 
 OUTCOME_FILE = "outcome.json"
 ATTEMPTS_FILE = "attempts.jsonl"
 PARENT_ENV = "NCU_AGENT_PARENT_PID"
 STOPPED = "the batch's time limit passed during an evaluation: the job was stopped, that evaluation lost"
-NEEDS_LLM = "no starting Triton kernel: a first version needs the LLM (first stage)"
 
 OutcomeStatus = Literal["done", "budget", "failed", "error", "skipped", "crashed"]
 
@@ -190,14 +189,14 @@ def _run(
     run_id = row["id"] if row else None
     try:
         spec = load_problem(entry.path)
-        plan = plan_run(cfg.run, api_key)
-    except (ProblemError, RunSetupError) as e:
+    except ProblemError as e:
         return finish(pdir, base.model_copy(update={"reason": str(e), "run_id": run_id}), store)
-    if spec.kernel_path is None:
-        why = NEEDS_LLM
-        if cfg.run.llm:
-            why += "; writing a first version is not supported by `ncu-agent run` yet"
-        return finish(pdir, base.model_copy(update={"status": "skipped", "reason": why}), store)
+    if spec.kernel_path is None and not cfg.run.llm:
+        return finish(pdir, base.model_copy(update={"status": "skipped", "reason": NEEDS_LLM}), store)
+    try:
+        plan = plan_run(cfg.run, api_key, has_kernel=spec.kernel_path is not None)
+    except RunSetupError as e:
+        return finish(pdir, base.model_copy(update={"reason": str(e), "run_id": run_id}), store)
     if run_id is None and (spent := budget.batch_spent()):
         return finish(pdir, base.model_copy(update={"status": "skipped", "reason": spent}), store)
     if run_id is not None:

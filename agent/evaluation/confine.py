@@ -191,8 +191,9 @@ def make_box(uid: int | None) -> tuple[Path, Path]:
     """A new worker directory (owned by this process, holds the logs; named with its pid for `sweep`)
     and inside it the box, the only directory the worker may write, owned by the worker's uid."""
     base = Path(tempfile.mkdtemp(prefix=f"{BOX_PREFIX}{os.getpid()}_"))
+    base.chmod(0o711)  # the worker's uid may pass through to its box, not list the logs
     box = base / "box"
-    box.mkdir()
+    box.mkdir(mode=0o700)  # no other worker's uid may look in
     for sub in ("tmp", "cache"):
         (box / sub).mkdir()
     if uid is not None:
