@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent import options as opt
+from agent.cli_checks import checked, fail, new_dir, output_dir, output_file
 from agent.problem import ProblemError, load_problem
 from agent.records import EvalResult, Status
 
@@ -21,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts name [llm] tables and [x, y] lists: print them as written
 )
 # Logs and CI are not terminals: give tables room instead of rich's 80-column default there.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -36,8 +39,28 @@ ProblemArg = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
+    return fail(message, code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"ncu-agent {version('ncu-agent')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("ncu-agent (not installed: no version)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu."""
 
 
 def _load(problem: str):
@@ -61,7 +84,7 @@ class RichReporter:
         self.task = None
 
     def info(self, message: str) -> None:
-        console.print(f"[dim]{message}[/dim]")
+        console.print(f"[dim]{escape(message)}[/dim]")
 
     def begin(self, what: str, total: int) -> None:
         self.progress = Progress(
@@ -79,7 +102,7 @@ class RichReporter:
         t = result.timings
         timing = f"{t.candidate.median_ms:.3f} ms" if t and t.candidate else "not timed"
         colour = "green" if result.accepted else "red"
-        reason = "" if result.accepted else f": {result.reason[:100]}"
+        reason = "" if result.accepted else f": {escape(result.reason[:100])}"
         console.print(
             f"  #{cand_id} {label}: [{colour}]{result.status.value}[/{colour}]{reason} ({timing}, "
             f"{result.wall_s:.1f} s)"
@@ -106,7 +129,7 @@ def _banner(
     where = "the GPU" if device == "cuda" else "the CPU (no GPU: Triton interpreter, correctness only)"
     console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
     console.print(f"  proposer: {proposer}")
-    console.print(f"  LLM: {llm}")
+    console.print(f"  LLM: {escape(str(llm))}")
 
 
 @app.command()
@@ -142,17 +165,23 @@ def run(
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
-    from agent.loop import StartingKernelRejected
+    # Everything the flags alone can refuse is refused here, before torch (the problem's reference) loads.
     from agent.pipeline import PipelineError, resume_point
+    from agent.run_setup import RunSetupError, plan_run
+
+    checked(new_dir, run_dir, "--run-dir")  # before plan_run: finding the GPU imports torch
+    try:
+        plan = plan_run(options)
+        # A new run directory (no --run-dir) has no earlier stage's kernel to resume from.
+        plan.stages, resume_from = resume_point(run_dir or Path("runs"), plan.stages, from_stage)
+        resume_from = resume_from if run_dir is not None else None
+    except (RunSetupError, PipelineError) as e:
+        raise _fail(str(e)) from None
+    checked(output_dir, run_dir, "--run-dir")
+    from agent.loop import StartingKernelRejected
     from agent.report.tables import history_table
-    from agent.run_setup import (
-        RunSetupError,
-        loop_settings,
-        outcome_notes,
-        plan_run,
-        run_planned,
-        run_record,
-    )
+    from agent.run_interrupt import save_interrupted
+    from agent.run_setup import loop_settings, outcome_notes, run_planned, run_record
     from agent.store import Store
 
     spec = _load(problem)
@@ -160,12 +189,9 @@ def run(
         raise _fail(
             f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
         )
-    run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        plan = plan_run(options)
-        plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
-    except (RunSetupError, PipelineError) as e:
-        raise _fail(str(e)) from None
+    if run_dir is None:
+        run_dir = Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        checked(output_dir, run_dir, "the run directory")
     device = _device()
     proposer_line, llm_line = plan.describe_proposer()
     _banner(
@@ -177,7 +203,6 @@ def run(
         proposer_line,
         llm_line,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open_dir(run_dir)
     llm_proposer = None
     if llm:
@@ -194,6 +219,7 @@ def run(
         run_record(plan, str(problem), start_path),
     )
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
+    reporter = RichReporter()
     try:
         outcome = run_planned(
             plan,
@@ -203,14 +229,16 @@ def run(
             store,
             run_id,
             loop_settings(plan, device, run_dir),
-            RichReporter(),
+            reporter,
         )
     except StartingKernelRejected as e:
         store.finish_run(run_id, "failed", str(e))
         raise _fail(f"the starting kernel was rejected: {e}", 1) from None
     except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
+        reporter.end()
+        for line in save_interrupted(store, run_id, run_dir):
+            console.print(line, markup=False, highlight=False)
+        raise typer.Exit(130) from None
     finally:
         if llm_proposer is not None:
             llm_proposer.close()
@@ -230,7 +258,7 @@ def run(
             "so they cannot be ranked; the starting kernel stays the best"
         )
     for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     if last is None or first is None:
         raise _fail("no stage ran: nothing could propose candidates", 1)
     evaluations = sum(o.evaluations for _, o, _ in outcome.stages if o is not None)
@@ -269,12 +297,12 @@ def check(
         console.print_json(result.model_dump_json())
     else:
         colour = "green" if result.accepted else "red"
-        console.print(f"[{colour}]{result.status.value}[/{colour}] {result.reason}")
+        console.print(f"[{colour}]{result.status.value}[/{colour}] {escape(result.reason)}")
         for c in result.checks:
             if not c.passed or c.detail:
-                console.print(f"  {'ok ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
+                console.print(f"  {'ok ' if c.passed else 'FAIL'} {c.name}: {escape(c.detail)}")
         if result.timings and result.timings.skipped_reason:
-            console.print(f"  timing: {result.timings.skipped_reason}")
+            console.print(f"  timing: {escape(result.timings.skipped_reason)}")
         elif result.timings:
             console.print(
                 "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[5:], result_cells(result), strict=True))
@@ -287,9 +315,19 @@ def render(
     problem: ProblemArg,
     stage: Annotated[str, typer.Option(help="The stage whose prompt to render.")] = "micro",
     gpu: opt.Gpu = None,
-    metrics: Annotated[Path | None, typer.Option(help="ncu metrics as JSON (the seed's form).")] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            help="ncu metrics as JSON (the seed's form): `ncu-agent profile --report FILE --json` makes one.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     code: Annotated[
-        Path | None, typer.Option(help="Kernel source (default: the problem's starting kernel).")
+        Path | None,
+        typer.Option(
+            help="Kernel source (default: the problem's starting kernel).", exists=True, dir_okay=False
+        ),
     ] = None,
 ) -> None:
     """Print the prompt a stage would send for a problem."""
@@ -348,8 +386,8 @@ def profile(
     if report is None:
         if candidate is None or problem is None:
             raise _fail("give a CANDIDATE and --problem, or --report FILE.ncu-rep")
+        checked(output_dir, out_dir, "--out-dir")
         spec = _load(problem)
-        out_dir.mkdir(parents=True, exist_ok=True)
         (result,) = profile_candidates(
             spec,
             [ProfileCandidate(source=candidate.read_text(), pinned_configs={})],
@@ -371,7 +409,7 @@ def profile(
         return
     console.print(profile_report_table(prof, shown))
     for line in ranked_rules(prof):
-        console.print(f"  - {line}")
+        console.print(f"  - {escape(line)}")
     console.print(f"report: {report}")
 
 
@@ -424,6 +462,7 @@ def report(
     from agent.report.export import batch_table
     from agent.report.page import write_batch_report, write_run_report
 
+    checked(output_file, out, "--out")
     try:
         if is_run_dir(path):
             page = write_run_report(path, out)
@@ -484,6 +523,7 @@ def export(
 
     if fmt not in ("csv", "json"):
         raise _fail(f"--format {fmt!r}: choose csv or json")
+    checked(output_file, out, "--out")
     if not is_run_dir(path) and not batch_run_dirs(path):
         raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
     rows = export_rows(path, include_source=source)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.evaluation.evaluate import evaluate
-from agent.llm.client import BudgetExhausted
 from agent.profiling.step import ProfileOutcome, profile_step
 from agent.prompt.gpus import GpuSpec
 from agent.prompt.render import HistoryEntry, PromptContext, render_prompt
@@ -250,6 +249,8 @@ def _close_enough(best: Best, settings: LoopSettings) -> bool:
 
 
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
+    from agent.llm.client import BudgetExhausted  # imports openai: only a stage that runs needs it
+
     problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
     best = start

@@ -9,17 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from agent.llm.settings import LLMSettings
-from agent.loop import LoopSettings
-from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
 from agent.prompt.gpus import GpuSpec
 from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
+
+if TYPE_CHECKING:  # the loop imports the LLM client (openai): only a run that starts needs it
+    from agent.loop import LoopSettings
+    from agent.pipeline import PipelineOutcome
 
 
 class RunSetupError(ValueError):
@@ -144,6 +146,8 @@ def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stag
 
 def loop_settings(plan: RunPlan, device: str, run_dir: Path, **hooks: Any) -> LoopSettings:
     """The loop's settings for the first stage (the pipeline swaps stages); `hooks`: evaluator, profiler."""
+    from agent.loop import LoopSettings
+
     o, first = plan.options, plan.stages[0]
     return LoopSettings(
         stage=first,
@@ -174,6 +178,7 @@ def run_planned(
     """The plan's stages over `start_source`, every evaluation in one pool of warm workers (closed at the
     end): what `ncu-agent run`, a batch's job and an experiment's unit each run."""
     from agent.evaluation.sandbox import WorkerPool
+    from agent.pipeline import run_pipeline
 
     with WorkerPool() as pool:
         settings.pool = pool

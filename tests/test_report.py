@@ -1,6 +1,6 @@
 """Report pages, `diff` and `export`, on the real H200 run of kernels/l1_norm and on small synthetic stores.
 
-The real run (docs/runs/l1_norm_h200_2026-11-26) has 13 candidates of the micro stage, all accepted; the
+The real run (docs/runs/2026-11-26_h200_run_l1_norm) has 13 candidates of the micro stage, all accepted; the
 loop kept #2 (6.558 ms against the starting kernel's 7.183 ms). Every test works on a copy of it.
 """
 
@@ -24,7 +24,7 @@ from agent.report.data import load_run_dir
 from agent.report.page import write_batch_report, write_run_report
 from agent.store import Store
 
-REAL_RUN = Path(__file__).resolve().parent.parent / "docs" / "runs" / "l1_norm_h200_2026-11-26"
+REAL_RUN = Path(__file__).resolve().parent.parent / "docs" / "runs" / "2026-11-26_h200_run_l1_norm"
 CPU_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times are not measured"
 EVIL = '</script><b id="pwned">x</b><script>alert(1)</script>'
 

@@ -12,9 +12,10 @@ import typer
 from rich.console import Console
 
 from agent import options as opt
+from agent.batch.gpu_slots import bad_gpu_ids, parse_gpus
+from agent.cli_checks import checked, fail, new_dir
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 
 
 def batch(
@@ -83,20 +84,19 @@ def batch(
 ) -> None:
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
     flags = dict(locals())  # first: the parameters, for opt.run_options
-    from agent.batch.driver import create_batch, run_batch
-    from agent.batch.gpu_slots import parse_gpus
-    from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
-    from agent.batch.summary import summary_tables
-    from agent.run_setup import RunSetupError, plan_run
-
-    def fail(message: str) -> typer.Exit:
-        err.print(f"[red]error:[/red] {message}")
-        return typer.Exit(2)
-
+    # Refusals first: the imports below take seconds (torch, the LLM client).
+    checked(new_dir, out, "--out")
     if backend not in (None, "local", "ray"):
         raise fail(f"--backend {backend!r}: choose local or ray")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
         raise fail("--backend ray needs Ray: pip install 'ncu-agent[ray]'")
+    if gpus is not None and (bad := bad_gpu_ids(parse_gpus(gpus))):
+        raise fail(f"--gpus {gpus!r}: {', '.join(bad)} is not a GPU index (0,1,...) or a GPU-/MIG- UUID")
+    from agent.batch.driver import create_batch, run_batch
+    from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
+    from agent.batch.summary import summary_tables
+    from agent.run_setup import RunSetupError, plan_run
+
     given = {
         "backend": backend,
         "address": address,

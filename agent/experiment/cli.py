@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from agent import options as opt
+from agent.cli_checks import checked, fail, new_dir
 from agent.experiment.units import (
     ExperimentConfig,
     ExperimentError,
@@ -137,7 +138,7 @@ def experiment(
     from agent.experiment.stats import METRICS
 
     console = Console(width=None if sys.stdout.isatty() else 160)
-    err = Console(stderr=True)
+    checked(new_dir, out, "--out")
     # The run options as `ncu-agent run` builds them, with the LLM always on and --llm-samples as its
     # samples (this command's --samples is runs per arm and problem).
     options = opt.run_options({**flags, "llm": True, "samples": llm_samples, "no_cache": False}, config)
@@ -155,8 +156,7 @@ def experiment(
         notes = [] if analyze_only else run_experiment(exp_dir, log)
         results = analyze(exp_dir, analysis, notes)
     except (ExperimentError, ValidationError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     for item in terminal_report(results):
         console.print(item)
     written = [write_results(exp_dir, results)]
