@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent import options as opt
 from agent.cli_checks import checked, fail, new_dir, output_dir, output_file
-from agent.problem import ProblemError, load_problem
-from agent.records import EvalResult, Status
+
+if TYPE_CHECKING:  # the records' pydantic models take a while to build: help pages do not need them
+    from agent.records import EvalResult
 
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
@@ -64,6 +65,8 @@ def _main(
 
 
 def _load(problem: str):
+    from agent.problem import ProblemError, load_problem
+
     try:
         return load_problem(problem)
     except ProblemError as e:
@@ -166,16 +169,20 @@ def run(
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
     options = opt.run_options(locals(), config)  # first: locals() are the flags here
     # Everything the flags alone can refuse is refused here, before torch (the problem's reference) loads.
-    from agent.pipeline import PipelineError, resume_point
     from agent.run_setup import RunSetupError, plan_run
 
     checked(new_dir, run_dir, "--run-dir")  # before plan_run: finding the GPU imports torch
     try:
         plan = plan_run(options)
+    except RunSetupError as e:
+        raise _fail(str(e)) from None
+    from agent.pipeline import PipelineError, resume_point  # the loop's modules: after the refusals above
+
+    try:
         # A new run directory (no --run-dir) has no earlier stage's kernel to resume from.
         plan.stages, resume_from = resume_point(run_dir or Path("runs"), plan.stages, from_stage)
         resume_from = resume_from if run_dir is not None else None
-    except (RunSetupError, PipelineError) as e:
+    except PipelineError as e:
         raise _fail(str(e)) from None
     checked(output_dir, run_dir, "--run-dir")
     from agent.loop import StartingKernelRejected
@@ -307,7 +314,7 @@ def check(
             console.print(
                 "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[5:], result_cells(result), strict=True))
             )
-    raise typer.Exit(0 if result.status == Status.ACCEPTED else 1)
+    raise typer.Exit(0 if result.accepted else 1)
 
 
 @app.command()

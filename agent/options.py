@@ -4,11 +4,12 @@ them into `RunOptions` (agent/run_setup.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agent.run_setup import RunOptions
+if TYPE_CHECKING:  # imported when a command runs: help pages should not wait for the run's modules
+    from agent.run_setup import RunOptions
 
 Stages = Annotated[str | None, typer.Option(help="Comma-separated stages (default: the default pipeline).")]
 Gpu = Annotated[
@@ -63,5 +64,7 @@ RUN_FLAGS = (
 def run_options(flags: dict[str, Any], config: Path | None) -> RunOptions:
     """RunOptions from a command's parameters (`flags`: its `locals()` at entry, only RUN_FLAGS read).
     `config` is made absolute: a batch's jobs may run elsewhere."""
+    from agent.run_setup import RunOptions
+
     given = {k: flags[k] for k in RUN_FLAGS if k in flags}
     return RunOptions.from_flags(llm_config=config.resolve() if config else None, **given)

@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 
 from agent import options as opt
-from agent.batch.gpu_slots import bad_gpu_ids, parse_gpus
 from agent.cli_checks import checked, fail, new_dir
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -85,6 +84,8 @@ def batch(
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
     flags = dict(locals())  # first: the parameters, for opt.run_options
     # Refusals first: the imports below take seconds (torch, the LLM client).
+    from agent.batch.gpu_slots import bad_gpu_ids, parse_gpus
+
     checked(new_dir, out, "--out")
     if backend not in (None, "local", "ray"):
         raise fail(f"--backend {backend!r}: choose local or ray")

@@ -6,21 +6,15 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 
 from agent import options as opt
 from agent.cli_checks import checked, fail, new_dir
-from agent.experiment.units import (
-    ExperimentConfig,
-    ExperimentError,
-    create_experiment,
-    parse_arm,
-    run_experiment,
-)
-from agent.run_setup import RunOptions
+
+if TYPE_CHECKING:  # imported when the command runs: `ncu-agent --help` should not wait for them
+    from agent.run_setup import RunOptions
 
 
 def experiment_command(
@@ -36,6 +30,7 @@ def experiment_command(
 ) -> Path:
     """Create (or find) the experiment directory for `ncu-agent experiment`; ExperimentError if it cannot."""
     from agent.batch.inputs import BatchInputError, find_problems
+    from agent.experiment.units import ExperimentConfig, ExperimentError, create_experiment, parse_arm
 
     if resume is not None:
         if problems or arms:
@@ -131,11 +126,13 @@ def experiment(
     """Compare arms (prompt templates, stage files, models, sampling settings) on the same problems, with
     paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
     flags = dict(locals())  # first: the parameters, for opt.run_options
+    from pydantic import ValidationError
     from rich.console import Console
 
     from agent.experiment.findings import AnalysisOptions, analyze, terminal_report, write_results
     from agent.experiment.html import write_html
     from agent.experiment.stats import METRICS
+    from agent.experiment.units import ExperimentError, run_experiment
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     checked(new_dir, out, "--out")
