@@ -6,6 +6,8 @@ options. Prints the median of 5 wall-clock runs per command, then the slowest im
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,12 +26,16 @@ CASES = {
 FLOORS = {"python -c pass": ["-c", "pass"], "python -c 'import typer'": ["-c", "import typer"]}
 
 
-def wall_s(args: list[str], module: bool = True) -> float:
+def times_s(args: list[str], module: bool = True) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run; CPU (user + system of the child) moves less on a shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, *(["-m", "agent"] if module else []), *args], capture_output=True, check=False
     )
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def slowest_imports(args: list[str], top: int) -> list[tuple[float, str]]:
@@ -56,10 +62,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
     a = parser.parse_args()
-    print(f"| command | median of {a.repeats} (s) | min (s) | max (s) |\n| --- | --- | --- | --- |")
+    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"| command | wall, median of {a.repeats} (s) | min (s) | CPU, median (s) |")
+    print("| --- | --- | --- | --- |")
     for label, args in [*FLOORS.items(), *CASES.items()]:
-        times = [wall_s(args, module=label.startswith("ncu-agent")) for _ in range(a.repeats)]
-        print(f"| `{label}` | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} |")
+        runs = [times_s(args, module=label.startswith("ncu-agent")) for _ in range(a.repeats)]
+        wall, cpu = [r[0] for r in runs], [r[1] for r in runs]
+        print(
+            f"| `{label}` | {statistics.median(wall):.2f} | {min(wall):.2f} | {statistics.median(cpu):.2f} |"
+        )
     for label in ("ncu-agent run l1_norm --gpu nosuch",):
         print(f"\nslowest imports of `{label}` (cumulative s, indented by depth):")
         for seconds, name in slowest_imports(CASES[label], a.top):
