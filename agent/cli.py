@@ -293,13 +293,22 @@ def check(
     seeds: Annotated[int, typer.Option(help="How many fresh input draws.")] = 3,
     timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the result, no progress lines.")] = False,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
+    from agent.cli_progress import PhaseLog
+
+    phase = PhaseLog(quiet)
+    phase(f"loading the problem {problem} (imports torch and its reference)")
+    spec = _load(problem)
     from agent.evaluation.evaluate import evaluate
     from agent.report.tables import HEADERS, result_cells
 
-    spec = _load(problem)
-    result = evaluate(spec, candidate.read_text(), _device(), seeds=tuple(range(seeds)), timeout_s=timeout)
+    device = _device()
+    where = "on the GPU, then timing" if device == "cuda" else "in Triton's interpreter (CPU: not timed)"
+    phase(f"static checks, then a worker: compile and compare on {seeds} input draws {where}")
+    result = evaluate(spec, candidate.read_text(), device, seeds=tuple(range(seeds)), timeout_s=timeout)
+    phase(f"done: {result.status.value} in {result.wall_s:.1f} s of evaluation")
     if as_json:
         console.print_json(result.model_dump_json())
     else:
