@@ -14,10 +14,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent import options as opt
-from agent.cli_checks import checked, fail, new_dir, output_dir, output_file
+from agent.cli_checks import checked, fail, new_dir, output_dir
+from agent.config import RunOptions
 
-if TYPE_CHECKING:  # the records' pydantic models take a while to build: help pages do not need them
+# The modules below import torch, triton, openai or matplotlib (seconds on a small machine): each command
+# imports them after checking its flags, so help pages and refusals answer at once.
+if TYPE_CHECKING:
+    from agent.pipeline import PipelineOutcome
     from agent.records import EvalResult
+    from agent.store import Store
 
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
@@ -39,8 +44,7 @@ ProblemArg = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    return fail(message, code)
+_EVALUATING = {"run", "check", "batch", "experiment"}
 
 
 def _version(value: bool) -> None:
@@ -55,13 +59,46 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(
+def _start(
+    ctx: typer.Context,
     show_version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    require_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--require-sandbox",
+            envvar="NCU_AGENT_REQUIRE_SANDBOX",
+            help="Refuse to run candidates without bubblewrap's sandbox (see docs/anticheat.md).",
+        ),
+    ] = False,
 ) -> None:
-    """Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu."""
+    """Before any command: the LLM key out of reach of what runs later (agent.secrets), the boxes of
+    workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode checked."""
+    import os
+
+    from agent.evaluation import confine
+    from agent.secrets import protect_process
+
+    protect_process()
+    confine.sweep()
+    if ctx.invoked_subcommand not in _EVALUATING:
+        return
+    from agent.evaluation.lockdown import planted_bytecode
+
+    for pyc in planted_bytecode():
+        pyc.unlink(missing_ok=True)
+        err.print(f"[yellow]warning:[/yellow] removed {pyc}: bytecode that does not come from its source")
+    if require_sandbox:
+        os.environ["NCU_AGENT_REQUIRE_SANDBOX"] = "1"  # a batch's jobs are this tool again
+        isolation = confine.isolation()
+        if not isolation.full:
+            raise _fail(f"--require-sandbox: isolation is {isolation.label}")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    return fail(message, code)
 
 
 def _load(problem: str):
@@ -107,7 +144,7 @@ class RichReporter:
         colour = "green" if result.accepted else "red"
         reason = "" if result.accepted else f": {escape(result.reason[:100])}"
         console.print(
-            f"  #{cand_id} {label}: [{colour}]{result.status.value}[/{colour}]{reason} ({timing}, "
+            f"  #{cand_id} {escape(label)}: [{colour}]{result.status.value}[/{colour}]{reason} ({timing}, "
             f"{result.wall_s:.1f} s)"
         )
         if self.progress is not None and self.task is not None:
@@ -133,64 +170,38 @@ def _banner(
     console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
     console.print(f"  proposer: {proposer}")
     console.print(f"  LLM: {escape(str(llm))}")
+    from agent.evaluation.confine import isolation
+
+    console.print(f"  isolation: {isolation().label}")
 
 
 @app.command()
+@opt.run_options_command()
 def run(
     problem: ProblemArg,
-    stages: opt.Stages = None,
     from_stage: Annotated[
         str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
     ] = None,
-    gpu: opt.Gpu = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
-    metric_set: opt.MetricSet = None,
-    profile: opt.Profile = True,
-    search: opt.Search = "coordinate",
-    eval_timeout: opt.EvalTimeout = None,
-    max_iterations: opt.MaxIterations = None,
-    min_gain: opt.MinGain = 0.01,
-    no_gain_tries: opt.NoGainTries = 16,
-    roofline_target: opt.RooflineTarget = 90.0,
-    llm: opt.Llm = False,
-    model: opt.Model = None,
-    base_url: opt.BaseUrl = None,
-    config: opt.Config = None,
-    samples: opt.Samples = None,
-    temperature: opt.Temperature = None,
-    max_tokens: opt.MaxTokens = None,
-    timeout: opt.Timeout = None,
-    max_requests: opt.MaxRequests = None,
-    max_tokens_total: opt.MaxTokensTotal = None,
-    no_cache: opt.NoCache = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
-    options = opt.run_options(locals(), config)  # first: locals() are the flags here
-    # Everything the flags alone can refuse is refused here, before torch (the problem's reference) loads.
-    from agent.run_setup import RunSetupError, plan_run
-
     checked(new_dir, run_dir, "--run-dir")  # before plan_run: finding the GPU imports torch
+    from agent.pipeline import PipelineError, resume_point
+    from agent.run_setup import ProblemRun, RunSetupError, plan_run, run_one
+    from agent.store import Store
+
     try:
         plan = plan_run(options)
-    except RunSetupError as e:
-        raise _fail(str(e)) from None
-    from agent.pipeline import PipelineError, resume_point  # the loop's modules: after the refusals above
-
-    try:
         # A new run directory (no --run-dir) has no earlier stage's kernel to resume from.
         plan.stages, resume_from = resume_point(run_dir or Path("runs"), plan.stages, from_stage)
         resume_from = resume_from if run_dir is not None else None
-    except PipelineError as e:
+    except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
     checked(output_dir, run_dir, "--run-dir")
-    from agent.loop import StartingKernelRejected
-    from agent.report.tables import history_table
-    from agent.run_interrupt import save_interrupted
-    from agent.run_setup import loop_settings, outcome_notes, run_planned, run_record
-    from agent.store import Store
-
     spec = _load(problem)
     if spec.kernel_path is None:
         raise _fail(
@@ -211,54 +222,41 @@ def run(
         llm_line,
     )
     store = Store.open_dir(run_dir)
-    llm_proposer = None
-    if llm:
-        from agent.proposers.llm import LLMProposer
-
-        llm_proposer = LLMProposer(plan.llm_settings, store)
     start_path = resume_from or spec.kernel_path
-    run_id = store.start_run(
-        spec.name,
-        device,
-        plan.target.name,
-        plan.proposer_label,
-        llm_line,
-        run_record(plan, str(problem), start_path),
-    )
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
     reporter = RichReporter()
     try:
-        outcome = run_planned(
-            plan,
-            spec,
-            start_path.read_text(),
-            llm_proposer,
-            store,
-            run_id,
-            loop_settings(plan, device, run_dir),
-            reporter,
+        end = run_one(
+            ProblemRun(plan, spec, start_path, store, run_dir, device, reporter, problem=str(problem))
         )
-    except StartingKernelRejected as e:
-        store.finish_run(run_id, "failed", str(e))
-        raise _fail(f"the starting kernel was rejected: {e}", 1) from None
     except KeyboardInterrupt:
+        from agent.run_interrupt import save_interrupted
+
         reporter.end()
-        for line in save_interrupted(store, run_id, run_dir):
+        runs = store.runs()  # run_one started the run and marked it interrupted
+        started = bool(runs)
+        lines = (
+            save_interrupted(store, runs[-1]["id"], run_dir) if started else ["interrupted before the start"]
+        )
+        for line in lines:
             console.print(line, markup=False, highlight=False)
         raise typer.Exit(130) from None
-    finally:
-        if llm_proposer is not None:
-            llm_proposer.close()
+    if end.outcome is None:
+        raise _fail(end.reason, 1)
+    _summary(
+        f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}", store, end.run_id, end.outcome, device
+    )
+    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
+
+
+def _summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, device: str) -> None:
+    """The run's history table, its notes, and the best kernel against the start."""
+    from agent.report.tables import history_table
+    from agent.run_setup import NOTHING_RAN, outcome_notes
+
     last, first = outcome.last, outcome.first
     notes = outcome_notes(outcome)
-    store.finish_run(run_id, last.stopped_by if last else "done", "; ".join(notes))
-    console.print(
-        history_table(
-            store.history(run_id),
-            f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}",
-            last.best.cand_id if last else None,
-        )
-    )
+    console.print(history_table(store.history(run_id), title, last.best.cand_id if last else None))
     if device == "cpu":
         notes.append(
             "no GPU: candidates were checked for correctness in Triton's interpreter but cannot be timed, "
@@ -267,7 +265,7 @@ def run(
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     if last is None or first is None:
-        raise _fail("no stage ran: nothing could propose candidates", 1)
+        raise _fail(NOTHING_RAN, 1)
     evaluations = sum(o.evaluations for _, o, _ in outcome.stages if o is not None)
     if last.best.median_ms is not None and first.start.median_ms is not None:
         t = last.best.result.timings
@@ -281,7 +279,6 @@ def run(
             f"best: #{last.best.cand_id} {last.best.median_ms:.3f} ms (start {first.start.median_ms:.3f} ms; "
             f"{ratios} in its own run{roof}) after {evaluations} evaluations"
         )
-    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
 
 
 @app.command()
@@ -429,126 +426,11 @@ def profile(
     console.print(f"report: {report}")
 
 
-@app.command()
-def show(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
-) -> None:
-    """Print a run's history table."""
-    from agent.report.tables import history_table
-    from agent.store import Store
+# `ncu-agent show`, `report`, `diff`, `export`: reading a run's records (agent/report/cli.py).
+from agent.report.cli import diff, export, report, show  # noqa: E402
 
-    if not (run_dir / Store.FILENAME).exists():
-        raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
-    store = Store.open_dir(run_dir)
-    for r in store.runs():
-        console.print(
-            f"run {r['id']}: {r['problem']} on {r['device']} ({r['gpu']}), proposer {r['proposer']}, "
-            f"{r['status']}, started {r['started_at']}"
-        )
-        console.print(history_table(store.history(r["id"]), f"run {r['id']}"))
-
-
-ReportPath = Annotated[
-    Path,
-    typer.Argument(
-        help="A run directory, or a batch directory (a folder of run directories).",
-        exists=True,
-        file_okay=False,
-    ),
-]
-
-
-@app.command()
-def report(
-    path: ReportPath,
-    out: Annotated[Path | None, typer.Option(help="Where the page goes (default: PATH/report.html).")] = None,
-) -> None:
-    """Write a self-contained HTML report of a run, or of a batch.
-
-    A run's page: plots per stage, roofline, accepted steps (ncu metrics side by side, code diff), final
-    kernel, every candidate, prompts and replies. A batch's page: the summary table, linking each problem's
-    page (written too). Open it in any browser: no scripts, no network.
-    """
-    import sqlite3
-
-    from rich.progress import TimeRemainingColumn
-
-    from agent.report.batch import batch_run_dirs, is_batch_dir
-    from agent.report.data import is_run_dir
-    from agent.report.export import batch_table
-    from agent.report.page import write_batch_report, write_run_report
-
-    checked(output_file, out, "--out")
-    try:
-        if is_run_dir(path):
-            page = write_run_report(path, out)
-        elif is_batch_dir(path):
-            dirs = batch_run_dirs(path)
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-            eta = (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-            with Progress(*columns, *eta, console=console) as progress:
-                task = progress.add_task("problem pages", total=len(dirs))
-                page, data = write_batch_report(path, out, on_page=lambda d: progress.update(task, advance=1))
-            console.print(batch_table(data))
-        else:
-            raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
-    except (sqlite3.Error, OSError) as e:
-        raise _fail(f"{path}: cannot write the report: {e}") from None
-    console.print(f"report: {page}")
-
-
-@app.command()
-def diff(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
-    a: Annotated[int, typer.Argument(help="Candidate id (the old side).")],
-    b: Annotated[int, typer.Argument(help="Candidate id (the new side).")],
-    context: Annotated[int, typer.Option(help="Lines of context around each change.")] = 3,
-) -> None:
-    """Show the code diff of candidate A vs B, and their evaluations and ncu metrics side by side."""
-    from rich.syntax import Syntax
-
-    from agent.report.data import is_run_dir, load_run_dir
-    from agent.report.export import compare_table, diff_text, find_candidate
-
-    if not is_run_dir(run_dir):
-        raise _fail(f"{run_dir}: no records.sqlite (not a run directory)")
-    data = load_run_dir(run_dir)
-    try:
-        ca, cb = find_candidate(data, a), find_candidate(data, b)
-    except KeyError as e:
-        raise _fail(str(e.args[0])) from None
-    text = diff_text(ca, cb, context)
-    if text:
-        console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
-    else:
-        console.print(f"#{a} and #{b} have the same source")
-    console.print(compare_table(ca, cb))
-
-
-@app.command()
-def export(
-    path: ReportPath,
-    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
-    out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
-    source: Annotated[bool, typer.Option("--source", help="Include each candidate's source.")] = False,
-) -> None:
-    """Export every candidate with its evaluation and ncu metrics (flattened) as CSV or JSON."""
-    from agent.report.batch import batch_run_dirs
-    from agent.report.data import is_run_dir
-    from agent.report.export import export_rows, to_csv, to_json
-
-    if fmt not in ("csv", "json"):
-        raise _fail(f"--format {fmt!r}: choose csv or json")
-    checked(output_file, out, "--out")
-    if not is_run_dir(path) and not batch_run_dirs(path):
-        raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
-    rows = export_rows(path, include_source=source)
-    text = to_csv(rows) if fmt == "csv" else to_json(rows)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
-        err.print(f"{len(rows)} candidates -> {out}")
+for _reading in (show, report, diff, export):
+    app.command()(_reading)
 
 
 # `ncu-agent batch`: many problems, every GPU, resumable (its options and body live in agent/batch/cli.py).

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.records import Candidate, EvalResult, Status, Timings, TimingStats
+from agent.records import Candidate, EvalResult, ProfileRecord, Status, Timings, TimingStats
 from agent.report.batch import is_batch_dir
 from agent.report.data import load_run_dir
 from agent.report.page import write_batch_report, write_run_report
@@ -56,7 +56,14 @@ def make_cpu_run(run_dir: Path, problem: str = "toy_cpu", start_ok: bool = True)
     store.add_evaluation(
         start, EvalResult(status=Status.ACCEPTED, timings=untimed, device="cpu", interpreter=True)
     )
-    store.add_profile(start, False, "no GPU: ncu needs one", "seed", None, None, [], {})
+    store.add_profile(
+        ProfileRecord(
+            candidate_id=start,
+            ok=False,
+            error="no GPU: ncu needs one",
+            metric_set="seed",
+        )
+    )
     prompt = store.add_prompt(run, "micro", 1, "Make it faster.\n<the kernel>")
     for i, (status, reason) in enumerate(
         [
@@ -112,7 +119,14 @@ def make_pipeline_run(run_dir: Path) -> Path:
         if status == Status.ACCEPTED:
             store.add_evaluation(cid, _faster_copy(result_json, factor))
             metrics = {"k": [{"dram__throughput.avg.pct_of_peak_sustained_elapsed": round(60 / factor, 2)}]}
-            store.add_profile(cid, True, None, metric_set, None, metrics, [], {})
+            store.add_profile(
+                ProfileRecord(
+                    candidate_id=cid,
+                    ok=True,
+                    metric_set=metric_set,
+                    metrics=metrics,
+                )
+            )
         else:
             store.add_evaluation(cid, EvalResult(status=status, reason=reason))
         return cid
@@ -121,7 +135,14 @@ def make_pipeline_run(run_dir: Path) -> Path:
     a = add("micro", 1, "micro a", start, 0.9)
     add("micro", 1, "micro b", start, 0.895)  # within noise of a: not a new best
     add("micro", 1, "micro c", start, 1.0, Status.COMPILE_ERROR, "triton.CompilationError: bad")
-    store.add_profile(a, True, None, "memory", None, {"k": [{"dram__bytes_read.sum": 100}]}, [], {})
+    store.add_profile(
+        ProfileRecord(
+            candidate_id=a,
+            ok=True,
+            metric_set="memory",
+            metrics={"k": [{"dram__bytes_read.sum": 100}]},
+        )
+    )
     b = add("tiling", 1, "tile 128", a, 0.7, metric_set="memory")
     add("tiling", 2, "tile 256", b, 0.72, metric_set="memory")
     add("tiling", 2, "tile 512", b, 1.0, Status.INCORRECT, "values: 3 of 10 elements")
@@ -346,10 +367,10 @@ def test_source_diff_kinds():
 
 
 def test_replay_uses_the_loops_default_min_gain():
-    from agent.loop import LoopSettings
+    from agent.config import LoopPolicy
     from agent.report.data import _min_gain
 
-    assert _min_gain({}) == LoopSettings.__dataclass_fields__["min_gain"].default
+    assert _min_gain({}) == LoopPolicy().min_gain
     assert _min_gain({"min_gain": 0.2}) == 0.2
 
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from agent import options as opt
 from agent.cli_checks import checked, fail, new_dir
-
-if TYPE_CHECKING:  # imported when the command runs: `ncu-agent --help` should not wait for them
-    from agent.run_setup import RunOptions
+from agent.config import RunOptions
 
 
 def experiment_command(
@@ -30,7 +28,8 @@ def experiment_command(
 ) -> Path:
     """Create (or find) the experiment directory for `ncu-agent experiment`; ExperimentError if it cannot."""
     from agent.batch.inputs import BatchInputError, find_problems
-    from agent.experiment.units import ExperimentConfig, ExperimentError, create_experiment, parse_arm
+    from agent.experiment.design import ExperimentConfig, ExperimentError, parse_arm
+    from agent.experiment.units import create_experiment
 
     if resume is not None:
         if problems or arms:
@@ -59,6 +58,13 @@ def experiment_command(
     return exp_dir
 
 
+@opt.run_options_command(
+    leave_out=("search", "llm", "samples", "no_cache"),
+    helps={
+        "stages": "Comma-separated stages of arms that name none.",
+        "model": "LLM model of arms that name none.",
+    },
+)
 def experiment(
     problems: Annotated[
         list[str] | None,
@@ -87,24 +93,7 @@ def experiment(
     resume: Annotated[
         Path | None, typer.Option(help="Finish (or just re-analyse) the experiment in this directory.")
     ] = None,
-    stages: Annotated[str | None, typer.Option(help="Comma-separated stages of arms that name none.")] = None,
-    gpu: opt.Gpu = None,
-    metric_set: opt.MetricSet = None,
-    profile: opt.Profile = True,
-    eval_timeout: opt.EvalTimeout = None,
-    max_iterations: opt.MaxIterations = None,
-    min_gain: opt.MinGain = 0.01,
-    no_gain_tries: opt.NoGainTries = 16,
-    roofline_target: opt.RooflineTarget = 90.0,
-    model: Annotated[str | None, typer.Option(help="LLM model of arms that name none.")] = None,
-    base_url: opt.BaseUrl = None,
-    config: opt.Config = None,
     llm_samples: Annotated[int | None, typer.Option(help="LLM replies per prompt.")] = None,
-    temperature: opt.Temperature = None,
-    max_tokens: opt.MaxTokens = None,
-    timeout: opt.Timeout = None,
-    max_requests: opt.MaxRequests = None,
-    max_tokens_total: opt.MaxTokensTotal = None,
     send_seed: Annotated[bool, typer.Option(help="Send each run's seed to the endpoint.")] = True,
     reuse_checks: Annotated[
         bool, typer.Option(help="On the CPU, check each (problem, source) once per experiment.")
@@ -122,23 +111,27 @@ def experiment(
         bool, typer.Option("--analyze", help="With --resume: run nothing, analyse.")
     ] = False,
     html: Annotated[bool, typer.Option(help="Write EXP_DIR/report.html.")] = True,
+    *,
+    options: RunOptions,
 ) -> None:
     """Compare arms (prompt templates, stage files, models, sampling settings) on the same problems, with
     paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
-    flags = dict(locals())  # first: the parameters, for opt.run_options
     from pydantic import ValidationError
     from rich.console import Console
 
+    checked(new_dir, out, "--out")
+    from agent.experiment.design import ExperimentError
     from agent.experiment.findings import AnalysisOptions, analyze, terminal_report, write_results
     from agent.experiment.html import write_html
     from agent.experiment.stats import METRICS
-    from agent.experiment.units import ExperimentError, run_experiment
+    from agent.experiment.units import run_experiment
 
     console = Console(width=None if sys.stdout.isatty() else 160)
-    checked(new_dir, out, "--out")
     # The run options as `ncu-agent run` builds them, with the LLM always on and --llm-samples as its
     # samples (this command's --samples is runs per arm and problem).
-    options = opt.run_options({**flags, "llm": True, "samples": llm_samples, "no_cache": False}, config)
+    options = options.model_copy(
+        update={"llm": True, "llm_overrides": {**options.llm_overrides, "samples": llm_samples}}
+    )
     try:
         analysis = AnalysisOptions(metric=metric, alpha=alpha, tie=tie, resamples=resamples)
         if metric != "auto" and metric not in METRICS:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.resources import prompts_dir
+from agent.source.stage_rules import RULES
 
 
 class StageError(ValueError):
@@ -146,10 +147,6 @@ def load_stage(name: str) -> Stage:
         raise StageError(f"stage file {path} names itself {stage.name!r}; the name must match the file")
     if not (prompts_dir() / stage.template).is_file():
         raise StageError(f"stage {name!r} uses template {stage.template!r}, missing from {prompts_dir()}")
-    from agent.source.stage_rules import (
-        RULES,  # here, not at the top: agent.source.stage_rules imports this module
-    )
-
     unknown = [r for r in stage.constraints.rule_ids() if r not in RULES]
     if unknown:
         raise StageError(

@@ -22,11 +22,10 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from agent.prompt.stages import Stage
 from agent.source.anticheat_rules import TENSOR_COMPUTE, TORCH_ALLOWED
 from agent.source.kernel_facts import Facts, Run, facts
 from agent.source.variants import (
@@ -36,6 +35,9 @@ from agent.source.variants import (
     decorator_name,
     dotted_name,
 )
+
+if TYPE_CHECKING:  # the rules read a stage's fields; the stage's loader checks rule names against RULES
+    from agent.prompt.stages import Stage
 
 
 class ConstraintError(ValueError):
