@@ -12,11 +12,10 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import LoopPolicy, RunOptions
 from agent.evaluation.sandbox import WorkerPool
-from agent.llm.client import BudgetExhausted, ChatClient
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
@@ -26,6 +25,15 @@ from agent.prompt.stages import Stage, default_pipeline, load_stage
 from agent.proposers.base import Proposer, proposer_class
 from agent.proposers.search import SearchProposer
 from agent.store import Store
+
+if TYPE_CHECKING:
+    from agent.llm.client import ChatClient
+
+
+def _llm_budget_errors() -> tuple[type[BaseException], ...]:
+    from agent.llm.client import BudgetExhausted  # imports openai: only a run that starts needs it
+
+    return (BudgetExhausted,)
 
 
 class RunSetupError(ValueError):
@@ -124,7 +132,7 @@ class ProblemRun:
     hooks: Callable[[int], LoopHooks] = lambda run_id: LoopHooks()
     client: ChatClient | None = None  # the LLM proposer's client (None: one from the plan's settings)
     # Exceptions that end the run as "budget" with its best so far (an LLM budget; a batch's time limit).
-    budget_errors: tuple[type[BaseException], ...] = (BudgetExhausted,)
+    budget_errors: tuple[type[BaseException], ...] = field(default_factory=_llm_budget_errors)
     # Called with the end before the run's row is finished (a batch writes its outcome file first).
     before_finish: Callable[[RunEnd], None] = lambda end: None
 
