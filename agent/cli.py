@@ -101,11 +101,14 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return fail(message, code)
 
 
-def _load(problem: str):
+def _load(problem: str, small_shapes: str | None = None):
     from agent.problem import ProblemError, load_problem
+    from agent.small_shapes import parse_shapes_flag
 
     try:
-        return load_problem(problem)
+        return load_problem(problem, parse_shapes_flag(small_shapes) if small_shapes else None)
+    except ValueError as e:
+        raise _fail(str(e)) from None
     except ProblemError as e:
         raise _fail(str(e)) from None
 
@@ -114,6 +117,11 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _status(message: str) -> None:
+    """A retry or a wait, shown as it happens (LLM requests can wait minutes)."""
+    console.print(f"[yellow]{message}[/yellow]")
 
 
 class RichReporter:
@@ -178,38 +186,80 @@ def _banner(
 @app.command()
 @opt.run_options_command()
 def run(
-    problem: ProblemArg,
+    problem: Annotated[
+        str | None,
+        typer.Argument(
+            help="A problem folder (see kernels/README.md), a KernelBench .py file, or the name of a "
+            "bundled problem (not with --resume)."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the killed or interrupted run of this run directory, with the options it was "
+            "started with (nothing it recorded is evaluated, profiled or asked again).",
+            file_okay=False,
+        ),
+    ] = None,
     from_stage: Annotated[
         str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
     ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
+    start: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this ModelNew file instead of the problem's kernel.py (a bare reference too).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    small_shapes: opt.SmallShapes = None,
     *,
     options: RunOptions,
 ) -> None:
-    """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
+    """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
+    starting kernel (and no --start) begins with the first stage, which needs --llm."""
     checked(new_dir, run_dir, "--run-dir")  # before plan_run: finding the GPU imports torch
+    from agent.run_resume import ResumeError, find_resumable
+
+    found = None
+    if resume is not None:
+        if problem is not None:
+            raise _fail("give either PROBLEM (a new run) or --resume RUN_DIR, not both")
+        try:
+            found = find_resumable(resume)
+        except ResumeError as e:
+            raise _fail(str(e)) from None
+        options, problem, run_dir = found.options, found.problem, resume
+    elif problem is None:
+        raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
+    from agent.llm.client import EndpointFailed
     from agent.pipeline import PipelineError, resume_point
-    from agent.run_setup import ProblemRun, RunSetupError, plan_run, run_one
+    from agent.problem import describe_shapes
+    from agent.run_setup import ProblemRun, RunSetupError, check_llm, plan_run, run_one
     from agent.store import Store
 
     try:
-        plan = plan_run(options)
-        # A new run directory (no --run-dir) has no earlier stage's kernel to resume from.
-        plan.stages, resume_from = resume_point(run_dir or Path("runs"), plan.stages, from_stage)
-        resume_from = resume_from if run_dir is not None else None
+        plan_run(options)  # the flags alone, refused before the problem's reference loads torch
+    except RunSetupError as e:
+        raise _fail(str(e)) from None
+    spec = _load(problem, small_shapes)
+    if start is not None:
+        spec.kernel_path = start.resolve()
+    run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        plan = plan_run(options, has_kernel=spec.kernel_path is not None)
+        if found is None:
+            plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
+        llm_note = check_llm(plan, _status)
     except (RunSetupError, PipelineError) as e:
         raise _fail(str(e)) from None
+    except EndpointFailed as e:
+        raise _fail(str(e), 1) from None
     checked(output_dir, run_dir, "--run-dir")
-    spec = _load(problem)
-    if spec.kernel_path is None:
-        raise _fail(
-            f"{spec.reference_path}: no starting Triton kernel; a first version needs the LLM proposer"
-        )
-    if run_dir is None:
-        run_dir = Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        checked(output_dir, run_dir, "the run directory")
     device = _device()
     proposer_line, llm_line = plan.describe_proposer()
     _banner(
@@ -221,23 +271,32 @@ def run(
         proposer_line,
         llm_line,
     )
-    store = Store.open_dir(run_dir)
-    start_path = resume_from or spec.kernel_path
-    console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
+    if found is not None:
+        from agent.batch.hooks import replay_hooks
+        from agent.batch.resume import ReplayStore
+
+        store: Store = ReplayStore(run_dir / Store.FILENAME, found.run_id)
+        start_path, extra = found.start, {"hooks": replay_hooks(store), "run_id": found.run_id}
+        console.print(f"  continuing run #{found.run_id}: what it recorded is replayed, not run again")
+    else:
+        store, start_path, extra = Store.open_dir(run_dir), resume_from or spec.kernel_path, {}
     reporter = RichReporter()
+    job = ProblemRun(plan, spec, start_path, store, run_dir, device, reporter, str(problem), **extra)
+    if llm_note:
+        console.print(f"  LLM preflight: {escape(llm_note)}")
+    console.print(
+        f"  records: {run_dir / Store.FILENAME}; starting from "
+        f"{start_path or 'the reference (the first stage writes a first version)'}"
+    )
+    console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
     try:
-        end = run_one(
-            ProblemRun(plan, spec, start_path, store, run_dir, device, reporter, problem=str(problem))
-        )
+        end = run_one(job)
     except KeyboardInterrupt:
         from agent.run_interrupt import save_interrupted
 
         reporter.end()
         runs = store.runs()  # run_one started the run and marked it interrupted
-        started = bool(runs)
-        lines = (
-            save_interrupted(store, runs[-1]["id"], run_dir) if started else ["interrupted before the start"]
-        )
+        lines = save_interrupted(store, runs[-1]["id"], run_dir) if runs else ["interrupted before the start"]
         for line in lines:
             console.print(line, markup=False, highlight=False)
         raise typer.Exit(130) from None
@@ -291,14 +350,16 @@ def check(
     timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the result, no progress lines.")] = False,
+    small_shapes: opt.SmallShapes = None,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
     from agent.cli_progress import PhaseLog
 
     phase = PhaseLog(quiet)
     phase(f"loading the problem {problem} (imports torch and its reference)")
-    spec = _load(problem)
+    spec = _load(problem, small_shapes)
     from agent.evaluation.evaluate import evaluate
+    from agent.problem import describe_shapes
     from agent.report.tables import HEADERS, result_cells
 
     device = _device()
@@ -310,6 +371,7 @@ def check(
         console.print_json(result.model_dump_json())
     else:
         colour = "green" if result.accepted else "red"
+        console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
         console.print(f"[{colour}]{result.status.value}[/{colour}] {escape(result.reason)}")
         for c in result.checks:
             if not c.passed or c.detail:

@@ -23,4 +23,5 @@ def save_interrupted(store: Store, run_id: int, run_dir: Path) -> list[str]:
         lines.append("no kernel was accepted before the interruption: no best_kernel.py written")
     records = run_dir / Store.FILENAME
     lines.append(f"records: {records} (ncu-agent show {run_dir}; ncu-agent report {run_dir})")
+    lines.append(f"continue with: ncu-agent run --resume {run_dir}")
     return lines

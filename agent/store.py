@@ -141,6 +141,13 @@ class Store:
             error=error,
         )
 
+    def annotate_reply(self, reply_id: int, **info: Any) -> None:
+        """Add what became of a reply (cut code, not evaluated again and why) to its `usage` JSON."""
+        with self._tx() as c:
+            row = c.execute("SELECT usage FROM replies WHERE id=?", (reply_id,)).fetchone()
+            usage = json.loads(row[0]) if row and row[0] else {}
+            c.execute("UPDATE replies SET usage=? WHERE id=?", (json.dumps({**usage, **info}), reply_id))
+
     def add_candidate(self, run_id: int, iteration: int, cand: Candidate) -> int:
         return self._insert(
             "candidates",

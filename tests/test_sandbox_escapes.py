@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "agent"
 L1 = ROOT / "kernels" / "l1_norm"
 ESCAPE = Path(__file__).resolve().parent / "fixtures" / "sandbox_escape.py"
+HONEST = Path(__file__).resolve().parent / "candidates" / "simple_l1.py"  # one kernel, no autotune: quick
 FORGED_PYC = PACKAGE / "evaluation" / "__pycache__" / "compare.cpython-311.pyc"
 
 DRIVER = """
@@ -113,7 +114,7 @@ def _escape_source(mark: str, secret_files: list[Path], udp: int, tcp: int) -> s
         next(line for line in ESCAPE.read_text().splitlines() if line.startswith("CONFIG = ")),
         f"CONFIG = {config!r}",
     )
-    kernel = (L1 / "kernel.py").read_text()
+    kernel = HONEST.read_text()
     marker = "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
     assert marker in kernel
     return prelude + "\n" + kernel.replace(marker, marker + "        _escape()\n")
@@ -138,7 +139,7 @@ def test_escapes_take_no_effect(mode, tmp_path):
     escape = tmp_path / "escape.py"
     escape.write_text(_escape_source(mark, secret_files, udp.getsockname()[1], tcp.getsockname()[1]))
     escape.chmod(0o644)
-    honest = L1 / "kernel.py"
+    honest = HONEST
     env = {**os.environ, "OPENAI_API_KEY": key, "HF_TOKEN": key, "PYTHONPATH": str(ROOT)}
     try:
         done = subprocess.run(

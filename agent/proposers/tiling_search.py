@@ -127,6 +127,7 @@ class TilingSearch:
 
     def _note_unexposed(self, spaces: list[TilingSpace]) -> None:
         for s in spaces:
+            self.notes += [f"written out: {n}" for n in s.written if f"written out: {n}" not in self.notes]
             if not s.searchable:
                 self.notes.append(f"not searchable: {s.why_not()}")
             elif s.unexposed:

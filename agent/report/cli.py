@@ -26,11 +26,13 @@ def show(
 ) -> None:
     """Print a run's history table."""
     from agent.report.tables import history_table
+    from agent.run_resume import mark_killed
     from agent.store import Store
 
     if not (run_dir / Store.FILENAME).exists():
         raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
     store = Store.open_dir(run_dir)
+    mark_killed(store)  # a killed run's row is not left saying "running"
     for r in store.runs():
         console.print(
             f"run {r['id']}: {r['problem']} on {r['device']} ({r['gpu']}), proposer {r['proposer']}, "
