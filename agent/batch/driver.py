@@ -125,7 +125,7 @@ def run_batch(
         if is_done(pdir):
             outcome = read_outcome(pdir)
             assert outcome is not None
-            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason[:100]}")
+            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason}")
             interim_summary(batch_dir, log)
             return False
         if spent := budget.batch_spent():  # stopped at the time limit: no second job
