@@ -25,6 +25,7 @@ from agent.batch.budget import JobBudget, worker_evaluations
 from agent.batch.gpu_slots import GPU_ENV, host, job_lock
 from agent.batch.hooks import FileReporter, evaluator_for, profiler_for
 from agent.batch.inputs import BatchConfig
+from agent.batch.key_channel import take_key
 from agent.batch.outcome import (
     ATTEMPTS_FILE,
     PARENT_ENV,
@@ -41,10 +42,8 @@ from agent.evaluation.sandbox import die_with_parent
 from agent.llm.client import BudgetExhausted
 from agent.loop import LoopHooks
 from agent.problem import ProblemError, load_problem
-from agent.run_setup import ProblemRun, RunEnd, RunSetupError, plan_run, run_one
+from agent.run_setup import NEEDS_LLM, ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store
-
-NEEDS_LLM = "no starting Triton kernel: a first version needs the LLM (first stage)"
 
 
 class JobStopped(BaseException):
@@ -63,7 +62,9 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_problem(batch_dir: Path, name: str, deadline: float | None = None) -> ProblemOutcome:
+def run_problem(
+    batch_dir: Path, name: str, deadline: float | None = None, api_key: str | None = None
+) -> ProblemOutcome:
     """Run (or continue) one problem of the batch; returns how it ended. Never two jobs of one problem."""
     batch_dir = Path(batch_dir)
     pdir = problem_dir(batch_dir, name)
@@ -72,28 +73,32 @@ def run_problem(batch_dir: Path, name: str, deadline: float | None = None) -> Pr
             return read_outcome(pdir)  # type: ignore[return-value]
         with (pdir / ATTEMPTS_FILE).open("a") as f:
             f.write(json.dumps({"pid": os.getpid(), "host": host(), "gpu": os.environ.get(GPU_ENV)}) + "\n")
-        return _run(batch_dir, pdir, name, deadline)
+        return _run(batch_dir, pdir, name, deadline, api_key)
 
 
-def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> ProblemOutcome:
+def _run(
+    batch_dir: Path, pdir: Path, name: str, deadline: float | None, api_key: str | None
+) -> ProblemOutcome:
     cfg = BatchConfig.load(batch_dir)
     entry = cfg.entry(name)
     gpu = os.environ.get(GPU_ENV)
     base = ProblemOutcome(name=name, status="error", gpu=gpu, host=host())
     budget = JobBudget(batch_dir, cfg.budget, deadline)
     store: Store = Store.open_dir(pdir)
-    row = store.conn.execute("SELECT id FROM runs WHERE status='running' ORDER BY id DESC").fetchone()
+    row = store.conn.execute(
+        "SELECT id FROM runs WHERE status IN ('running', 'killed') ORDER BY id DESC"
+    ).fetchone()
     run_id = row["id"] if row else None
     try:
         spec = load_problem(entry.path)
-        plan = plan_run(cfg.run)
-    except (ProblemError, RunSetupError) as e:
+    except ProblemError as e:
         return finish(pdir, base.model_copy(update={"reason": str(e), "run_id": run_id}), store)
-    if spec.kernel_path is None:
-        why = NEEDS_LLM
-        if cfg.run.llm:
-            why += "; writing a first version is not supported by `ncu-agent run` yet"
-        return finish(pdir, base.model_copy(update={"status": "skipped", "reason": why}), store)
+    if spec.kernel_path is None and not cfg.run.llm:
+        return finish(pdir, base.model_copy(update={"status": "skipped", "reason": NEEDS_LLM}), store)
+    try:
+        plan = plan_run(cfg.run, api_key, has_kernel=spec.kernel_path is not None)
+    except RunSetupError as e:
+        return finish(pdir, base.model_copy(update={"reason": str(e), "run_id": run_id}), store)
     if run_id is None and (spent := budget.batch_spent()):
         return finish(pdir, base.model_copy(update={"status": "skipped", "reason": spent}), store)
     if run_id is not None:
@@ -151,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name")
     parser.add_argument("--deadline", type=float, default=None, help="Epoch seconds: the batch's time limit.")
     args = parser.parse_args(argv)
+    api_key = take_key()  # first: the file is gone before any candidate runs
     parent = os.environ.get(PARENT_ENV)
     die_with_parent(int(parent) if parent else None)
     signal.signal(signal.SIGTERM, _stop)
-    outcome = run_problem(args.batch_dir, args.name, args.deadline)
+    outcome = run_problem(args.batch_dir, args.name, args.deadline, api_key)
     print(outcome.model_dump_json())
     return 0
 

@@ -109,7 +109,9 @@ def record_end(batch_dir: Path, name: str, status: OutcomeStatus, reason: str) -
         run_id, store = None, None
         if (pdir / Store.FILENAME).exists():
             store = Store.open_dir(pdir)
-            row = store.conn.execute("SELECT id FROM runs WHERE status='running' ORDER BY id DESC").fetchone()
+            row = store.conn.execute(
+                "SELECT id FROM runs WHERE status IN ('running', 'killed') ORDER BY id DESC"
+            ).fetchone()
             run_id = row["id"] if row else None
         try:
             outcome = ProblemOutcome(name=name, status=status, reason=reason, run_id=run_id)

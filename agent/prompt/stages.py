@@ -95,6 +95,9 @@ class Stage(BaseModel):
     title: str
     focus: str
     task: str = Field(description="The '**Task**:' line of the prompt.")
+    task_without_metrics: str = Field(
+        default="", description="The task line when there are no metrics to analyze ('': `task`)."
+    )
     template: str = Field(description="Template file, relative to prompts/.")
     metric_set: str = Field(description="Metric set of profiles/ that the prompt shows.")
     budget: int = Field(default=10, ge=1, description="Iterations a pipeline gives this stage by default.")

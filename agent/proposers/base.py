@@ -23,7 +23,7 @@ class ProposalContext(BaseModel):
     problem: ProblemSpec
     stage: str
     iteration: int
-    parent_id: int
+    parent_id: int | None  # None: the first stage, whose parent is the PyTorch reference
     parent_source: str
     parent_result: EvalResult
     prompt_text: str
