@@ -218,3 +218,13 @@ def test_a_search_that_proposes_nothing_says_why():
     tiling = SearchProposer(load_stage("tiling"))
     assert tiling.propose(context(unreadable, "k")) == []
     assert tiling.notes and "not searchable" in tiling.notes[-1]
+
+
+def test_a_launch_search_with_everything_tried_says_so():
+    ctx = context(PLAIN.format(body="pass"), "k")
+    ctx.tried_sources.update(c.source for c in SearchProposer(load_stage("micro"), "exhaustive").propose(ctx))
+    proposer = SearchProposer(load_stage("micro"))
+    assert proposer.propose(ctx) == []
+    assert proposer.notes == [
+        "every point of the launch space was tried already (in this or an earlier stage)"
+    ]

@@ -286,12 +286,17 @@ def preload(gpu: bool) -> None:
         baseline_cache,
         candidate,
         compare,
+        compare_kernel,
         guards,
+        interpreter_shims,
         judge,
         retune,
         timing,
         triton_hooks,
+        verdicts,
+        weights,
     )
+    from agent.prompt import gpus  # noqa: F401  (the interpreter's stand-in driver answers from it)
 
     if gpu:
         from agent.evaluation import parallel_compile  # noqa: F401

@@ -79,6 +79,7 @@ class SearchProposer(Proposer):
         self.tiling: TilingSearch | None = None
         self._notes: list[str] = []
         self._bases: dict[str, str] = {}
+        self._proposed = 0
         if self.mode == "tiling":
             self.tiling = TilingSearch(stage, strategy)
             return
@@ -175,8 +176,12 @@ class SearchProposer(Proposer):
         if self.tiling is not None:
             return self.tiling.propose(ctx)
         out = self._propose(ctx)
-        if not out and not self._notes:
-            self._note("every point of the launch space was tried already")
+        self._proposed += len(out)
+        if not out and not self._proposed:  # a stage that proposes nothing says why
+            if not ctx.parent_result.kernels_launched:
+                self._note("the kernel it starts from launched no Triton kernel that could be varied")
+            elif self.kernels_to_vary(ctx):  # else each kernel's reason is noted already
+                self._note("every point of the launch space was tried already (in this or an earlier stage)")
         return out
 
     def _propose(self, ctx: ProposalContext) -> list[Candidate]:
@@ -226,9 +231,7 @@ class SearchProposer(Proposer):
         moves = self.space(self.base(ctx), phase.kernel)
         if phase.axis == "warps":
             order = warps_order(self.warps, current, self.metrics, phase.kernel)
-            return [
-                LaunchMove(num_warps=w, stage_delta=0) for w in order if any(m.num_warps == w for m in moves)
-            ]
+            return [LaunchMove(num_warps=w, stage_delta=0) for w in order if LaunchMove(w, 0) in moves]
         return [m for m in moves if m.num_warps == current and m.stage_delta != 0]
 
     def _candidates(self, ctx: ProposalContext, moves: list[tuple[str, LaunchMove]]) -> list[Candidate]:

@@ -118,20 +118,26 @@ def _gpu() -> dict[str, int]:
 def _evaluate(statements: tuple[str, ...], expr: str, gpu_json: str) -> tuple[ConfigValue, ...]:
     _refuse_unsafe([*statements, expr])
     request = json.dumps({"statements": list(statements), "expr": expr, "gpu": json.loads(gpu_json)})
-    try:
+    from agent.evaluation import confine
+
+    base, box = confine.make_box(None)
+    try:  # the candidate's own code: in a bwrap box without capabilities, like ncu's target
         done = subprocess.run(
-            [sys.executable, "-I", str(CHILD)],
+            confine.box_for([sys.executable, "-I", str(CHILD)], box, [], gpu=False),
             input=request,
             capture_output=True,
             text=True,
             timeout=TIME_LIMIT_S,
             env={"PATH": os.environ.get("PATH", "")},
+            cwd=box,
         )
         reply = json.loads(done.stdout.strip().splitlines()[-1])
     except subprocess.TimeoutExpired:
         raise BuilderError(f"`{expr}` did not finish within {TIME_LIMIT_S:g} s") from None
     except (json.JSONDecodeError, IndexError):
         raise BuilderError(f"`{expr}` could not be evaluated: {done.stderr.strip()[-300:]}") from None
+    finally:
+        confine.remove_box(base, None)
     if "error" in reply:
         raise BuilderError(f"`{expr}` could not be evaluated here ({reply['error']})")
     return tuple(
