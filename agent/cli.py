@@ -236,16 +236,17 @@ def run(
         options, problem, run_dir = found.options, found.problem, resume
     elif problem is None:
         raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
-    from agent.llm.client import EndpointFailed
-    from agent.pipeline import PipelineError, resume_point
-    from agent.problem import describe_shapes
     from agent.run_setup import ProblemRun, RunSetupError, check_llm, plan_run, run_one
-    from agent.store import Store
 
     try:
         plan_run(options)  # the flags alone, refused before the problem's reference loads torch
     except RunSetupError as e:
         raise _fail(str(e)) from None
+    from agent.llm.client import EndpointFailed
+    from agent.pipeline import PipelineError, resume_point
+    from agent.problem import describe_shapes
+    from agent.store import Store
+
     spec = _load(problem, small_shapes)
     if start is not None:
         spec.kernel_path = start.resolve()
