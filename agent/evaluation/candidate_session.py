@@ -34,6 +34,7 @@ class CallResult:
     checks: list[Check]  # guard findings: torch-compute, side-stream, threads, tensor-subclass, tamper
     aliasing: list[tuple[int, int]]
     max_configs: int = 1
+    work: dict[str, float] | None = None  # host_ms (thread CPU time outside launches), ops (the candidate's)
 
 
 class CandidateSession:
@@ -111,7 +112,9 @@ class CandidateSession:
         self.models[key] = model
         return model
 
-    def call(self, key: str, inputs: list[Any], where: str, config: int = 0) -> CallResult:
+    def call(
+        self, key: str, inputs: list[Any], where: str, config: int = 0, poison: bool = True
+    ) -> CallResult:
         import torch
         import torch.utils.deterministic
 
@@ -127,8 +130,10 @@ class CandidateSession:
         det = torch.are_deterministic_algorithms_enabled()
         warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         fill = torch.utils.deterministic.fill_uninitialized_memory
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = True  # torch.empty now holds NaN
+        # Poisoned calls (torch.empty holds NaN) and plain ones are drawn by the judge in secret, so the flags
+        # tell the candidate nothing about which calls are checked.
+        torch.use_deterministic_algorithms(poison, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = poison
         triton_hooks.start_recording()
         try:
             with torch.no_grad(), runtime_guards.guarded(report, self.device, self.thread_baseline):
@@ -142,6 +147,14 @@ class CandidateSession:
             ) from None
         finally:
             launches = triton_hooks.stop_recording()
+            if (
+                torch.utils.deterministic.fill_uninitialized_memory,
+                torch.are_deterministic_algorithms_enabled(),
+            ) != (
+                poison,
+                poison,
+            ):
+                report.tamper.append("the candidate changed the deterministic-algorithms or poisoning flags")
             torch.use_deterministic_algorithms(det, warn_only=warn_only)
             torch.utils.deterministic.fill_uninitialized_memory = fill
         outs = flatten_outputs(out)
@@ -159,7 +172,7 @@ class CandidateSession:
                 if subclassed
                 else "outputs are plain torch.Tensor",
             ),
-            *report.checks(),
+            *report.checks(plain, self.module.__name__),
             self.watch.check(),
         ]
         modules = triton_hooks.launch_modules()
@@ -172,6 +185,7 @@ class CandidateSession:
             checks=checks,
             aliasing=verify.aliased([o for o in plain if o is not None], inputs),
             max_configs=triton_hooks.max_configs(),
+            work={"host_ms": report.work.host_s * 1e3, "ops": float(report.work.ops)},
         )
 
     def clean(self) -> tuple[bool, str]:
@@ -191,6 +205,9 @@ class CandidateSession:
         return True, ""
 
     def unload(self) -> None:
+        from agent.evaluation import guards as runtime_guards
+
+        runtime_guards.end_candidate()
         if self.module is not None:
             sys.modules.pop(self.module.__name__, None)
         self.module = None
@@ -215,8 +232,10 @@ class InProcessRunner:
     def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
         self.session.build(key, seed, init_inputs, state_dict)
 
-    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
-        return self.session.call(key, inputs, where, config)  # the judge passes the very objects
+    def call(
+        self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True
+    ) -> CallResult:
+        return self.session.call(key, inputs, where, config, poison)  # the judge passes the very objects
 
     def model(self, key: str) -> Any:
         return self.session.models[key]
@@ -261,7 +280,9 @@ class RemoteRunner:
         )
         self._request({"op": "build", "key": key, "seed": seed, "path": str(path)})
 
-    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
+    def call(
+        self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True
+    ) -> CallResult:
         import torch
 
         src, dst = self._path("inputs"), self._path("outputs")
@@ -275,6 +296,7 @@ class RemoteRunner:
                 "mode": mode,
                 "config": config,
                 "where": where,
+                "poison": poison,
             }
         )
         try:
@@ -295,6 +317,7 @@ class RemoteRunner:
             checks=[Check.model_validate(c) for c in reply["checks"]],
             aliasing=[(int(i), int(j)) for i, j in reply["aliasing"]],
             max_configs=int(reply["max_configs"]),
+            work={str(k): float(v) for k, v in (reply.get("work") or {}).items()},
         )
 
     def model(self, key: str) -> Any:

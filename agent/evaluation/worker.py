@@ -120,7 +120,9 @@ class _Server:
             inputs = held
         else:
             inputs = loaded
-        result = session.call(key, inputs, msg["where"], int(msg.get("config", 0)))
+        result = session.call(
+            key, inputs, msg["where"], int(msg.get("config", 0)), bool(msg.get("poison", True))
+        )
         torch.save(
             {
                 "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
@@ -138,6 +140,7 @@ class _Server:
             "checks": [c.model_dump() for c in result.checks],
             "aliasing": result.aliasing,
             "max_configs": result.max_configs,
+            "work": result.work,
         }
 
     def op_finish(self, msg: dict[str, Any]) -> dict[str, Any]:
