@@ -286,7 +286,8 @@ class RemoteRunner:
         import torch
 
         src, dst = self._path("inputs"), self._path("outputs")
-        torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
+        if mode != "again":  # "again": the worker calls with the very tensors it holds, untouched
+            torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
         reply = self._request(
             {
                 "op": "call",

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.evaluation import draws
 from agent.evaluation.verdicts import Ledger, Rejected, describe
 from agent.problem import build_model
 from agent.records import Check, EvalRequest, EvalResult, Status, Timings
@@ -48,6 +49,8 @@ CHEATING_CHECKS = (
     "torch-compute",
     "no-triton-kernel",
     "result-cache",
+    "launch-covers-output",
+    "host-compute",
 )
 WARNING_SKIPPED = "warning: not checked: "
 # The other value distributions, x * scale + shift for floating inputs, tried in order.
@@ -90,6 +93,12 @@ class Judge:
         self.rule: str | None = None
         self.phases: dict[str, float] = {}
         self.retuned: list[Any] = []
+        self.rng = (
+            secrets.SystemRandom()
+        )  # which calls are poisoned, how many calls: the candidate can't know
+        self.samples: list[draws.Sample] = []
+        self.call_s: float | None = None  # the fastest candidate call at the small shape
+        self.started = time.monotonic()
 
     @property
     def interpreting(self) -> bool:
@@ -127,9 +136,16 @@ class Judge:
                     # extra draws check at this shape (agent/evaluation/retune.py).
                     with self._phase("retune"):
                         self._retune(*self.last)
+            if self.last is not None:
+                with self._phase("repeated calls"):
+                    self._repeat()
             if self.req.extra_checks:
                 with self._phase("extra draws"):
                     self._extra_checks()
+                with self._phase("larger draws"):
+                    self._larger_draws()
+                self.ledger.add("work", draws.scaling_check(self.samples))
+                self._stop_on_failure()
             self.ledger.add("inputs", Check(name="input-draws", passed=True, detail="; ".join(self.draws)))
             timings = self._time()
         except Rejected as r:
@@ -175,11 +191,32 @@ class Judge:
         self.runner.build(key, seed, init_inputs, model.state_dict())
         return model
 
-    def _call(self, key: str, inputs: list[Any], config: int, where: str, mode: str) -> CallResult:
+    def _call(
+        self, key: str, inputs: list[Any], config: int, where: str, mode: str, poison: bool | None = None
+    ) -> CallResult:
         """mode: "new" (inputs the candidate has not seen), "same" (the very tensors of its last call, holding
-        the values sent), "refresh" (those tensors, refilled in place with new values)."""
+        the values sent), "refresh" (those tensors, refilled in place with new values). `poison`: whether
+        torch.empty holds NaN in this call (drawn at random when not given)."""
+        import torch
+
+        poison = self.rng.random() < 0.5 if poison is None else poison
+        start = time.perf_counter()
         with self._phase("of which: candidate calls"):
-            return self.runner.call(key, inputs, mode, config, where)
+            result = self.runner.call(key, inputs, mode, config, where, poison)
+        spent = time.perf_counter() - start
+        if key == "main":
+            self.call_s = spent if self.call_s is None else min(self.call_s, spent)
+        work = result.work or {}
+        self.samples.append(
+            draws.Sample(
+                where=where.split(", call")[0],
+                elements=sum(x.numel() for x in inputs if isinstance(x, torch.Tensor)),
+                out_bytes=sum(o.nbytes for o in result.outputs if isinstance(o, torch.Tensor)),
+                host_ms=float(work.get("host_ms", 0.0)),
+                ops=float(work.get("ops", 0.0)),
+            )
+        )
+        return result
 
     def _reference(self, model: Any, inputs: list[Any], where: str) -> list[Any]:
         import torch
@@ -220,7 +257,8 @@ class Judge:
         from agent.evaluation import compare as verify
 
         pristine = verify.clone_inputs(inputs)
-        c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same")
+        poison = self.rng.random() < 0.5  # one call of the two poisoned, which one drawn in secret
+        c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same", poison)
         changed1 = verify.changed_inputs(c1.inputs_after, pristine)
         if self.runner.in_process:
             verify.restore_inputs(inputs, pristine, changed1)
@@ -228,7 +266,7 @@ class Judge:
         ref_changed = verify.changed_inputs(inputs, pristine)
         verify.restore_inputs(inputs, pristine, ref_changed)
         self.ref_mutates |= bool(ref_changed)
-        c2 = self._call("main", inputs, config, f"{where}, call 2", "same")
+        c2 = self._call("main", inputs, config, f"{where}, call 2", "same", not poison)
         changed2 = verify.changed_inputs(c2.inputs_after, pristine)
         if self.runner.in_process:
             verify.restore_inputs(inputs, pristine, changed2)
@@ -238,17 +276,7 @@ class Judge:
         for call, c in (("call 1", c1), ("call 2", c2)):
             self._guard_checks(f"{where}, {call}", c)
         for call, c in (("call 1", c1), ("call 2", c2)):
-            add(
-                f"{where}, {call}",
-                Check(
-                    name="no-triton-kernel",
-                    passed=bool(c.own_kernels),
-                    detail=f"launched {', '.join(c.own_kernels)}"
-                    if c.own_kernels
-                    else "no Triton kernel defined in the candidate ran in forward"
-                    + (f" (other kernels: {', '.join(sorted(c.launches))})" if c.launches else ""),
-                ),
-            )
+            add(f"{where}, {call}", _kernel_check(c))
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
             self.kernels = dict(c2.launches)
         ref_aliases = bool(verify.aliased(refs, inputs))
@@ -354,10 +382,12 @@ class Judge:
         what: str,
         refresh: bool = False,
         refs: list[Any] | None = None,
+        poison: bool | None = None,
+        mode: str = "new",
     ) -> None:
         if refs is None:
             refs = self._reference(model, inputs, what)
-        c = self._call(key, inputs, 0, f"{name} ({what})", "refresh" if refresh else "new")
+        c = self._call(key, inputs, 0, f"{name} ({what})", "refresh" if refresh else mode, poison)
         self._guard_checks(f"{name} ({what})", c)
         if not c.own_kernels:
             self.ledger.add(
@@ -382,6 +412,75 @@ class Judge:
         )
         self._stop_on_failure()
 
+    def _repeat(self) -> None:
+        """Calls go on well past any small counter, and how many is drawn: 40 to 72 more calls, at a tiny
+        shape (every shape global at most `draws.TINY`) when the reference runs there, 3 of them (and the
+        last) compared; the extra draws that follow come later still."""
+        assert self.last is not None
+        model, _, inputs = self.last
+        key = "main"
+        tiny = draws.tiny(dict(self.req.problem.small_shapes)) if self.req.small else None
+        if tiny is not None:
+            prepared = self._prepare_shape(
+                "repeated calls", tiny, ", ".join(f"{k}={v}" for k, v in tiny.items())
+            )
+            if prepared is not None:
+                model, inputs, key = prepared[0], prepared[1], "alt"
+        n = self.rng.randint(50, 80)
+        compared = set(self.rng.sample(range(n - 1), 3)) | {n - 1}
+        refs: list[Any] = []
+        for i in range(n):
+            where = f"repeated calls, call {i + 1} of {n}"
+            # the very tensors again, untouched: what a timing loop does (a cache keyed on the tensor hits)
+            c = self._call(key, inputs, 0, where, "again" if i else "new")
+            self._guard_checks(where, c)
+            self.ledger.add(where, _kernel_check(c))
+            self._stop_on_failure()
+            if i not in compared:
+                continue
+            if not refs:
+                refs = self._reference(model, inputs, "repeated calls")
+            failed = [ch for ch in self._compare(c.outputs, refs).checks if not ch.passed]
+            self.ledger.add(
+                where,
+                Check(
+                    name="repeated-calls",
+                    passed=not failed,
+                    detail=f"{failed[0].name}: {failed[0].detail}"
+                    if failed
+                    else f"{n} more calls; calls {', '.join(str(k + 1) for k in sorted(compared))} match",
+                ),
+            )
+            self._stop_on_failure()
+
+    def _larger_draws(self) -> None:
+        """One draw per dimension at its real size (the others small) and one above each threshold the
+        source compares against, within the bounds of `agent.evaluation.draws`."""
+        import torch
+
+        from agent.problem import ProblemError, load_reference
+
+        spec = self.req.problem
+        if not self.req.small or not spec.small_shapes or self.last is None:
+            return
+        try:
+            real = {k: getattr(load_reference(spec, small=False), k) for k in spec.small_shapes}
+        except (ProblemError, AttributeError) as e:
+            self._skip("larger-shape", f"the reference's real sizes could not be read ({e})")
+            return
+        in_bytes = sum(t.nbytes for t in self.last[2] if isinstance(t, torch.Tensor))
+        budget = draws.DRAW_BUDGET_S
+        for why, shape in draws.plans(
+            dict(spec.small_shapes), real, draws.thresholds(self.req.candidate_source)
+        ):
+            start = time.monotonic()
+            skip = draws.affordable(dict(spec.small_shapes), shape, in_bytes, self.call_s or 1.0, budget)
+            if skip:
+                self._skip("larger-shape", f"{why}: {skip}")
+                continue
+            self._shape_draw("larger-shape", shape, why, calls=2)
+            budget -= time.monotonic() - start
+
     def _skip(self, name: str, why: str) -> None:
         self.ledger.add("extra draws", Check(name=name, passed=True, detail=f"{WARNING_SKIPPED}{why}"))
 
@@ -397,26 +496,52 @@ class Judge:
         return alt if alt != dict(spec.small_shapes) else None
 
     def _other_shape(self) -> None:
-        from agent.problem import ProblemError, load_reference
-
         alt = self._alt_shapes()
         if alt is None:
             self._skip("other-shape", "the problem names no shape globals to vary (small_shapes)")
             return
-        what = ", ".join(f"{k}={v}" for k, v in alt.items())
+        self._shape_draw("other-shape", alt, ", ".join(f"{k}={v}" for k, v in alt.items()))
+
+    def _prepare_shape(
+        self, name: str, shape: dict[str, int | float], what: str
+    ) -> tuple[Any, list[Any], str] | None:
+        """The reference Model, inputs and the candidate's "alt" model at other shape globals, or None (and a
+        warning) when the reference fails there."""
+        from agent.problem import ProblemError, load_reference
+
         try:
             module = load_reference(self.req.problem, small=False)
-            for k, v in alt.items():
+            for k, v in shape.items():
                 setattr(module, k, v)
             seed = (self.req.seeds or [0])[0]
             model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
-            inputs = self._draw(module, f"other-shape {what}")
-            refs = self._reference(model, inputs, f"other shape {what}")
+            inputs = self._draw(module, f"{name} {what}")
+            self._reference(model, inputs, f"{name} {what}")
         except (ProblemError, Rejected) as e:
-            self._skip("other-shape", f"the reference fails at {what} ({e})")
-            return
+            self._skip(name, f"the reference fails at {what} ({e})")
+            return None
         self.runner.build("alt", seed, init_inputs, model.state_dict())
-        self._extra("other-shape", model, "alt", inputs, what, refs=refs)
+        return model, inputs, "alt"
+
+    def _shape_draw(self, name: str, shape: dict[str, int | float], what: str, calls: int = 1) -> None:
+        """The candidate at other shape globals, against the reference there (`calls` calls, one poisoned)."""
+        prepared = self._prepare_shape(name, shape, what)
+        if prepared is None:
+            return
+        model, inputs, _ = prepared
+        refs = self._reference(model, inputs, f"{name} {what}")
+        poison = self.rng.random() < 0.5
+        for i in range(calls):
+            self._extra(
+                name,
+                model,
+                "alt",
+                inputs,
+                what,
+                refs=refs,
+                poison=poison != (i == 1),
+                mode="same" if i else "new",
+            )
 
     def _stop_on_failure(self) -> None:
         failures = self.ledger.failures()
@@ -516,6 +641,17 @@ class Judge:
             return float(eval(expr, {}, dict(vars(self.ref_module))))
         except Exception:
             return None
+
+
+def _kernel_check(c: CallResult) -> Check:
+    return Check(
+        name="no-triton-kernel",
+        passed=bool(c.own_kernels),
+        detail=f"launched {', '.join(c.own_kernels)}"
+        if c.own_kernels
+        else "no Triton kernel defined in the candidate ran in forward"
+        + (f" (other kernels: {', '.join(sorted(c.launches))})" if c.launches else ""),
+    )
 
 
 def _max(a: float | None, b: float | None) -> float | None:

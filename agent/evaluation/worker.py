@@ -105,11 +105,18 @@ class _Server:
         session = self.session
         assert session is not None
         key, mode = msg["key"], msg["mode"]
+        held = session.inputs.get(key)
+        if mode == "again" and held is not None:  # the very tensors of the last call, untouched
+            return self._reply(
+                session.call(
+                    key, held, msg["where"], int(msg.get("config", 0)), bool(msg.get("poison", True))
+                ),
+                msg,
+            )
         loaded = [
             x.to(session.device) if isinstance(x, torch.Tensor) else x
             for x in torch.load(msg["inputs"], weights_only=True)
         ]
-        held = session.inputs.get(key)
         if mode in ("same", "refresh") and held is not None and len(held) == len(loaded):
             # the same objects as before (same data pointers), holding the values just sent
             for x, new in zip(held, loaded, strict=True):
@@ -123,6 +130,11 @@ class _Server:
         result = session.call(
             key, inputs, msg["where"], int(msg.get("config", 0)), bool(msg.get("poison", True))
         )
+        return self._reply(result, msg)
+
+    def _reply(self, result: Any, msg: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
         torch.save(
             {
                 "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
