@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent import options as opt
 from agent.problem import ProblemError, load_problem
-from agent.records import EvalResult, Status
+from agent.records import EvalResult
 
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
@@ -259,8 +259,10 @@ def check(
     timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
 ) -> None:
-    """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
+    """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem, 3 when
+    the CPU cannot decide (a GPU-only branch)."""
     from agent.evaluation.evaluate import evaluate
+    from agent.evaluation.verdicts import exit_code
     from agent.report.tables import HEADERS, result_cells
 
     spec = _load(problem)
@@ -279,7 +281,7 @@ def check(
             console.print(
                 "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[5:], result_cells(result), strict=True))
             )
-    raise typer.Exit(0 if result.status == Status.ACCEPTED else 1)
+    raise typer.Exit(exit_code(result.status))
 
 
 @app.command()

@@ -149,10 +149,31 @@ def evaluate(
             result = to_result(outcome, limit)
     if static and not decided_statically:
         result.checks += static_evidence(problem, source)
+    if cpu and result.status == Status.ACCEPTED:
+        result = _undecided_on_cpu(result, source)
     result.device = device
     result.interpreter = cpu
     result.wall_s = _time.perf_counter() - start
     return result
+
+
+def _undecided_on_cpu(result: EvalResult, source: str) -> EvalResult:
+    """An accepted CPU result becomes UNDECIDED when a device or interpreter branch does other work in the
+    arm the CPU never runs."""
+    from agent.evaluation.verdicts import undecided
+
+    found = undecided(source)
+    if found is None:
+        return result
+    reason, checks = found
+    return result.model_copy(
+        update={
+            "status": Status.UNDECIDED,
+            "reason": reason,
+            "rule": "device-branch",
+            "checks": result.checks + checks,
+        }
+    )
 
 
 def _harness_failed(result: EvalResult) -> bool:
