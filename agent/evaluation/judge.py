@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.evaluation import draws
+from agent.evaluation.judge_draws import ExtraDraws, kernel_check
 from agent.evaluation.verdicts import Ledger, Rejected, describe
 from agent.problem import build_model
 from agent.records import Check, EvalRequest, EvalResult, Status, Timings
@@ -52,9 +53,6 @@ CHEATING_CHECKS = (
     "launch-covers-output",
     "host-compute",
 )
-WARNING_SKIPPED = "warning: not checked: "
-# The other value distributions, x * scale + shift for floating inputs, tried in order.
-DISTRIBUTIONS = ((100.0, 3.0), (4.0, 1.0))
 
 
 # --- building the problem's side (the judge) -------------------------------------------------------
@@ -74,7 +72,7 @@ def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
 # --- the judge --------------------------------------------------------------------------------------
 
 
-class Judge:
+class Judge(ExtraDraws):
     """Decides on one candidate, with the reference on its side and the candidate behind a runner."""
 
     def __init__(self, request: EvalRequest, runner: Any, ref_module: Any = None):
@@ -276,7 +274,7 @@ class Judge:
         for call, c in (("call 1", c1), ("call 2", c2)):
             self._guard_checks(f"{where}, {call}", c)
         for call, c in (("call 1", c1), ("call 2", c2)):
-            add(f"{where}, {call}", _kernel_check(c))
+            add(f"{where}, {call}", kernel_check(c))
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
             self.kernels = dict(c2.launches)
         ref_aliases = bool(verify.aliased(refs, inputs))
@@ -325,224 +323,6 @@ class Judge:
                 [Check(name="values", passed=False, detail=f"could not compare: {describe(e)}")]
             )
 
-    # --- extra draws: result caches, another value distribution, another shape ---
-
-    def _extra_checks(self) -> None:
-        if self.ref_mutates:
-            self._skip("result-cache", "the reference changes its inputs, so extra draws are not made")
-            return
-        assert self.last is not None
-        model, _, inputs = self.last
-        # 1. New values written into the very tensors of the last call (same objects, same pointers).
-        import torch
-
-        new = self._draw(self.ref_module, "result-cache, same tensors")
-        for x, n in zip(inputs, new, strict=True):
-            if isinstance(x, torch.Tensor):
-                x.copy_(n)
-        del new
-        self._extra(
-            "result-cache", model, "main", inputs, "same input tensors refilled with new values", refresh=True
-        )
-        # 2. Fresh tensors (new objects, new values).
-        fresh = self._draw(self.ref_module, "result-cache, new tensors")
-        self._extra("result-cache", model, "main", fresh, "new input tensors with new values")
-        del fresh
-        # 3. Another value distribution (floating inputs only): the first of DISTRIBUTIONS on which the
-        #    reference stays finite (x * 100 + 3 overflows an fp16 matmul, for one).
-        self._other_distribution(model)
-        # 4. Another shape.
-        self._other_shape()
-
-    def _other_distribution(self, model: Any) -> None:
-        import torch
-
-        for scale, shift in DISTRIBUTIONS:
-            what = f"floating inputs drawn as x * {scale:g} + {shift:g}"
-            scaled = self._draw(self.ref_module, f"other-distribution x * {scale:g} + {shift:g}")
-            floats = [t for t in scaled if isinstance(t, torch.Tensor) and t.is_floating_point()]
-            if not floats:
-                self._skip("other-distribution", "no floating inputs")
-                return
-            for t in floats:
-                t.mul_(scale).add_(shift)
-            refs = self._reference(model, scaled, what)
-            if all(bool(torch.isfinite(r).all()) for r in refs if r.is_floating_point()):
-                self._extra("other-distribution", model, "main", scaled, what, refs=refs)
-                return
-            del scaled, floats, refs
-        self._skip("other-distribution", "the reference is not finite on any of the scaled distributions")
-
-    def _extra(
-        self,
-        name: str,
-        model: Any,
-        key: str,
-        inputs: list[Any],
-        what: str,
-        refresh: bool = False,
-        refs: list[Any] | None = None,
-        poison: bool | None = None,
-        mode: str = "new",
-    ) -> None:
-        if refs is None:
-            refs = self._reference(model, inputs, what)
-        c = self._call(key, inputs, 0, f"{name} ({what})", "refresh" if refresh else mode, poison)
-        self._guard_checks(f"{name} ({what})", c)
-        if not c.own_kernels:
-            self.ledger.add(
-                f"{name} ({what})",
-                Check(
-                    name="no-triton-kernel",
-                    passed=False,
-                    detail="no Triton kernel defined in the candidate ran",
-                ),
-            )
-        cmp = self._compare(c.outputs, refs)
-        failed = [ch for ch in cmp.checks if not ch.passed]
-        self.ledger.add(
-            what,
-            Check(
-                name=name,
-                passed=not failed,
-                detail=f"{failed[0].name}: {failed[0].detail}"
-                if failed
-                else f"outputs match the reference ({what})",
-            ),
-        )
-        self._stop_on_failure()
-
-    def _repeat(self) -> None:
-        """Calls go on well past any small counter, and how many is drawn: 40 to 72 more calls, at a tiny
-        shape (every shape global at most `draws.TINY`) when the reference runs there, 3 of them (and the
-        last) compared; the extra draws that follow come later still."""
-        assert self.last is not None
-        model, _, inputs = self.last
-        key = "main"
-        tiny = draws.tiny(dict(self.req.problem.small_shapes)) if self.req.small else None
-        if tiny is not None:
-            prepared = self._prepare_shape(
-                "repeated calls", tiny, ", ".join(f"{k}={v}" for k, v in tiny.items())
-            )
-            if prepared is not None:
-                model, inputs, key = prepared[0], prepared[1], "alt"
-        n = self.rng.randint(50, 80)
-        compared = set(self.rng.sample(range(n - 1), 3)) | {n - 1}
-        refs: list[Any] = []
-        for i in range(n):
-            where = f"repeated calls, call {i + 1} of {n}"
-            # the very tensors again, untouched: what a timing loop does (a cache keyed on the tensor hits)
-            c = self._call(key, inputs, 0, where, "again" if i else "new")
-            self._guard_checks(where, c)
-            self.ledger.add(where, _kernel_check(c))
-            self._stop_on_failure()
-            if i not in compared:
-                continue
-            if not refs:
-                refs = self._reference(model, inputs, "repeated calls")
-            failed = [ch for ch in self._compare(c.outputs, refs).checks if not ch.passed]
-            self.ledger.add(
-                where,
-                Check(
-                    name="repeated-calls",
-                    passed=not failed,
-                    detail=f"{failed[0].name}: {failed[0].detail}"
-                    if failed
-                    else f"{n} more calls; calls {', '.join(str(k + 1) for k in sorted(compared))} match",
-                ),
-            )
-            self._stop_on_failure()
-
-    def _larger_draws(self) -> None:
-        """One draw per dimension at its real size (the others small) and one above each threshold the
-        source compares against, within the bounds of `agent.evaluation.draws`."""
-        import torch
-
-        from agent.problem import ProblemError, load_reference
-
-        spec = self.req.problem
-        if not self.req.small or not spec.small_shapes or self.last is None:
-            return
-        try:
-            real = {k: getattr(load_reference(spec, small=False), k) for k in spec.small_shapes}
-        except (ProblemError, AttributeError) as e:
-            self._skip("larger-shape", f"the reference's real sizes could not be read ({e})")
-            return
-        in_bytes = sum(t.nbytes for t in self.last[2] if isinstance(t, torch.Tensor))
-        budget = draws.DRAW_BUDGET_S
-        for why, shape in draws.plans(
-            dict(spec.small_shapes), real, draws.thresholds(self.req.candidate_source)
-        ):
-            start = time.monotonic()
-            skip = draws.affordable(dict(spec.small_shapes), shape, in_bytes, self.call_s or 1.0, budget)
-            if skip:
-                self._skip("larger-shape", f"{why}: {skip}")
-                continue
-            self._shape_draw("larger-shape", shape, why, calls=2)
-            budget -= time.monotonic() - start
-
-    def _skip(self, name: str, why: str) -> None:
-        self.ledger.add("extra draws", Check(name=name, passed=True, detail=f"{WARNING_SKIPPED}{why}"))
-
-    def _alt_shapes(self) -> dict[str, int | float] | None:
-        spec = self.req.problem
-        if not spec.small_shapes:
-            return None
-        if not self.req.small:
-            return dict(spec.small_shapes)  # the full-size run: the small shapes are the other shape
-        alt: dict[str, int | float] = {}
-        for k, v in spec.small_shapes.items():
-            alt[k] = v + v // 3 + 1 if isinstance(v, int) and not isinstance(v, bool) and v > 0 else v
-        return alt if alt != dict(spec.small_shapes) else None
-
-    def _other_shape(self) -> None:
-        alt = self._alt_shapes()
-        if alt is None:
-            self._skip("other-shape", "the problem names no shape globals to vary (small_shapes)")
-            return
-        self._shape_draw("other-shape", alt, ", ".join(f"{k}={v}" for k, v in alt.items()))
-
-    def _prepare_shape(
-        self, name: str, shape: dict[str, int | float], what: str
-    ) -> tuple[Any, list[Any], str] | None:
-        """The reference Model, inputs and the candidate's "alt" model at other shape globals, or None (and a
-        warning) when the reference fails there."""
-        from agent.problem import ProblemError, load_reference
-
-        try:
-            module = load_reference(self.req.problem, small=False)
-            for k, v in shape.items():
-                setattr(module, k, v)
-            seed = (self.req.seeds or [0])[0]
-            model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
-            inputs = self._draw(module, f"{name} {what}")
-            self._reference(model, inputs, f"{name} {what}")
-        except (ProblemError, Rejected) as e:
-            self._skip(name, f"the reference fails at {what} ({e})")
-            return None
-        self.runner.build("alt", seed, init_inputs, model.state_dict())
-        return model, inputs, "alt"
-
-    def _shape_draw(self, name: str, shape: dict[str, int | float], what: str, calls: int = 1) -> None:
-        """The candidate at other shape globals, against the reference there (`calls` calls, one poisoned)."""
-        prepared = self._prepare_shape(name, shape, what)
-        if prepared is None:
-            return
-        model, inputs, _ = prepared
-        refs = self._reference(model, inputs, f"{name} {what}")
-        poison = self.rng.random() < 0.5
-        for i in range(calls):
-            self._extra(
-                name,
-                model,
-                "alt",
-                inputs,
-                what,
-                refs=refs,
-                poison=poison != (i == 1),
-                mode="same" if i else "new",
-            )
-
     def _stop_on_failure(self) -> None:
         failures = self.ledger.failures()
         if not failures:
@@ -580,9 +360,10 @@ class Judge:
                     watch = getattr(getattr(self.runner, "session", None), "watch", None)
                     if watch is not None and verify.triton_environment() != env:
                         watch.accept([verify.TRITON_ENV])  # torch.compile's own settings, not the candidate's
+            sampler = _TimedSampler(new_model, self.rng)
             with self._phase("timing"):
                 t = timing.time_models(
-                    new_model,
+                    sampler,
                     model,
                     inputs,
                     reps=self.req.timing_reps,
@@ -595,7 +376,28 @@ class Judge:
             raise Rejected(Status.CRASHED, f"while timing: {describe(e)}") from None
         t.retuned = self.retuned
         self.ledger.add("timing", timing.plausibility(t))
+        self._check_timed(model, inputs, sampler)
         return t
+
+    def _check_timed(self, model: Any, inputs: list[Any], sampler: _TimedSampler) -> None:
+        """Outputs of timed calls drawn at random, against the reference: a candidate honest only while
+        checked is wrong here."""
+        from agent.problem import flatten_outputs
+
+        if not sampler.kept:
+            return
+        refs = self._reference(model, inputs, "timed calls")
+        for i, out in sampler.kept:
+            failed = [c for c in self._compare(flatten_outputs(out), refs).checks if not c.passed]
+            self.ledger.add(
+                f"timed call {i}",
+                Check(
+                    name="timed-calls",
+                    passed=not failed,
+                    detail=f"{failed[0].name}: {failed[0].detail}" if failed else "matches the reference",
+                ),
+            )
+        self._stop_on_failure()
 
     def _retune(self, model: Any, new_model: Any, inputs: list[Any]) -> None:
         """Re-choose each autotuned kernel's config by the judge's own timing (`agent.evaluation.retune`)."""
@@ -643,15 +445,22 @@ class Judge:
             return None
 
 
-def _kernel_check(c: CallResult) -> Check:
-    return Check(
-        name="no-triton-kernel",
-        passed=bool(c.own_kernels),
-        detail=f"launched {', '.join(c.own_kernels)}"
-        if c.own_kernels
-        else "no Triton kernel defined in the candidate ran in forward"
-        + (f" (other kernels: {', '.join(sorted(c.launches))})" if c.launches else ""),
-    )
+class _TimedSampler:
+    """The candidate as the timing loop calls it; keeps the outputs of up to 3 calls drawn at random."""
+
+    def __init__(self, model: Any, rng: Any, keep: int = 3, chance: float = 0.05):
+        self.model, self.rng, self.keep, self.chance = model, rng, keep, chance
+        self.calls = 0
+        self.kept: list[tuple[int, Any]] = []
+
+    def __call__(self, *args: Any) -> Any:
+        from agent.problem import flatten_outputs
+
+        out = self.model(*args)
+        self.calls += 1
+        if len(self.kept) < self.keep and self.rng.random() < self.chance:
+            self.kept.append((self.calls, [o.clone() for o in flatten_outputs(out)]))
+        return out
 
 
 def _max(a: float | None, b: float | None) -> float | None:
