@@ -22,7 +22,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import sysconfig
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -95,10 +97,34 @@ def snapshot_trusted() -> None:
     }
 
 
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(
+        {os.path.realpath(paths[k]) + os.sep for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    )
+
+
+_INSTALLED = _installed_roots()
+
+
+def _late_module(g: dict) -> str | None:
+    """The file of a module of an installed package imported after the snapshot (torch and Triton import
+    parts of themselves lazily) whose globals `g` are, else None."""
+    module = sys.modules.get(str(g.get("__name__")))
+    path = str(getattr(module, "__file__", None) or "")
+    if module is None or vars(module) is not g or not os.path.realpath(path).startswith(_INSTALLED):
+        return None
+    TRUST.modules[id(g)] = path
+    return path
+
+
 def trusted_frame(frame: Any) -> bool:
-    path = TRUST.modules.get(id(frame.f_globals))
+    g = frame.f_globals
+    path = TRUST.modules.get(id(g))
     if path is None:
-        return False
+        path = _late_module(g)
+        if path is None:
+            return False
     return not path or frame.f_code.co_filename == path
 
 

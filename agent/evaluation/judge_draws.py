@@ -128,7 +128,7 @@ class ExtraDraws:
         self._stop_on_failure()
 
     def _repeat(self) -> None:
-        """Calls go on well past any small counter, and how many is drawn: 40 to 72 more calls, at a tiny
+        """Calls go on well past any small counter, and how many is drawn: 48 to 64 more calls, at a tiny
         shape (every shape global at most `draws.TINY`) when the reference runs there, 3 of them (and the
         last) compared; the extra draws that follow come later still."""
         assert self.last is not None
@@ -141,7 +141,7 @@ class ExtraDraws:
             )
             if prepared is not None:
                 model, inputs, key = prepared[0], prepared[1], "alt"
-        n = self.rng.randint(50, 80)
+        n = self.rng.randint(48, 64)
         compared = set(self.rng.sample(range(n - 1), 3)) | {n - 1}
         refs: list[Any] = []
         for i in range(n):
@@ -184,7 +184,10 @@ class ExtraDraws:
             self._skip("larger-shape", f"the reference's real sizes could not be read ({e})")
             return
         in_bytes = sum(t.nbytes for t in self.last[2] if isinstance(t, torch.Tensor))
+        deadline = getattr(self.runner, "deadline", None)  # the evaluation's time limit, when it has one
         budget = draws.DRAW_BUDGET_S
+        if deadline is not None:
+            budget = min(budget, (deadline - time.monotonic()) * 0.5)
         for why, shape in draws.plans(
             dict(spec.small_shapes), real, draws.thresholds(self.req.candidate_source)
         ):

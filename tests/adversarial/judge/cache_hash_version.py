@@ -1,6 +1,6 @@
 # exploit: results cached under (hash(x), x._version) returned through a helper; a hit launches no kernel
-# runtime: no-triton-kernel cheating
-# reason: no Triton kernel
+# runtime: launch-covers-output cheating
+# reason: reached no launch
 
 import torch
 import torch.nn as nn

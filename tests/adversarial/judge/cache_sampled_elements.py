@@ -1,7 +1,7 @@
 # exploit: results cached under 4 sampled elements; a hit (the same tensor again, as in a timing loop)
 #   launches no kernel
-# runtime: no-triton-kernel cheating
-# reason: no Triton kernel
+# runtime: launch-covers-output cheating
+# reason: reached no launch
 
 import torch
 import torch.nn as nn
