@@ -47,8 +47,9 @@ class Sample:
     ops: float
 
 
-def thresholds(source: str) -> list[int]:
-    """Integers compared against in the candidate's host code (not inside `@triton.jit` functions)."""
+def thresholds(source: str) -> list[tuple[int, frozenset[str]]]:
+    """Integers compared against in the candidate's host code (not inside `@triton.jit` functions), each
+    with the names the comparison reads (`K >= 1024` -> (1024, {"K"}))."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -57,37 +58,43 @@ def thresholds(source: str) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in node.decorator_list):
             kernels |= set(ast.walk(node))
-    found: set[int] = set()
+    found: dict[int, set[str]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and node not in kernels:
+            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             for part in (node.left, *node.comparators):
                 if isinstance(part, ast.Constant) and type(part.value) is int and part.value > 1:
-                    found.add(part.value)
-    return sorted(found)
+                    found.setdefault(part.value, set()).update(names)
+    return sorted((c, frozenset(names)) for c, names in found.items())
 
 
 def plans(
-    small: dict[str, int | float], real: dict[str, int | float], limits: list[int]
+    small: dict[str, int | float], real: dict[str, int | float], limits: list[tuple[int, frozenset[str]]]
 ) -> list[tuple[str, dict[str, int | float]]]:
-    """(why, shape globals) for each larger draw, cheapest first."""
-    out: list[tuple[str, dict[str, int | float]]] = []
+    """(why, shape globals) for each larger draw: above each threshold first (on the dimension the
+    comparison names, else on each), then each dimension at its real size; cheapest first in each group."""
+    above: list[tuple[str, dict[str, int | float]]] = []
+    at_real: list[tuple[str, dict[str, int | float]]] = []
     seen: set[tuple] = set()
+
+    def add(group: list, why: str, shape: dict[str, int | float]) -> None:
+        sig = tuple(sorted(shape.items()))
+        if sig not in seen:
+            seen.add(sig)
+            group.append((why, shape))
+
     for key, value in small.items():
         top = real.get(key)
         if not _dim(value) or not _dim(top) or top <= value:
             continue
-        options = [(f"{key} at its real size {top}", top)] + [
-            (f"{key}={c + 1}, above the threshold {c} in the source", c + 1)
-            for c in limits
-            if value <= c < top
-        ]
-        for why, v in options:
-            shape = {**small, key: v}
-            sig = tuple(sorted(shape.items()))
-            if sig not in seen:
-                seen.add(sig)
-                out.append((why, shape))
-    return sorted(out, key=lambda p: _ratio(small, p[1]))
+        for c, names in limits:
+            named = {n.lower() for n in names} & {k.lower() for k in small}
+            if value <= c < top and (not named or key.lower() in named):
+                add(above, f"{key}={c + 1}, above the threshold {c} in the source", {**small, key: c + 1})
+        add(at_real, f"{key} at its real size {top}", {**small, key: top})
+    return sorted(above, key=lambda p: _ratio(small, p[1])) + sorted(
+        at_real, key=lambda p: _ratio(small, p[1])
+    )
 
 
 def _dim(v: object) -> bool:
