@@ -2,7 +2,7 @@
 #   the real K
 # problem: kernels/matmul_fp16
 # runtime: larger-shape incorrect
-# reason: threshold 1023
+# reason: above the threshold 1024
 
 import torch
 import torch.nn as nn
