@@ -13,8 +13,31 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent import options as opt
+from agent.config import RunOptions
+from agent.evaluation.evaluate import evaluate
+from agent.pipeline import PipelineError, PipelineOutcome, resume_point
 from agent.problem import ProblemError, load_problem
+from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
+from agent.profiling.read import ranked_rules, read_report, seed_json
+from agent.profiling.target import ProfileCandidate
+from agent.prompt.gpus import find_gpu, resolve_gpu
+from agent.prompt.render import PromptContext, render_prompt
+from agent.prompt.stages import load_stage
 from agent.records import EvalResult
+from agent.report.batch import batch_run_dirs, is_batch_dir
+from agent.report.data import is_run_dir, load_run_dir
+from agent.report.export import (
+    batch_table,
+    compare_table,
+    diff_text,
+    export_rows,
+    find_candidate,
+    to_csv,
+    to_json,
+)
+from agent.report.tables import HEADERS, history_table, result_cells
+from agent.run_setup import NOTHING_RAN, ProblemRun, RunSetupError, outcome_notes, plan_run, run_one
+from agent.store import Store
 
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
@@ -33,6 +56,44 @@ ProblemArg = Annotated[
         "file, or the name of a bundled problem."
     ),
 ]
+
+
+_EVALUATING = {"run", "check", "batch", "experiment"}
+
+
+@app.callback()
+def _start(
+    ctx: typer.Context,
+    require_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--require-sandbox",
+            envvar="NCU_AGENT_REQUIRE_SANDBOX",
+            help="Refuse to run candidates without bubblewrap's sandbox (see docs/anticheat.md).",
+        ),
+    ] = False,
+) -> None:
+    """Before any command: the LLM key out of reach of what runs later (agent.secrets), the boxes of
+    workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode checked."""
+    import os
+
+    from agent.evaluation import confine
+    from agent.secrets import protect_process
+
+    protect_process()
+    confine.sweep()
+    if ctx.invoked_subcommand not in _EVALUATING:
+        return
+    from agent.evaluation.lockdown import planted_bytecode
+
+    for pyc in planted_bytecode():
+        pyc.unlink(missing_ok=True)
+        err.print(f"[yellow]warning:[/yellow] removed {pyc}: bytecode that does not come from its source")
+    if require_sandbox:
+        os.environ["NCU_AGENT_REQUIRE_SANDBOX"] = "1"  # a batch's jobs are this tool again
+        isolation = confine.isolation()
+        if not isolation.full:
+            raise _fail(f"--require-sandbox: isolation is {isolation.label}")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -107,54 +168,25 @@ def _banner(
     console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
     console.print(f"  proposer: {proposer}")
     console.print(f"  LLM: {llm}")
+    from agent.evaluation.confine import isolation
+
+    console.print(f"  isolation: {isolation().label}")
 
 
 @app.command()
+@opt.run_options_command()
 def run(
     problem: ProblemArg,
-    stages: opt.Stages = None,
     from_stage: Annotated[
         str | None, typer.Option(help="Resume the pipeline at this stage (with --run-dir of an earlier run).")
     ] = None,
-    gpu: opt.Gpu = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where records go (default runs/PROBLEM-TIME).")
     ] = None,
-    metric_set: opt.MetricSet = None,
-    profile: opt.Profile = True,
-    search: opt.Search = "coordinate",
-    eval_timeout: opt.EvalTimeout = None,
-    max_iterations: opt.MaxIterations = None,
-    min_gain: opt.MinGain = 0.01,
-    no_gain_tries: opt.NoGainTries = 16,
-    roofline_target: opt.RooflineTarget = 90.0,
-    llm: opt.Llm = False,
-    model: opt.Model = None,
-    base_url: opt.BaseUrl = None,
-    config: opt.Config = None,
-    samples: opt.Samples = None,
-    temperature: opt.Temperature = None,
-    max_tokens: opt.MaxTokens = None,
-    timeout: opt.Timeout = None,
-    max_requests: opt.MaxRequests = None,
-    max_tokens_total: opt.MaxTokensTotal = None,
-    no_cache: opt.NoCache = False,
+    *,
+    options: RunOptions,
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel."""
-    options = opt.run_options(locals(), config)  # first: locals() are the flags here
-    from agent.loop import StartingKernelRejected
-    from agent.pipeline import PipelineError, resume_point
-    from agent.report.tables import history_table
-    from agent.run_setup import (
-        RunSetupError,
-        loop_settings,
-        outcome_notes,
-        plan_run,
-        run_planned,
-        run_record,
-    )
-    from agent.store import Store
-
     spec = _load(problem)
     if spec.kernel_path is None:
         raise _fail(
@@ -179,51 +211,24 @@ def run(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open_dir(run_dir)
-    llm_proposer = None
-    if llm:
-        from agent.proposers.llm import LLMProposer
-
-        llm_proposer = LLMProposer(plan.llm_settings, store)
     start_path = resume_from or spec.kernel_path
-    run_id = store.start_run(
-        spec.name,
-        device,
-        plan.target.name,
-        plan.proposer_label,
-        llm_line,
-        run_record(plan, str(problem), start_path),
-    )
     console.print(f"  records: {run_dir / Store.FILENAME}; starting from {start_path}")
-    try:
-        outcome = run_planned(
-            plan,
-            spec,
-            start_path.read_text(),
-            llm_proposer,
-            store,
-            run_id,
-            loop_settings(plan, device, run_dir),
-            RichReporter(),
-        )
-    except StartingKernelRejected as e:
-        store.finish_run(run_id, "failed", str(e))
-        raise _fail(f"the starting kernel was rejected: {e}", 1) from None
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted")
-        raise
-    finally:
-        if llm_proposer is not None:
-            llm_proposer.close()
+    end = run_one(
+        ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), problem=str(problem))
+    )
+    if end.outcome is None:
+        raise _fail(end.reason, 1)
+    _summary(
+        f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}", store, end.run_id, end.outcome, device
+    )
+    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
+
+
+def _summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, device: str) -> None:
+    """The run's history table, its notes, and the best kernel against the start."""
     last, first = outcome.last, outcome.first
     notes = outcome_notes(outcome)
-    store.finish_run(run_id, last.stopped_by if last else "done", "; ".join(notes))
-    console.print(
-        history_table(
-            store.history(run_id),
-            f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}",
-            last.best.cand_id if last else None,
-        )
-    )
+    console.print(history_table(store.history(run_id), title, last.best.cand_id if last else None))
     if device == "cpu":
         notes.append(
             "no GPU: candidates were checked for correctness in Triton's interpreter but cannot be timed, "
@@ -232,7 +237,7 @@ def run(
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if last is None or first is None:
-        raise _fail("no stage ran: nothing could propose candidates", 1)
+        raise _fail(NOTHING_RAN, 1)
     evaluations = sum(o.evaluations for _, o, _ in outcome.stages if o is not None)
     if last.best.median_ms is not None and first.start.median_ms is not None:
         t = last.best.result.timings
@@ -246,7 +251,6 @@ def run(
             f"best: #{last.best.cand_id} {last.best.median_ms:.3f} ms (start {first.start.median_ms:.3f} ms; "
             f"{ratios} in its own run{roof}) after {evaluations} evaluations"
         )
-    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
 
 
 @app.command()
@@ -261,9 +265,7 @@ def check(
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem, 3 when
     the CPU cannot decide (a GPU-only branch)."""
-    from agent.evaluation.evaluate import evaluate
     from agent.evaluation.verdicts import exit_code
-    from agent.report.tables import HEADERS, result_cells
 
     spec = _load(problem)
     result = evaluate(spec, candidate.read_text(), _device(), seeds=tuple(range(seeds)), timeout_s=timeout)
@@ -295,9 +297,6 @@ def render(
     ] = None,
 ) -> None:
     """Print the prompt a stage would send for a problem."""
-    from agent.prompt.gpus import find_gpu, resolve_gpu
-    from agent.prompt.render import PromptContext, render_prompt
-    from agent.prompt.stages import load_stage
 
     spec = _load(problem)
     source_path = code or spec.kernel_path
@@ -339,9 +338,6 @@ def profile(
     out_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("runs/profiles"),
 ) -> None:
     """Profile one candidate with ncu, or print the metrics of an existing report (works without a GPU)."""
-    from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
-    from agent.profiling.read import ranked_rules, read_report, seed_json
-    from agent.profiling.target import ProfileCandidate
 
     try:
         mset = load_metric_set(metric_set)
@@ -382,8 +378,6 @@ def show(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
 ) -> None:
     """Print a run's history table."""
-    from agent.report.tables import history_table
-    from agent.store import Store
 
     if not (run_dir / Store.FILENAME).exists():
         raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
@@ -421,10 +415,7 @@ def report(
 
     from rich.progress import TimeRemainingColumn
 
-    from agent.report.batch import batch_run_dirs, is_batch_dir
-    from agent.report.data import is_run_dir
-    from agent.report.export import batch_table
-    from agent.report.page import write_batch_report, write_run_report
+    from agent.report.page import write_batch_report, write_run_report  # matplotlib: heavy
 
     try:
         if is_run_dir(path):
@@ -454,9 +445,6 @@ def diff(
     """Show the code diff of candidate A vs B, and their evaluations and ncu metrics side by side."""
     from rich.syntax import Syntax
 
-    from agent.report.data import is_run_dir, load_run_dir
-    from agent.report.export import compare_table, diff_text, find_candidate
-
     if not is_run_dir(run_dir):
         raise _fail(f"{run_dir}: no records.sqlite (not a run directory)")
     data = load_run_dir(run_dir)
@@ -480,9 +468,6 @@ def export(
     source: Annotated[bool, typer.Option("--source", help="Include each candidate's source.")] = False,
 ) -> None:
     """Export every candidate with its evaluation and ncu metrics (flattened) as CSV or JSON."""
-    from agent.report.batch import batch_run_dirs
-    from agent.report.data import is_run_dir
-    from agent.report.export import export_rows, to_csv, to_json
 
     if fmt not in ("csv", "json"):
         raise _fail(f"--format {fmt!r}: choose csv or json")

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.config import LoopPolicy
 from agent.evaluation.evaluate import evaluate
 from agent.llm.client import BudgetExhausted
 from agent.profiling.step import ProfileOutcome, profile_step
@@ -28,6 +29,9 @@ from agent.proposers.base import ProposalContext, Proposer
 from agent.records import Candidate, EvalResult, ProblemSpec, Status
 from agent.source.stage_rules import check_constraints, violations_text
 from agent.store import Store
+
+if TYPE_CHECKING:
+    from agent.evaluation.sandbox import WorkerPool
 
 HISTORY_IN_PROMPT = 12  # most recent attempts shown to the proposer
 REPAIRABLE = {Status.COMPILE_ERROR, Status.CRASHED, Status.INCORRECT, Status.CONSTRAINT}
@@ -41,35 +45,34 @@ class Reporter(Protocol):
 
 
 @dataclass
+class LoopHooks:
+    """Plumbing, not policy: what evaluates a candidate and what profiles a step (None:
+    agent.evaluation.evaluate.evaluate and agent.profiling.ncu.profile_candidates; a batch wraps them with
+    its GPU lock, its budgets and the reuse of a killed job's records, agent/batch/hooks.py), and the warm
+    worker processes kept between candidates (None: one process per candidate)."""
+
+    evaluator: Callable[..., EvalResult] | None = None
+    profiler: Callable[..., list[Any]] | None = None
+    pool: WorkerPool | None = None
+
+
+@dataclass
 class LoopSettings:
+    """One stage's run: where and for what it runs, its policy, its hooks."""
+
     stage: Stage
     gpu: GpuSpec
     device: str  # "cuda" or "cpu"
     run_dir: Path
     metric_set: str
-    profile: bool = True
-    seeds: tuple[int, ...] = (0, 1, 2)
-    timeout_s: float | None = None
-    min_gain: float = 0.01  # a new best must be this much faster (relative) than the old one
-    max_iterations: int | None = None
-    patience: int = 2  # steps in a row without any candidate before the stage ends
-    no_gain_tries: int = 16  # evaluations in a row with no gain above noise before the stage ends
-    roofline_target: float = 90.0  # % of roofline at which the kernel is close enough: the stage ends
-    # What evaluates a candidate and what profiles a step (None: agent.evaluation.evaluate.evaluate and
-    # agent.profiling.ncu.profile_candidates). Batches wrap them: a GPU lock, budgets, and reuse of the
-    # records a
-    # killed run left (agent/batch/job.py).
-    evaluator: Callable[..., EvalResult] | None = None
-    profiler: Callable[..., list[Any]] | None = None
-    # Warm worker processes kept between candidates (agent.evaluation.sandbox.WorkerPool); None: one per
-    # candidate.
-    pool: Any = None
+    policy: LoopPolicy = field(default_factory=LoopPolicy)
+    hooks: LoopHooks = field(default_factory=LoopHooks)
 
     def evaluate(self, problem: ProblemSpec, source: str) -> EvalResult:
         """One candidate, through the evaluator hook (a batch's lock and budget) and the pool if any."""
-        extra = {"pool": self.pool} if self.pool is not None else {}
-        return (self.evaluator or evaluate)(
-            problem, source, self.device, seeds=self.seeds, timeout_s=self.timeout_s, **extra
+        extra = {"pool": self.hooks.pool} if self.hooks.pool is not None else {}
+        return (self.hooks.evaluator or evaluate)(
+            problem, source, self.device, seeds=self.policy.seeds, timeout_s=self.policy.eval_timeout, **extra
         )
 
 
@@ -160,7 +163,7 @@ class StageRun:
     def check(self, cand: Candidate, parent: ProposalContext) -> EvalResult:
         """Stage rules first (no GPU time for a candidate that breaks them), then the worker."""
         self.tried.add(cand.source)
-        exempt = getattr(self.proposer, "exempt_rules", frozenset())
+        exempt = self.proposer.exempt_rules
         violations = [
             v
             for v in check_constraints(
@@ -188,7 +191,7 @@ class StageRun:
             cand_id = self.record(ctx.iteration, cand, result, best_ms)
             if result.accepted:
                 accepted.append((cand_id, cand.source, result))
-            elif result.status in REPAIRABLE and hasattr(self.proposer, "repair"):
+            elif result.status in REPAIRABLE:
                 fixed = self.proposer.repair(ctx, cand.source, result.reason or result.log_tail)
                 self._record_proposer_failures(ctx)
                 if fixed is not None and fixed.source not in self.tried:
@@ -196,10 +199,9 @@ class StageRun:
         return accepted
 
     def _record_proposer_failures(self, ctx: ProposalContext) -> None:
-        for failure in getattr(self.proposer, "last_failures", []):
-            if failure.status is not None:
-                self.record(ctx.iteration, failure.candidate(ctx), failure.result(), None)
-        for error in getattr(self.proposer, "last_errors", []):
+        for cand, result in self.proposer.rejected(ctx):
+            self.record(ctx.iteration, cand, result, None)
+        for error in self.proposer.errors():
             self.reporter.info(f"endpoint error: {error}")
 
 
@@ -246,7 +248,7 @@ def _pct_roofline(best: Best) -> float | None:
 
 def _close_enough(best: Best, settings: LoopSettings) -> bool:
     pct = _pct_roofline(best)
-    return pct is not None and pct >= settings.roofline_target
+    return pct is not None and pct >= settings.policy.roofline_target
 
 
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
@@ -254,11 +256,11 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
     best = start
     outcome = LoopOutcome(run_id=run_id, start=start, best=best, evaluations=0)
-    budget = settings.max_iterations or settings.stage.budget
+    budget = settings.policy.max_iterations or settings.stage.budget
     if _close_enough(start, settings):  # no try is spent
         outcome.notes.append(
             f"stage not searched: the kernel it starts from is at {_pct_roofline(start):.1f}% of the "
-            f"roofline (target {settings.roofline_target:g}%)"
+            f"roofline (target {settings.policy.roofline_target:g}%)"
         )
         budget = 0
     iteration, empty_steps, tries_without_gain = 0, 0, 0
@@ -276,14 +278,13 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 prompt_id=store.add_prompt(run_id, stage, iteration, prompt_text),
                 tried_sources=sr.tried,
             )
-            if hasattr(proposer, "observe_profile"):
-                proposer.observe_profile(best.profile.metrics)
+            proposer.observe_profile(best.profile.metrics)
             candidates = proposer.propose(ctx)
             sr._record_proposer_failures(ctx)
             if not candidates:
                 empty_steps += 1
                 reporter.info(f"iteration {iteration}: no new candidate from the {proposer.name} proposer")
-                if proposer.name == "search" or empty_steps >= settings.patience:
+                if proposer.ends_when_empty or empty_steps >= settings.policy.patience:
                     break
                 continue
             empty_steps = 0
@@ -294,7 +295,7 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
             for (cand_id, source, result), prof in zip(
                 accepted, profile_step(problem, accepted, settings, store), strict=True
             ):
-                if beats(result, best, settings.min_gain):
+                if beats(result, best, settings.policy.min_gain):
                     best, improved = Best(cand_id, source, result, prof), True
             tries_without_gain = 0 if improved else tries_without_gain + len(candidates)
             if _close_enough(best, settings):
@@ -302,10 +303,10 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                     f"stage ended: the best kernel is at {_pct_roofline(best):.1f}% of the roofline"
                 )
                 break
-            if tries_without_gain >= settings.no_gain_tries:
+            if tries_without_gain >= settings.policy.no_gain_tries:
                 outcome.notes.append(
                     f"stage ended: {tries_without_gain} tries in a row without a gain above "
-                    f"{settings.min_gain:.0%}"
+                    f"{settings.policy.min_gain:.0%}"
                 )
                 break
     except BudgetExhausted as e:

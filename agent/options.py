@@ -1,14 +1,27 @@
-"""The options `ncu-agent run` and `ncu-agent batch` share: one declaration each, and one way to turn
-them into `RunOptions` (agent/run_setup.py)."""
+"""The options `ncu-agent run`, `batch` and `experiment` share, declared once, and how a command gets them.
+
+`@run_options_command()` adds the shared flags to a command and hands it one `RunOptions` (built from the
+flags; every default comes from the model, agent/config.py), so no
+command repeats a flag, a default or its help.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from agent.run_setup import RunOptions
+from agent.config import LLM_FLAGS, RunOptions
+
+
+def _help(name: str) -> str:
+    return RunOptions.model_fields[name].description or ""
+
 
 Stages = Annotated[str | None, typer.Option(help="Comma-separated stages (default: the default pipeline).")]
 Gpu = Annotated[
@@ -16,52 +29,98 @@ Gpu = Annotated[
     typer.Option("--gpu", help="Target GPU for prompts (e.g. 4090, h100, h200); default: the detected GPU."),
 ]
 MetricSet = Annotated[str | None, typer.Option("--set", help="ncu metric set (default: each stage's).")]
-Profile = Annotated[bool, typer.Option(help="Profile accepted candidates with ncu (GPU only).")]
-Search = Annotated[str, typer.Option(help="Search strategy: coordinate or exhaustive.")]
-EvalTimeout = Annotated[float | None, typer.Option(help="Seconds one evaluation may take.")]
-MaxIterations = Annotated[int | None, typer.Option(help="Cap on each stage's iterations.")]
-MinGain = Annotated[float, typer.Option(help="Relative gain a new best needs (above noise too).")]
-NoGainTries = Annotated[int, typer.Option(help="End a stage after this many tries without gain.")]
-RooflineTarget = Annotated[float, typer.Option(help="End a stage at this % of the roofline.")]
-Llm = Annotated[bool, typer.Option("--llm", help="Propose with the LLM endpoint instead of the search.")]
-Model = Annotated[str | None, typer.Option(help="LLM model name.")]
 BaseUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL.")]
 Config = Annotated[Path | None, typer.Option(help="TOML config file with an [llm] table.")]
-Samples = Annotated[int | None, typer.Option(help="LLM samples per prompt.")]
-Temperature = Annotated[float | None, typer.Option(help="LLM sampling temperature.")]
-MaxTokens = Annotated[int | None, typer.Option(help="LLM max tokens per reply.")]
-Timeout = Annotated[float | None, typer.Option(help="LLM request timeout in seconds.")]
-MaxRequests = Annotated[int | None, typer.Option(help="LLM budget: requests per run (a batch: per problem).")]
-MaxTokensTotal = Annotated[int | None, typer.Option(help="LLM budget: tokens per run (a batch: per problem)")]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")]
 
-# The flags above that are RunOptions (or its LLM overrides); `config` is read as `llm_config`.
-RUN_FLAGS = (
-    "stages",
-    "gpu",
-    "metric_set",
-    "profile",
-    "search",
-    "eval_timeout",
-    "max_iterations",
-    "min_gain",
-    "no_gain_tries",
-    "roofline_target",
-    "llm",
-    "model",
-    "base_url",
-    "samples",
-    "temperature",
-    "max_tokens",
-    "timeout",
-    "max_requests",
-    "max_tokens_total",
-    "no_cache",
-)
+# The shared flags: name -> its typer annotation. RunOptions fields take their default from the model;
+# the LLM flags (LLM_FLAGS) default to None: not given, so the config file or the environment decides.
+FLAGS: dict[str, Any] = {
+    "stages": Stages,
+    "gpu": Gpu,
+    "metric_set": MetricSet,
+    "profile": Annotated[bool, typer.Option(help=_help("profile"))],
+    "search": Annotated[str, typer.Option(help=_help("search"))],
+    "eval_timeout": Annotated[float | None, typer.Option(help=_help("eval_timeout"))],
+    "max_iterations": Annotated[int | None, typer.Option(help=_help("max_iterations"))],
+    "min_gain": Annotated[float, typer.Option(help=_help("min_gain"))],
+    "no_gain_tries": Annotated[int, typer.Option(help=_help("no_gain_tries"))],
+    "roofline_target": Annotated[float, typer.Option(help=_help("roofline_target"))],
+    "llm": Annotated[
+        bool, typer.Option("--llm", help="Propose with the LLM endpoint instead of the search.")
+    ],
+    "model": Annotated[str | None, typer.Option(help="LLM model name.")],
+    "base_url": BaseUrl,
+    "config": Config,
+    "samples": Annotated[int | None, typer.Option(help="LLM samples per prompt.")],
+    "temperature": Annotated[float | None, typer.Option(help="LLM sampling temperature.")],
+    "max_tokens": Annotated[int | None, typer.Option(help="LLM max tokens per reply.")],
+    "timeout": Annotated[float | None, typer.Option(help="LLM request timeout in seconds.")],
+    "max_requests": Annotated[
+        int | None, typer.Option(help="LLM budget: requests per run (a batch: per problem).")
+    ],
+    "max_tokens_total": Annotated[
+        int | None, typer.Option(help="LLM budget: tokens per run (a batch: per problem)")
+    ],
+    "no_cache": Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")],
+}
 
 
-def run_options(flags: dict[str, Any], config: Path | None) -> RunOptions:
-    """RunOptions from a command's parameters (`flags`: its `locals()` at entry, only RUN_FLAGS read).
-    `config` is made absolute: a batch's jobs may run elsewhere."""
-    given = {k: flags[k] for k in RUN_FLAGS if k in flags}
-    return RunOptions.from_flags(llm_config=config.resolve() if config else None, **given)
+def _default(name: str) -> Any:
+    if name in RunOptions.model_fields and name not in ("stages", "llm_config"):
+        return RunOptions.model_fields[name].default
+    return False if name == "no_cache" else None
+
+
+def options_from(flags: dict[str, Any]) -> RunOptions:
+    """RunOptions from the shared flags given (absent ones keep the model's default). `config` is made
+    absolute: a batch's jobs may run elsewhere."""
+    flags = dict(flags)
+    config: Path | None = flags.pop("config", None)
+    stages: str | None = flags.pop("stages", None)
+    no_cache: bool = flags.pop("no_cache", False)
+    llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
+    return RunOptions(
+        stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+        llm_config=config.resolve() if config else None,
+        llm_overrides={**llm, "use_cache": False if no_cache else None},
+        **flags,
+    )
+
+
+def run_options_command(
+    leave_out: tuple[str, ...] = (), helps: dict[str, str] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a typer command the shared flags (but `leave_out`; `helps` rewords some) after its own
+    parameters; the command takes `options: RunOptions` in their place."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [
+            p.replace(annotation=hints[p.name])
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "options"
+        ]
+        shared = {}
+        for name, annotation in FLAGS.items():
+            if name in leave_out:
+                continue
+            if helps and name in helps:
+                base, option = typing.get_args(annotation)
+                annotation = Annotated[base, typer.Option(*option.param_decls, help=helps[name])]
+            shared[name] = annotation
+        params = own + [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=_default(n))
+            for n, a in shared.items()
+        ]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            flags = {n: kwargs.pop(n) for n in shared}
+            return fn(**kwargs, options=options_from(flags))
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer must read this signature, not the function's own
+        return command
+
+    return wrap

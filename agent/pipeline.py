@@ -78,7 +78,7 @@ def run_pipeline(
         result = run_stage(
             problem, start_source, proposer, store, run_id, stage_settings, reporter, previous, tried
         )
-        for note in getattr(proposer, "notes", ()):  # what the search could not vary, and why
+        for note in proposer.notes:  # what the search could not vary, and why
             reporter.info(f"stage {stage.name}: {note}")
             result.notes.append(note)
         outcome.stages.append((stage.name, result, ""))

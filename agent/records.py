@@ -6,9 +6,11 @@ is one of these models, so both sides validate what they receive.
 
 from __future__ import annotations
 
+import json
 import statistics
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -203,6 +205,9 @@ class EvalResult(BaseModel):
     worker_reused: bool | None = Field(
         default=None, description="Whether a warm worker (imports done, CUDA up) served it; None: one-shot."
     )
+    isolation: str = Field(
+        default="", description="'full' (bubblewrap's sandbox) or 'reduced: why' (docs/anticheat.md)."
+    )
     log_tail: str = ""
 
     @property
@@ -220,3 +225,32 @@ class Candidate(BaseModel):
     label: str = ""
     prompt_id: int | None = None
     reply_id: int | None = None
+
+
+# ncu metrics in the seed prompt's form: kernel name -> one dict of metric name -> value per profiled launch.
+NcuMetrics = dict[str, list[dict[str, float | int | str]]]
+
+
+class ProfileRecord(BaseModel):
+    """One candidate's profile as the store keeps it (a failed profile has `error` and no metrics)."""
+
+    candidate_id: int
+    ok: bool
+    error: str | None = None
+    metric_set: str
+    report_path: str | None = None
+    metrics: NcuMetrics | None = None
+    rules: list[str] = Field(default_factory=list, description="ncu's findings, most important first.")
+    provenance: dict[str, Any] = Field(default_factory=dict, description="How the profile was taken.")
+
+    def columns(self) -> dict[str, Any]:
+        """The row's columns but the candidate's id (JSON text where the store keeps JSON)."""
+        return {
+            "ok": int(self.ok),
+            "error": self.error,
+            "metric_set": self.metric_set,
+            "report_path": self.report_path,
+            "metrics": json.dumps(self.metrics) if self.metrics is not None else None,
+            "rules": json.dumps(self.rules),
+            "provenance": json.dumps(self.provenance, default=str),
+        }

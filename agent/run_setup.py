@@ -1,75 +1,35 @@
-"""Setting up a run of one problem: stages, target GPU, LLM settings, proposers, loop settings.
+"""Running one problem: its plan (stages, target GPU, LLM settings), its proposers, its loop settings, and
+`run_one`, the one path from a plan to a finished run.
 
-`ncu-agent run` and each problem of a batch (agent/batch/job.py) build their run from the same
-`RunOptions`, so a batch's problem runs exactly as `ncu-agent run` would with the same flags.
+`ncu-agent run`, each problem of a batch (agent/batch/job.py) and each unit of an experiment
+(agent/experiment/units.py) run through `run_one` from the same `RunOptions`, so a batch's problem
+runs exactly as `ncu-agent run` would with the same flags.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
-from agent.llm.settings import LLMSettings
-from agent.loop import LoopSettings
+from agent.config import LoopPolicy, RunOptions
+from agent.evaluation.sandbox import WorkerPool
+from agent.llm.client import BudgetExhausted, ChatClient
+from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
+from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
-from agent.prompt.gpus import GpuSpec
-from agent.prompt.stages import Stage
-from agent.proposers.base import Proposer
+from agent.prompt.gpus import GpuSpec, find_gpu, resolve_gpu
+from agent.prompt.stages import Stage, default_pipeline, load_stage
+from agent.proposers.base import Proposer, proposer_class
+from agent.proposers.search import SearchProposer
+from agent.store import Store
 
 
 class RunSetupError(ValueError):
     """Options that cannot make a run (unknown stage or GPU, bad LLM settings, unknown strategy)."""
-
-
-class RunOptions(BaseModel):
-    """The flags of `ncu-agent run` that shape a run (a batch stores them in batch.json)."""
-
-    stages: list[str] | None = Field(default=None, description="None: the default pipeline.")
-    gpu: str | None = Field(default=None, description="Target GPU for prompts; None: the detected one.")
-    metric_set: str | None = Field(default=None, description="ncu metric set; None: each stage's.")
-    profile: bool = True
-    search: str = "coordinate"
-    eval_timeout: float | None = None
-    max_iterations: int | None = None
-    min_gain: float = 0.01
-    no_gain_tries: int = 16
-    roofline_target: float = 90.0
-    llm: bool = False
-    llm_config: Path | None = None
-    llm_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="LLM settings given as flags (None values: not given)."
-    )
-
-    @classmethod
-    def from_flags(
-        cls, *, stages: str | None, llm_config: Path | None, no_cache: bool, **flags: Any
-    ) -> RunOptions:
-        """Options from command-line flags: `--stages a,b`, the LLM flags (`LLM_FLAGS`), the rest as is."""
-        llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
-        return cls(
-            stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
-            llm_config=llm_config,
-            llm_overrides={**llm, "use_cache": False if no_cache else None},
-            **flags,
-        )
-
-
-# Command-line flag -> LLMSettings field, for the flags `run` and `batch` share.
-LLM_FLAGS = {
-    "model": "model",
-    "base_url": "base_url",
-    "samples": "samples",
-    "temperature": "temperature",
-    "max_tokens": "max_tokens",
-    "timeout": "timeout_s",
-    "max_requests": "max_requests",
-    "max_tokens_total": "max_tokens_total",
-}
 
 
 @dataclass
@@ -95,19 +55,12 @@ class RunPlan:
             if known
             else "none configured (OPENAI_API_KEY / OPENAI_BASE_URL unset): the built-in search proposes"
         )
-        from agent.proposers.search import SearchProposer
-
         knobs = "; ".join(f"{s.name}: {k}" for s in self.stages if (k := SearchProposer.knobs(s)))
         return f"built-in search ({self.options.search}) over {knobs or 'nothing in these stages'}", llm_line
 
 
 def plan_run(options: RunOptions) -> RunPlan:
     """Check the options; resolve stages, target GPU and LLM settings. RunSetupError says what is wrong."""
-    from agent.llm.settings import LLMConfigError, load_llm_settings
-    from agent.prompt.gpus import find_gpu, resolve_gpu
-    from agent.prompt.stages import default_pipeline, load_stage
-    from agent.proposers.search import SearchProposer
-
     try:
         names = options.stages or default_pipeline()
         stages = [load_stage(n) for n in names]
@@ -127,13 +80,13 @@ def plan_run(options: RunOptions) -> RunPlan:
 
 def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stage], Proposer | str]:
     """The proposer of each stage: the LLM when the run uses one, else the search where it can."""
-    from agent.proposers.search import SearchProposer
+    search = proposer_class("search")
 
     def pick(stage: Stage) -> Proposer | str:
         if llm_proposer is not None:
             return llm_proposer
         if SearchProposer.can_search(stage):
-            return SearchProposer(stage, plan.options.search)
+            return search(stage, plan.options.search)  # type: ignore[call-arg]
         return (
             "its parameters are not searchable by the built-in search (docs/stages.md says why): "
             "it needs the LLM proposer (--llm)"
@@ -142,56 +95,104 @@ def proposer_for(plan: RunPlan, llm_proposer: Proposer | None) -> Callable[[Stag
     return pick
 
 
-def loop_settings(plan: RunPlan, device: str, run_dir: Path, **hooks: Any) -> LoopSettings:
-    """The loop's settings for the first stage (the pipeline swaps stages); `hooks`: evaluator, profiler."""
-    o, first = plan.options, plan.stages[0]
-    return LoopSettings(
-        stage=first,
-        gpu=plan.target,
-        device=device,
-        run_dir=run_dir,
-        metric_set=first.metric_set,
-        profile=o.profile,
-        timeout_s=o.eval_timeout,
-        max_iterations=o.max_iterations,
-        min_gain=o.min_gain,
-        no_gain_tries=o.no_gain_tries,
-        roofline_target=o.roofline_target,
-        **hooks,
-    )
+def loop_settings(plan: RunPlan, device: str, run_dir: Path, hooks: LoopHooks) -> LoopSettings:
+    """The loop's settings for the first stage (the pipeline swaps stages)."""
+    first = plan.stages[0]
+    policy = LoopPolicy.model_validate(plan.options.model_dump(include=set(LoopPolicy.model_fields)))
+    return LoopSettings(first, plan.target, device, run_dir, first.metric_set, policy, hooks)
 
 
-def run_planned(
-    plan: RunPlan,
-    spec: ProblemSpec,
-    start_source: str,
-    llm_proposer: Proposer | None,
-    store: Any,
-    run_id: int,
-    settings: LoopSettings,
-    reporter: Any,
-) -> PipelineOutcome:
-    """The plan's stages over `start_source`, every evaluation in one pool of warm workers (closed at the
-    end): what `ncu-agent run`, a batch's job and an experiment's unit each run."""
-    from agent.evaluation.sandbox import WorkerPool
+NOTHING_RAN = "no stage ran: nothing could propose candidates"
+REJECTED = "the starting kernel was rejected"
 
-    with WorkerPool() as pool:
-        settings.pool = pool
-        return run_pipeline(
-            spec,
-            start_source,
-            plan.stages,
-            proposer_for(plan, llm_proposer),
-            store,
-            run_id,
-            settings,
-            reporter,
-            plan.options.metric_set,
+
+@dataclass
+class ProblemRun:
+    """One problem to run through the plan's stages, and what surrounds the loop where it runs."""
+
+    plan: RunPlan
+    spec: ProblemSpec
+    start: Path  # the kernel the first stage starts from
+    store: Store
+    run_dir: Path  # where best_kernel.py and profiles go
+    device: str
+    reporter: Reporter
+    problem: str  # the problem as the user named it, for the run's record
+    record: dict[str, Any] = field(default_factory=dict)  # more fields of the run's record
+    run_id: int | None = None  # continue this run (a killed batch job's), else start one
+    # The evaluator and profiler hooks, made once the run's id is known (a batch's lock and budget).
+    hooks: Callable[[int], LoopHooks] = lambda run_id: LoopHooks()
+    client: ChatClient | None = None  # the LLM proposer's client (None: one from the plan's settings)
+    # Exceptions that end the run as "budget" with its best so far (an LLM budget; a batch's time limit).
+    budget_errors: tuple[type[BaseException], ...] = (BudgetExhausted,)
+    # Called with the end before the run's row is finished (a batch writes its outcome file first).
+    before_finish: Callable[[RunEnd], None] = lambda end: None
+
+
+@dataclass
+class RunEnd:
+    """How a run ended: status "done", "budget", "failed" (the starting kernel was rejected) or "error"."""
+
+    run_id: int
+    status: str
+    reason: str
+    outcome: PipelineOutcome | None = None
+
+
+def run_one(job: ProblemRun) -> RunEnd:
+    """Start (or continue) the run, run the plan's stages over the start kernel with every evaluation in
+    one pool of warm workers, and finish the run: the one path of `ncu-agent run`, a batch's job and an
+    experiment's unit. An interrupt finishes the run as "interrupted" and propagates; any other error
+    ends it as "error" (the traceback goes to the reporter)."""
+    plan, store = job.plan, job.store
+    run_id = job.run_id
+    if run_id is None:
+        record = {**run_record(plan, job.problem, job.start), **job.record}
+        llm_line = plan.describe_proposer()[1]
+        run_id = store.start_run(
+            job.spec.name, job.device, plan.target.name, plan.proposer_label, llm_line, record
         )
+    end = RunEnd(run_id, "error", "")
+    llm = proposer_class("llm")(plan.llm_settings, store, client=job.client) if plan.options.llm else None  # type: ignore[call-arg]
+    try:
+        with WorkerPool() as pool:
+            settings = loop_settings(plan, job.device, job.run_dir, replace(job.hooks(run_id), pool=pool))
+            end.outcome = run_pipeline(
+                job.spec,
+                job.start.read_text(),
+                plan.stages,
+                proposer_for(plan, llm),
+                store,
+                run_id,
+                settings,
+                job.reporter,
+                plan.options.metric_set,
+            )
+        last = end.outcome.last
+        end.status = "budget" if last is not None and last.stopped_by == "budget" else "done"
+        end.reason = "; ".join(outcome_notes(end.outcome)) if last is not None else NOTHING_RAN
+    except StartingKernelRejected as e:
+        end.status, end.reason = "failed", f"{REJECTED}: {e}"
+    except job.budget_errors as e:
+        end.status, end.reason = "budget", str(e)
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "interrupted")
+        raise
+    except Exception as e:  # a bug or a broken environment: recorded, the caller decides what follows
+        job.reporter.info(traceback.format_exc())
+        end.reason = f"{type(e).__name__}: {e}"
+    finally:
+        if llm is not None:
+            llm.close()
+    job.before_finish(end)
+    store.finish_run(run_id, end.status, end.reason)
+    return end
 
 
 def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
     """The `settings` of the run's row in the store."""
+    from agent.evaluation.confine import isolation
+
     return {
         "stages": [s.name for s in plan.stages],
         "metric_set": plan.options.metric_set,
@@ -201,6 +202,7 @@ def run_record(plan: RunPlan, problem: str, start: Path) -> dict[str, Any]:
         "no_gain_tries": plan.options.no_gain_tries,
         "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
+        "isolation": isolation().label,
     }
 
 

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.records import Candidate, EvalResult
+from agent.records import Candidate, EvalResult, ProfileRecord
+from agent.secrets import private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,6 +65,7 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
+        private(path)  # SQLite gives its -wal and -shm files the database's mode
 
     @classmethod
     def open_dir(cls, run_dir: Path) -> Store:
@@ -167,28 +169,8 @@ class Store:
             result=result.model_dump_json(),
         )
 
-    def add_profile(
-        self,
-        candidate_id: int,
-        ok: bool,
-        error: str | None,
-        metric_set: str,
-        report_path: str | None,
-        metrics: dict[str, Any] | None,
-        rules: list[str],
-        provenance: dict[str, Any],
-    ) -> int:
-        return self._insert(
-            "profiles",
-            candidate_id=candidate_id,
-            ok=int(ok),
-            error=error,
-            metric_set=metric_set,
-            report_path=report_path,
-            metrics=json.dumps(metrics) if metrics is not None else None,
-            rules=json.dumps(rules),
-            provenance=json.dumps(provenance, default=str),
-        )
+    def add_profile(self, profile: ProfileRecord) -> int:
+        return self._insert("profiles", candidate_id=profile.candidate_id, **profile.columns())
 
     # --- reads ----------------------------------------------------------------------------------
     def runs(self) -> list[sqlite3.Row]:

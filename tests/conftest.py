@@ -17,3 +17,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def sandbox_off(monkeypatch):
+    """Workers and ncu without bubblewrap (reduced isolation), as where it is missing."""
+    from agent.evaluation import confine
+
+    monkeypatch.setenv(confine.SANDBOX_ENV, "off")
+    confine.isolation.cache_clear()
+    yield
+    monkeypatch.undo()
+    confine.isolation.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _secrets_back():
+    """The CLI moves secret variables out of os.environ (agent.secrets): put them back after each test, as
+    they were, for the next test."""
+    before = dict(os.environ)
+    yield
+    from agent import secrets
+
+    for name in secrets._held:
+        if name in before:
+            os.environ.setdefault(name, before[name])
+    secrets._held.clear()

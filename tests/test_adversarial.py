@@ -361,8 +361,10 @@ def test_tamper_watch_covers_the_judge_and_the_candidate_session():
         "agent.evaluation.verdicts.describe": (verdicts, "describe"),
         "agent.evaluation.judge.Judge._compare": (judge.Judge, "_compare"),
         "agent.evaluation.verdicts.Ledger.summary": (verdicts.Ledger, "summary"),
-        "agent.evaluation.candidate_session.CandidateSession.call": (candidate_session.CandidateSession,
-        "call"),
+        "agent.evaluation.candidate_session.CandidateSession.call": (
+            candidate_session.CandidateSession,
+            "call",
+        ),
         "agent.evaluation.candidate_session.RemoteRunner.call": (candidate_session.RemoteRunner, "call"),
         "agent.evaluation.worker.evaluate_in_process": (worker, "evaluate_in_process"),
     }

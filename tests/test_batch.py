@@ -38,9 +38,9 @@ from agent.batch.summary import (
     write_summary,
 )
 from agent.cli import app
-from agent.records import Candidate, EvalResult, Status
+from agent.config import RunOptions
+from agent.records import Candidate, EvalResult, ProfileRecord, Status
 from agent.resources import kernels_dir
-from agent.run_setup import RunOptions
 from agent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +231,18 @@ def test_replay_store_matches_repeated_writes(tmp_path):
         run, 1, Candidate(source="B", proposer="search", stage="micro", prompt_id=prompt)
     )
     e2 = store.add_evaluation(c2, rule)
-    store.add_profile(c1, True, None, "seed", "r.ncu-rep", {"k": [{"m": 1.0}]}, ["rule"], {"x": 1})
+    store.add_profile(
+        ProfileRecord(
+            candidate_id=c1,
+            ok=True,
+            error=None,
+            metric_set="seed",
+            report_path="r.ncu-rep",
+            metrics={"k": [{"m": 1.0}]},
+            rules=["rule"],
+            provenance={"x": 1},
+        )
+    )
     store.close()
 
     replay = ReplayStore(tmp_path / Store.FILENAME, run)
@@ -254,7 +265,21 @@ def test_replay_store_matches_repeated_writes(tmp_path):
         == c2
     )
     assert replay.add_evaluation(c2, rule) == e2
-    assert replay.add_profile(c1, True, None, "seed", "r.ncu-rep", {"k": [{"m": 1.0}]}, ["rule"], {}) == 1
+    assert (
+        replay.add_profile(
+            ProfileRecord(
+                candidate_id=c1,
+                ok=True,
+                error=None,
+                metric_set="seed",
+                report_path="r.ncu-rep",
+                metrics={"k": [{"m": 1.0}]},
+                rules=["rule"],
+                provenance={},
+            )
+        )
+        == 1
+    )
     assert replay.reused == 1
     # Beyond what was recorded, writes insert; a redone evaluation (other timings) would be a second row.
     assert replay.add_prompt(run, "micro", 1, "prompt text") != prompt
@@ -271,7 +296,18 @@ def _recorded(tmp_path: Path) -> tuple[Path, int, EvalResult]:
     result = EvalResult(status=Status.ACCEPTED, device="cuda", wall_s=1.0)
     cand = store.add_candidate(run, 0, Candidate(source="A", proposer="start", stage="micro"))
     store.add_evaluation(cand, result)
-    store.add_profile(cand, True, None, "seed", "a.ncu-rep", {"k": [{"m": 2.0}]}, ["a rule"], {})
+    store.add_profile(
+        ProfileRecord(
+            candidate_id=cand,
+            ok=True,
+            error=None,
+            metric_set="seed",
+            report_path="a.ncu-rep",
+            metrics={"k": [{"m": 2.0}]},
+            rules=["a rule"],
+            provenance={},
+        )
+    )
     store.close()
     return tmp_path / Store.FILENAME, run, result
 
@@ -281,7 +317,7 @@ def test_hooks_reuse_records_hold_the_gpu_lock_and_keep_budgets(tmp_path, monkey
     come back without a worker or ncu; new ones run under the GPU's lock; the problem's budget stops them."""
     from agent.batch.budget import JobBudget, ProblemBudgetExhausted
     from agent.batch.hooks import evaluator_for, profiler_for
-    from agent.loop import LoopSettings
+    from agent.loop import LoopHooks, LoopSettings
     from agent.problem import load_problem
     from agent.profiling.ncu import ProfileProvenance, ProfileResult
     from agent.profiling.step import profile_step
@@ -312,8 +348,7 @@ def test_hooks_reuse_records_hold_the_gpu_lock_and_keep_budgets(tmp_path, monkey
         device="cuda",  # so that the profiling step profiles (through the fake)
         run_dir=tmp_path,
         metric_set="seed",
-        evaluator=evaluator,
-        profiler=profiler,
+        hooks=LoopHooks(evaluator, profiler),
     )
     problem = load_problem("l1_norm")
 

@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ncu-
 
 from agent.batch.driver import create_batch, run_batch  # noqa: E402
 from agent.batch.inputs import BatchConfig, Budget, Execution, find_problems  # noqa: E402
-from agent.run_setup import RunOptions  # noqa: E402
+from agent.config import RunOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_EVALUATIONS = "SELECT COUNT(*) FROM evaluations WHERE json_extract(result, '$.device') != ''"

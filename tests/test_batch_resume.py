@@ -196,7 +196,7 @@ def test_llm_job_killed_midway_is_replayed_from_the_reply_cache(tmp_path, monkey
     candidate twice; the tokens are those of the first replies, counted once."""
     from agent.batch.driver import create_batch, run_batch
     from agent.batch.inputs import BatchConfig, find_problems
-    from agent.run_setup import RunOptions
+    from agent.config import RunOptions
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-secret")
     monkeypatch.setenv("NCU_AGENT_LLM_CACHE", str(tmp_path / "cache.sqlite"))

@@ -185,10 +185,10 @@ def test_arm_syntax():
 def test_template_sets_stage_files_and_prompt_folders(tmp_path):
     """An arm's stage TOML (with its own template next to it) and an arm's prompts folder (one part
     replaced, the rest inherited) reach the rendered prompt; the default arm's prompt is untouched."""
+    from agent.config import RunOptions
     from agent.experiment.units import ExperimentConfig, prepare_arm
     from agent.prompt.gpus import find_gpu
     from agent.prompt.render import PromptContext, render_prompt, template_dirs
-    from agent.run_setup import RunOptions
 
     stages = tmp_path / "my_stages"
     stages.mkdir()
@@ -272,10 +272,10 @@ def test_speedups_from_records_and_a_faster_arm_wins(tmp_path):
     import numpy as np
 
     from agent.batch.inputs import ProblemEntry
+    from agent.config import RunOptions
     from agent.experiment.findings import analyze
     from agent.experiment.html import render_html
     from agent.experiment.units import ExperimentConfig
-    from agent.run_setup import RunOptions
 
     problems = [f"p{i}" for i in range(7)]
     cfg = ExperimentConfig(

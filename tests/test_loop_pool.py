@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fakes import Quiet
+
 import agent.loop as loop
+from agent.config import LoopPolicy
 from agent.evaluation.sandbox import WorkerPool
 from agent.problem import load_problem
 from agent.prompt.gpus import find_gpu
@@ -17,24 +20,15 @@ from agent.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Quiet:
-    def info(self, message): ...
-    def begin(self, what, total): ...
-    def candidate(self, cand_id, label, result, best_ms): ...
-    def end(self): ...
-
-
-def _settings(tmp_path: Path, **kw) -> loop.LoopSettings:
+def _settings(tmp_path: Path, **hooks) -> loop.LoopSettings:
     return loop.LoopSettings(
         stage=load_stage("micro"),
         gpu=find_gpu("h200"),
         device="cpu",
         run_dir=tmp_path,
         metric_set="seed",
-        profile=False,
-        seeds=(0,),
-        max_iterations=1,
-        **kw,
+        policy=LoopPolicy(profile=False, seeds=(0,), max_iterations=1),
+        hooks=loop.LoopHooks(**hooks),
     )
 
 

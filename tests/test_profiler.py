@@ -57,6 +57,9 @@ def _has_reader() -> bool:
 
 
 needs_reader = pytest.mark.skipif(not _has_reader(), reason="ncu_report is not importable")
+# The fake ncu executables write what they saw into tmp_path, outside the box: they run without bwrap
+# (`sandbox_off`); the boxed form of profiling is tested in test_sandbox_escapes.py.
+pytestmark = pytest.mark.usefixtures("sandbox_off")
 
 
 def _problem() -> ProblemSpec:
@@ -300,12 +303,13 @@ def test_secrets_do_not_reach_ncu(tmp_path, monkeypatch):
     monkeypatch.setenv("MY_TOKEN", "t")
     monkeypatch.setenv("DB_PASSWORD", "p")
     monkeypatch.setenv("HARMLESS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
     env_file = tmp_path / "env.json"
     ncu = _fake_ncu(tmp_path, f"json.dump(dict(os.environ), open({str(env_file)!r}, 'w'))\n")
     profile_candidates(_problem(), _cands(1), "seed", tmp_path / "out", ncu=ncu)
     env = json.loads(env_file.read_text())
-    assert env["HARMLESS"] == "1"
-    assert not {"OPENAI_API_KEY", "OPENAI_BASE_URL", "MY_TOKEN", "DB_PASSWORD"} & set(env)
+    assert env["OMP_NUM_THREADS"] == "3"  # an allow-list: what is not on it is not passed on
+    assert not {"OPENAI_API_KEY", "OPENAI_BASE_URL", "MY_TOKEN", "DB_PASSWORD", "HARMLESS"} & set(env)
 
 
 # ---- success: one report, split per candidate ----------------------------------------------------
@@ -336,8 +340,9 @@ def test_success_splits_launches_per_candidate(tmp_path):
         assert r.wall_s > 0
     argv = json.loads(argv_file.read_text())
     assert argv[argv.index("--nvtx-include") + 1] == ALL_RANGES
-    assert argv[-3:-1] == ["-m", "agent.profiling.target"]
-    req = json.loads(Path(argv[-1]).read_text())
+    assert argv[-3:-1] == ["--module", "agent.profiling.target"]  # through the bootstrap (source only)
+    assert Path(argv[-1]).name == "profile.request.json"  # a copy in the box, gone with it
+    req = json.loads((out / "profile.request.json").read_text())
     assert len(req["candidates"]) == 3 and Path(req["problem"]["reference_path"]).is_absolute()
     assert (out / "profile.ncu.log").is_file()
 

@@ -11,11 +11,11 @@ import math
 from pathlib import Path
 
 import pytest
+from fakes import FakeProfiler, Quiet, fake_settings
 
 import agent.loop as loop
+from agent.config import LoopPolicy
 from agent.problem import load_problem
-from agent.profiling.step import ProfileOutcome
-from agent.prompt.gpus import find_gpu
 from agent.prompt.stages import load_stage
 from agent.proposers.search import SearchProposer
 from agent.records import EvalResult, Status, Timings, TimingStats
@@ -25,13 +25,6 @@ from agent.store import Store
 SWEEP = json.loads((Path(__file__).parent / "fixtures" / "sweeps" / "l1_norm_h200.json").read_text())
 KERNEL = "l1_norm_kernel_autotune"
 START_METRICS = {KERNEL: [{"sm__warps_active.avg.pct_of_peak_sustained_active": 61.08}]}
-
-
-class Quiet:
-    def info(self, message): ...
-    def begin(self, what, total): ...
-    def candidate(self, cand_id, label, result, best_ms): ...
-    def end(self): ...
 
 
 def _label(source: str, start: str) -> str:
@@ -46,7 +39,7 @@ def _label(source: str, start: str) -> str:
 
 
 @pytest.fixture
-def replay(monkeypatch, tmp_path):
+def replay(tmp_path):
     spec = load_problem("kernels/l1_norm")
     start = spec.kernel_path.read_text()
     calls: list[str] = []
@@ -66,19 +59,10 @@ def replay(monkeypatch, tmp_path):
             ),
         )
 
-    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
-    monkeypatch.setattr(
-        loop,
-        "profile_step",
-        lambda problem, items, settings, store: [ProfileOutcome(metrics=START_METRICS)] * len(items),
-    )
-
     def run(strategy: str):
         stage = load_stage("micro")
         store = Store.open_dir(tmp_path)
-        settings = loop.LoopSettings(
-            stage=stage, gpu=find_gpu("h200"), device="cuda", run_dir=tmp_path, metric_set="seed"
-        )
+        settings = fake_settings(stage, tmp_path, fake_evaluate, FakeProfiler(START_METRICS))
         run_id = store.start_run("l1_norm", "cuda", "H200", "search", None, {})
         out = loop.run_stage(spec, start, SearchProposer(stage, strategy), store, run_id, settings, Quiet())
         return out, list(calls)
@@ -113,7 +97,7 @@ SWEEPS = Path(__file__).parent / "fixtures" / "sweeps"
 RECORDED = sorted(p.name.removesuffix(".json") for p in SWEEPS.glob("*_tiling_*.json"))
 DRAM = "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed"
 SPILLING = "derived__local_spilling_requests_pct"
-MIN_GAIN = loop.LoopSettings.min_gain  # a new best must beat the old by this much: the replay's tolerance
+MIN_GAIN = LoopPolicy().min_gain  # a new best must beat the old by this much: the replay's tolerance
 
 
 def _tiling_space(problem: str, kernel: str):
@@ -176,7 +160,7 @@ def _best_ms(sweep: dict) -> float:
 
 
 @pytest.fixture
-def replay_tiling(monkeypatch, tmp_path, sweep):
+def replay_tiling(tmp_path, sweep):
     spec = load_problem(f"kernels/{sweep['problem']}")
     start = spec.kernel_path.read_text()
     (kernel,) = sweep["launched"]
@@ -204,24 +188,10 @@ def replay_tiling(monkeypatch, tmp_path, sweep):
         )
 
     def run(strategy: str, metrics: dict):
-        monkeypatch.setattr(
-            loop,
-            "profile_step",
-            lambda problem, items, settings, store: (
-                [ProfileOutcome(metrics={kernel: [metrics]})] * len(items)
-            ),
-        )
         calls.clear()
         stage = load_stage("tiling")
         store = Store.open_dir(tmp_path)
-        settings = loop.LoopSettings(
-            stage=stage,
-            gpu=find_gpu("h200"),
-            device="cuda",
-            run_dir=tmp_path,
-            metric_set="memory",
-            evaluator=fake_evaluate,
-        )
+        settings = fake_settings(stage, tmp_path, fake_evaluate, FakeProfiler({kernel: [metrics]}))
         run_id = store.start_run(sweep["problem"], "cuda", "H200", "search", None, {})
         out = loop.run_stage(spec, start, SearchProposer(stage, strategy), store, run_id, settings, Quiet())
         return out, list(calls)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from agent.records import Candidate, EvalResult, Status, Timings, TimingStats
+from agent.records import Candidate, EvalResult, ProfileRecord, Status, Timings, TimingStats
 from agent.store import Store
 
 
@@ -26,7 +26,18 @@ def test_history_joins_latest_evaluation(tmp_path):
     b = store.add_candidate(run, 1, Candidate(source="b", proposer="search", stage="micro", parent_id=a))
     store.add_evaluation(a, _result(1.0))
     store.add_evaluation(b, _result(None))
-    store.add_profile(a, False, "no GPU", "seed", None, None, [], {})
+    store.add_profile(
+        ProfileRecord(
+            candidate_id=a,
+            ok=False,
+            error="no GPU",
+            metric_set="seed",
+            report_path=None,
+            metrics=None,
+            rules=[],
+            provenance={},
+        )
+    )
     rows = store.history(run)
     assert [r["id"] for r in rows] == [a, b]
     assert rows[0]["median_ms"] == 1.0 and rows[0]["eager_ms"] == 2.0 and rows[0]["profiled"] == 0

@@ -56,7 +56,9 @@ class OverdueJobs:
 
 
 def job_env(gpu: str | None) -> dict[str, str]:
-    env = dict(os.environ)
+    from agent.secrets import environ
+
+    env = dict(environ())  # a job is this tool again: it gets the LLM key back
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"

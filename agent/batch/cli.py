@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 
 from agent import options as opt
+from agent.config import RunOptions
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+@opt.run_options_command()
 def batch(
     paths: Annotated[
         list[str] | None,
@@ -38,13 +40,6 @@ def batch(
     list_file: Annotated[
         Path | None, typer.Option("--list", help="A file of problem names or globs, one a line.")
     ] = None,
-    stages: opt.Stages = None,
-    gpu: opt.Gpu = None,
-    metric_set: opt.MetricSet = None,
-    profile: opt.Profile = True,
-    search: opt.Search = "coordinate",
-    eval_timeout: opt.EvalTimeout = None,
-    max_iterations: opt.MaxIterations = None,
     max_evaluations: Annotated[
         int | None, typer.Option(help="Budget per problem: worker evaluations.", min=1)
     ] = None,
@@ -54,20 +49,6 @@ def batch(
     time_limit: Annotated[
         float | None, typer.Option(help="Budget of the whole batch: minutes of wall time (resumes too).")
     ] = None,
-    min_gain: opt.MinGain = 0.01,
-    no_gain_tries: opt.NoGainTries = 16,
-    roofline_target: opt.RooflineTarget = 90.0,
-    llm: opt.Llm = False,
-    model: opt.Model = None,
-    base_url: opt.BaseUrl = None,
-    config: opt.Config = None,
-    samples: opt.Samples = None,
-    temperature: opt.Temperature = None,
-    max_tokens: opt.MaxTokens = None,
-    timeout: opt.Timeout = None,
-    max_requests: opt.MaxRequests = None,
-    max_tokens_total: opt.MaxTokensTotal = None,
-    no_cache: opt.NoCache = False,
     jobs: Annotated[
         int | None, typer.Option(help="Problems at once (default: one per GPU; on the CPU 1).", min=1)
     ] = None,
@@ -80,9 +61,10 @@ def batch(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: a local instance).")
     ] = None,
+    *,
+    options: RunOptions,
 ) -> None:
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
-    flags = dict(locals())  # first: the parameters, for opt.run_options
     from agent.batch.driver import create_batch, run_batch
     from agent.batch.gpu_slots import parse_gpus
     from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
@@ -118,7 +100,6 @@ def batch(
     else:
         if not paths:
             raise fail("give the problems to run (PATHS), or --resume DIR")
-        options = opt.run_options(flags, config)
         try:
             plan_run(options)  # bad stages or LLM settings fail here, not in every job
             problems = find_problems(paths, include or [], exclude or [], list_file)

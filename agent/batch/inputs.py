@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from agent.config import RunOptions
 from agent.problem import ProblemError, resolve_problem_path
 from agent.resources import kernels_dir
-from agent.run_setup import RunOptions
 
 CONFIG_FILE = "batch.json"
 INVOCATIONS_FILE = "invocations.json"

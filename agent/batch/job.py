@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,10 @@ from agent.batch.hooks import FileReporter, evaluator_for, profiler_for
 from agent.batch.inputs import BatchConfig, write_atomic
 from agent.batch.resume import ReplayStore
 from agent.evaluation.sandbox import die_with_parent
+from agent.llm.client import BudgetExhausted
+from agent.loop import LoopHooks
+from agent.problem import ProblemError, load_problem
+from agent.run_setup import ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store
 
 OUTCOME_FILE = "outcome.json"
@@ -168,18 +171,6 @@ def run_problem(batch_dir: Path, name: str, deadline: float | None = None) -> Pr
 
 
 def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> ProblemOutcome:
-    from agent.llm.client import BudgetExhausted
-    from agent.loop import StartingKernelRejected
-    from agent.problem import ProblemError, load_problem
-    from agent.run_setup import (
-        RunSetupError,
-        loop_settings,
-        outcome_notes,
-        plan_run,
-        run_planned,
-        run_record,
-    )
-
     cfg = BatchConfig.load(batch_dir)
     entry = cfg.entry(name)
     gpu = os.environ.get(GPU_ENV)
@@ -200,69 +191,53 @@ def _run(batch_dir: Path, pdir: Path, name: str, deadline: float | None) -> Prob
         return finish(pdir, base.model_copy(update={"status": "skipped", "reason": why}), store)
     if run_id is None and (spent := budget.batch_spent()):
         return finish(pdir, base.model_copy(update={"status": "skipped", "reason": spent}), store)
-    device = _device()
     if run_id is not None:
         store.close()
         store = ReplayStore(pdir / Store.FILENAME, run_id)
-    else:
-        run_id = store.start_run(
-            spec.name,
-            device,
-            plan.target.name,
-            plan.proposer_label,
-            plan.describe_proposer()[1],
-            {**run_record(plan, str(entry.path), spec.kernel_path), "batch": str(batch_dir.resolve())},
-        )
     lock = job_lock(batch_dir, name)
-    settings = loop_settings(
-        plan,
-        device,
-        pdir,
-        evaluator=evaluator_for(store, run_id, budget, lock),
-        profiler=profiler_for(store, lock),
-    )
-    llm_proposer = None
-    if cfg.run.llm:
-        from agent.proposers.llm import LLMProposer
-
-        llm_proposer = LLMProposer(plan.llm_settings, store)
     reporter = FileReporter(pdir / "log.txt")
-    base = base.model_copy(update={"run_id": run_id, "device": device})
-    try:
-        outcome = run_planned(
-            plan, spec, spec.kernel_path.read_text(), llm_proposer, store, run_id, settings, reporter
-        )
-    except StartingKernelRejected as e:
-        result = base.model_copy(
-            update={"status": "failed", "reason": f"the starting kernel was rejected: {e}"}
-        )
-    except (BudgetExhausted, JobStopped) as e:
-        result = base.model_copy(update={"status": "budget", "reason": str(e)})
-    except Exception as e:  # a bug or a broken environment: recorded, and the batch goes on
-        reporter.info(traceback.format_exc())
-        result = base.model_copy(update={"reason": f"{type(e).__name__}: {e}"})
-    else:
-        last, first = outcome.last, outcome.first
-        notes = outcome_notes(outcome)
-        stopped = last.stopped_by if last else "done"
+    ended: list[ProblemOutcome] = []
+
+    def record(end: RunEnd) -> None:  # outcome.json before the run's row (the module's docstring says why)
+        first = end.outcome.first if end.outcome else None
+        last = end.outcome.last if end.outcome else None
         result = base.model_copy(
             update={
-                "status": "budget" if stopped == "budget" else "done",
-                "reason": "; ".join(notes) if last else "no stage ran: nothing could propose candidates",
+                "status": end.status,
+                "reason": end.reason,
+                "run_id": end.run_id,
+                "device": device,
                 "start_id": first.start.cand_id if first else None,
                 "best_id": last.best.cand_id if last else None,
+                "evaluations": worker_evaluations(store.conn, end.run_id),
+                "reused": store.reused if isinstance(store, ReplayStore) else 0,
             }
         )
+        if result.reused:
+            reporter.info(f"continued the run of a killed job: {result.reused} recorded evaluations reused")
+        ended.append(finish(pdir, result))
+
+    device = _device()
+    job = ProblemRun(
+        plan,
+        spec,
+        spec.kernel_path,
+        store,
+        pdir,
+        device,
+        reporter,
+        problem=str(entry.path),
+        record={"batch": str(batch_dir.resolve())},
+        run_id=run_id,
+        hooks=lambda rid: LoopHooks(evaluator_for(store, rid, budget, lock), profiler_for(store, lock)),
+        budget_errors=(BudgetExhausted, JobStopped),
+        before_finish=record,
+    )
+    try:
+        run_one(job)
     finally:
-        if llm_proposer is not None:
-            llm_proposer.close()
-    result.evaluations = worker_evaluations(store.conn, run_id)
-    result.reused = store.reused if isinstance(store, ReplayStore) else 0
-    if result.reused:
-        reporter.info(f"continued the run of a killed job: {result.reused} recorded evaluations reused")
-    ended = finish(pdir, result, store)
-    store.close()
-    return ended
+        store.close()
+    return ended[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
-from agent.records import Candidate, EvalResult
+from agent.records import Candidate, EvalResult, ProfileRecord
 from agent.store import Store
 
 
@@ -165,37 +165,18 @@ class ReplayStore(Store):
                     return eval_id
         return super().add_evaluation(candidate_id, result)
 
-    def add_profile(
-        self,
-        candidate_id: int,
-        ok: bool,
-        error: str | None,
-        metric_set: str,
-        report_path: str | None,
-        metrics: dict[str, Any] | None,
-        rules: list[str],
-        provenance: dict[str, Any],
-    ) -> int:
-        ids = self._profiles.get((candidate_id, metric_set))
+    def add_profile(self, profile: ProfileRecord) -> int:
+        ids = self._profiles.get((profile.candidate_id, profile.metric_set))
         if not ids:
-            return super().add_profile(
-                candidate_id, ok, error, metric_set, report_path, metrics, rules, provenance
-            )
+            return super().add_profile(profile)
         profile_id = ids.popleft()
         if profile_id in self._given_back:
             return profile_id
+        cols = profile.columns()
+        del cols["metric_set"]
         with self._tx() as c:
             c.execute(
-                "UPDATE profiles SET ok=?, error=?, report_path=?, metrics=?, rules=?, provenance=? "
-                "WHERE id=?",
-                (
-                    int(ok),
-                    error,
-                    report_path,
-                    json.dumps(metrics) if metrics is not None else None,
-                    json.dumps(rules),
-                    json.dumps(provenance, default=str),
-                    profile_id,
-                ),
+                f"UPDATE profiles SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?",
+                (*cols.values(), profile_id),
             )
         return profile_id

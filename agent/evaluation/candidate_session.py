@@ -19,6 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from agent.evaluation.messages import (
+    Build,
+    Call,
+    Called,
+    Done,
+    Finish,
+    Finished,
+    Load,
+    R,
+    Refused,
+    read_reply,
+)
 from agent.evaluation.verdicts import MAX_TEXT, Rejected, classify, describe, exit_note
 from agent.records import Check, Status
 
@@ -256,10 +270,15 @@ class RemoteRunner:
         self.dir: Path | None = None
         self.count = 0
 
-    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
-        reply = self.worker.request(message, max(0.0, self.deadline - time.monotonic()))
-        if not reply.get("ok"):
-            raise Rejected(Status(reply.get("status", "crashed")), reply.get("reason", ""), reply.get("rule"))
+    def _request(self, message: BaseModel, kind: type[R]) -> R:
+        """Send `message`; its reply as `kind`, or Rejected (the candidate's verdict, or a reply that could
+        not be read)."""
+        try:
+            reply = read_reply(self.worker.request(message, max(0.0, self.deadline - time.monotonic())), kind)
+        except ValueError as e:
+            raise Rejected(Status.CRASHED, str(e)) from None
+        if isinstance(reply, Refused):
+            raise Rejected(reply.status, reply.reason, reply.rule)
         return reply
 
     def _path(self, stem: str) -> Path:
@@ -269,7 +288,7 @@ class RemoteRunner:
 
     def load(self, source: str) -> None:
         self.dir = self.worker.new_dir()
-        self._request({"op": "load", "dir": str(self.dir), "source": source, "device": self.device})
+        self._request(Load(dir=str(self.dir), source=source, device=self.device), Done)
 
     def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
         import torch
@@ -278,7 +297,7 @@ class RemoteRunner:
         torch.save(
             {"init": list(init_inputs), "state": {k: v.detach().cpu() for k, v in state_dict.items()}}, path
         )
-        self._request({"op": "build", "key": key, "seed": seed, "path": str(path)})
+        self._request(Build(key=key, seed=seed, path=str(path)), Done)
 
     def call(
         self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True
@@ -289,16 +308,16 @@ class RemoteRunner:
         if mode != "again":  # "again": the worker calls with the very tensors it holds, untouched
             torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
         reply = self._request(
-            {
-                "op": "call",
-                "key": key,
-                "inputs": str(src),
-                "outputs": str(dst),
-                "mode": mode,
-                "config": config,
-                "where": where,
-                "poison": poison,
-            }
+            Call(
+                key=key,
+                inputs=str(src),
+                outputs=str(dst),
+                mode=mode,
+                config=config,
+                where=where,
+                poison=poison,
+            ),
+            Called,
         )
         try:
             data = torch.load(dst, weights_only=True, map_location=self.device)
@@ -313,12 +332,12 @@ class RemoteRunner:
         return CallResult(
             outputs=outputs,
             inputs_after=inputs_after,
-            launches={str(k): int(v) for k, v in reply["launches"].items()},
-            own_kernels=list(reply["own"]),
-            checks=[Check.model_validate(c) for c in reply["checks"]],
-            aliasing=[(int(i), int(j)) for i, j in reply["aliasing"]],
-            max_configs=int(reply["max_configs"]),
-            work={str(k): float(v) for k, v in (reply.get("work") or {}).items()},
+            launches=reply.launches,
+            own_kernels=reply.own,
+            checks=reply.checks,
+            aliasing=reply.aliasing,
+            max_configs=reply.max_configs,
+            work=reply.work,
         )
 
     def model(self, key: str) -> Any:
@@ -327,5 +346,12 @@ class RemoteRunner:
     def finish(self) -> tuple[bool, str]:
         if not self.worker.alive:
             return False, "the worker is gone"
-        reply = self.worker.request({"op": "finish"}, max(1.0, self.deadline - time.monotonic()))
-        return bool(reply.get("clean")), str(reply.get("why", ""))
+        try:
+            reply = read_reply(
+                self.worker.request(Finish(), max(1.0, self.deadline - time.monotonic())), Finished
+            )
+        except ValueError as e:
+            return False, str(e)
+        if isinstance(reply, Refused):
+            return False, reply.reason
+        return reply.clean, reply.why

@@ -20,9 +20,13 @@ from __future__ import annotations
 import re
 import time as _time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent.evaluation import confine
+from agent.evaluation.confine import isolation
+from agent.evaluation.messages import Evaluate, Evaluated, read_reply
 from agent.evaluation.sandbox import (
     CPU_ADDRESS_SPACE_BYTES,
     WorkerFault,
@@ -145,6 +149,8 @@ def evaluate(
                 limit,
                 _env(device),
                 address_space_bytes=CPU_ADDRESS_SPACE_BYTES if cpu else None,
+                read_only=[problem.reference_path.resolve()],
+                gpu=not cpu,
             )
             result = to_result(outcome, limit)
     if static and not decided_statically:
@@ -153,6 +159,7 @@ def evaluate(
         result = _undecided_on_cpu(result, source)
     result.device = device
     result.interpreter = cpu
+    result.isolation = isolation().label
     result.wall_s = _time.perf_counter() - start
     return result
 
@@ -184,17 +191,25 @@ def _env(device: str) -> dict[str, str]:
     return {"TRITON_INTERPRET": "1" if device == "cpu" else "0"}
 
 
-def start_worker(device: str) -> WorkerProcess:
+def start_worker(device: str, read_only: Sequence[Path] = ()) -> WorkerProcess:
+    """A serving worker; `read_only`: what it may read besides Python and the project (the reference, for a
+    worker that judges too)."""
     return WorkerProcess(
         WORKER_MODULE,
         _env(device),
         address_space_bytes=CPU_ADDRESS_SPACE_BYTES if device == "cpu" else None,
+        read_only=read_only,
+        gpu=device != "cpu",
     )
 
 
-def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProcess, tuple[str, str]]:
-    key = (request.device, request.problem.name)
-    factory = lambda: start_worker(request.device)  # noqa: E731
+def _acquire(
+    request: EvalRequest, pool: WorkerPool | None, judges: bool = False
+) -> tuple[WorkerProcess, tuple[str, str, str]]:
+    """A worker for the request: the pool's warm one, or a new one. `judges`: it loads the reference too."""
+    key = (request.device, request.problem.name, "judges" if judges else "candidate")
+    read_only = [request.problem.reference_path.resolve()] if judges else []
+    factory = lambda: start_worker(request.device, read_only)  # noqa: E731
     worker = pool.acquire(key, factory) if pool is not None else factory()
     worker.mark()
     return worker, key
@@ -202,7 +217,7 @@ def _acquire(request: EvalRequest, pool: WorkerPool | None) -> tuple[WorkerProce
 
 def _finish(
     pool: WorkerPool | None,
-    key: tuple[str, str],
+    key: tuple[str, str, str],
     worker: WorkerProcess,
     reusable: bool,
     result: EvalResult,
@@ -213,12 +228,27 @@ def _finish(
     """The worker's log tails onto the result, and the worker back to the pool (kept if `reusable`; `why`
     not, else the result's reason) or closed."""
     result.log_tail = log_tail(WorkerOutcome(returncode=None, stdout_tail=out, stderr_tail=err))
+    left = confine.remove_owned(worker.uid, confine.world_writable()) if worker.uid is not None else []
+    if left:  # only possible without bwrap: the candidate wrote outside its box
+        reusable = False
+        result = _left_behind(result, left)
     result.worker_reused = worker.uses > 0
     if pool is not None:
         pool.release(key, worker, reusable, f"{result.status.value}: {why or result.reason}"[:300])
     else:
         worker.close()
     return result
+
+
+def _left_behind(result: EvalResult, left: list[Path]) -> EvalResult:
+    names = ", ".join(str(p) for p in left[:5])
+    detail = f"the candidate's process wrote outside its directory (removed): {names}"
+    checks = [*result.checks, Check(name="left-behind", passed=False, detail=detail)]
+    if not result.accepted:
+        return result.model_copy(update={"checks": checks})
+    return EvalResult(
+        status=Status.CHEATING, reason=detail, rule="left-behind", checks=checks, log_tail=result.log_tail
+    )
 
 
 def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
@@ -254,21 +284,19 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
 
 def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> EvalResult:
     """Judge and candidate in one warm worker process (the GPU path with a pool)."""
-    worker, key = _acquire(request, pool)
-    reusable = False
+    worker, key = _acquire(request, pool, judges=True)
+    reusable, why = False, ""
     try:
-        reply = worker.request(
-            {"op": "evaluate", "request": request.model_dump(mode="json"), "dir": str(worker.new_dir())},
-            limit,
-        )
-        try:
-            result = EvalResult.model_validate(reply["result"])
-        except (KeyError, ValidationError) as e:
-            result = EvalResult(
-                status=Status.CRASHED, reason=f"the worker's result could not be read: {e}"[:2000]
-            )
-        reusable = bool(reply.get("clean")) and result.status in _REUSABLE
-        why = reply.get("why") or ""
+        message = Evaluate(request=request, dir=str(worker.new_dir()))
+        reply = read_reply(worker.request(message, limit), Evaluated)
+        if isinstance(reply, Evaluated):
+            result, why = reply.result, reply.why
+            reusable = reply.clean and result.status in _REUSABLE
+        else:
+            result = EvalResult(status=Status.CRASHED, reason=reply.reason[:2000])
+        out, err = worker.tails()
+    except ValueError as e:  # a reply that is neither
+        result = EvalResult(status=Status.CRASHED, reason=str(e))
         out, err = worker.tails()
     except WorkerFault as fault:
         result = fault_result(fault.outcome, limit)

@@ -27,22 +27,25 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import resource
 import secrets
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from agent.evaluation import confine
+from agent.evaluation.lockdown import WorkerSetup, source_hashes
+from agent.evaluation.messages import Bye
 
 TAIL_BYTES = 4096
 MAX_FILE_BYTES = 256 * 1024**2
@@ -70,14 +73,45 @@ def is_secret(name: str) -> bool:
     return any(w in upper for w in _SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES)
 
 
+# What a worker may inherit from the parent: locale, the thread counts and the GPU/compiler knobs; nothing
+# else (a new variable holding a secret is not passed on by default).
+_ALLOWED = {"PATH", "LANG", "LANGUAGE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"}
+_ALLOWED_PREFIXES = (
+    "LC_",
+    "TRITON_",
+    "CUDA_",
+    "NVIDIA_",
+    "TORCH_",
+    "PYTORCH_",
+    "TORCHINDUCTOR_",
+    "NCU_AGENT_",
+)
+
+
 def worker_env(
-    env_extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+    env_extra: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+    box: Path | None = None,
 ) -> dict[str, str]:
-    """The parent's environment without secrets, with PYTHONPATH able to import `agent`."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not is_secret(k)}
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    """The environment of a worker, built from an allow-list of the parent's (never a secret), with
+    PYTHONPATH able to import `agent`; with `box`, its home, temporary files and caches are in there."""
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if (k in _ALLOWED or k.startswith(_ALLOWED_PREFIXES)) and not is_secret(k)
+    }
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent.parent)
     env["PYTHONUNBUFFERED"] = "1"  # what it printed before dying is in the tail
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # never a .pyc written into the project (or anywhere)
+    if box is not None:
+        env |= {
+            "HOME": str(box),
+            "TMPDIR": str(box / "tmp"),
+            "XDG_CACHE_HOME": str(box / "cache"),
+            "TRITON_CACHE_DIR": str(box / "cache" / "triton"),  # compiled kernels stay in the box
+            "TORCHINDUCTOR_CACHE_DIR": str(box / "cache" / "inductor"),
+            "USER": "ncu-agent-worker",  # its uid has no name (getpass would fail)
+        }
     env.update(env_extra or {})
     return env
 
@@ -126,6 +160,32 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+BOOTSTRAP = Path(__file__).resolve().parent / "bootstrap.py"
+
+
+@functools.cache
+def _sources() -> dict[str, str]:
+    """The project's sources as they were before the first worker of this process (the worker checks)."""
+    return source_hashes()
+
+
+def _command(args: Sequence[str], box: Path, read_only: Sequence[Path], gpu: bool) -> list[str]:
+    """The worker's command line: the bootstrap (source-only imports of the project), in bwrap's box when
+    it can start (`confine.isolation`)."""
+    cmd = [sys.executable, "-P", "-X", "faulthandler", str(BOOTSTRAP), *args]
+    bwrap = confine.bwrap_path()
+    if not confine.isolation().full or bwrap is None:
+        return cmd
+    devices, extra = confine.gpu_binds() if gpu else ([], [])
+    paths = [*confine.python_paths(), *extra, *read_only]
+    return confine.bwrap_argv(bwrap, cmd, box=box, read_only=paths, devices=devices)
+
+
+def _setup_line(uid: int | None, gpu: bool) -> str:
+    setup = WorkerSetup(uid=uid, block_processes=not gpu, sources=_sources())
+    return setup.model_dump_json() + "\n"
+
+
 def run_worker(
     module: str,
     request: BaseModel,
@@ -133,27 +193,31 @@ def run_worker(
     env_extra: Mapping[str, str] | None = None,
     *,
     address_space_bytes: int | None = None,
+    read_only: Sequence[Path] = (),
+    gpu: bool = False,
 ) -> WorkerOutcome:
-    """Run `python -m module request.json result.json` in a fresh temporary directory, with limits.
+    """Run `module`'s `main` on request.json, result.json in a fresh box (`agent.evaluation.confine`),
+    with limits; `read_only`: files it may read besides Python and the project (the problem's).
 
-    The module must read one line (the token) from stdin first and start its result file with that
-    line; `result_json` is the rest of the file.
+    The module must read two lines (the token, then a `WorkerSetup`) from stdin first and start its result
+    file with the token; `result_json` is the rest of the file.
     """
     token = secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix="ncu_agent_worker_"))
+    uid = confine.worker_uid()
+    base, box = confine.make_box(uid)
     try:
-        req_path, res_path = workdir / "request.json", workdir / "result.json"
+        req_path, res_path = box / "request.json", box / "result.json"
         req_path.write_text(request.model_dump_json())
-        out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
-        cmd = [sys.executable, "-X", "faulthandler", "-m", module, str(req_path), str(res_path)]
+        out_path, err_path = base / "stdout.txt", base / "stderr.txt"
+        cmd = _command(["--module", module, str(req_path), str(res_path)], box, read_only, gpu)
         start = time.perf_counter()
         timed_out = False
         parent = os.getpid()
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
                 cmd,
-                cwd=workdir,
-                env=worker_env(env_extra),
+                cwd=box,
+                env=worker_env(env_extra, box=box),
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
@@ -162,7 +226,7 @@ def run_worker(
             )
             assert proc.stdin is not None
             with contextlib.suppress(OSError):  # a worker that died at once closed its end
-                proc.stdin.write(f"{token}\n".encode())
+                proc.stdin.write(f"{token}\n{_setup_line(uid, gpu)}".encode())
                 proc.stdin.close()
             try:
                 proc.wait(timeout=timeout_s)
@@ -198,7 +262,7 @@ def run_worker(
             wall_s=wall,
         )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        confine.remove_box(base, uid)
 
 
 # --- long-lived workers ---------------------------------------------------------------------------------
@@ -224,13 +288,17 @@ class WorkerProcess:
         env_extra: Mapping[str, str] | None = None,
         *,
         address_space_bytes: int | None = None,
+        read_only: Sequence[Path] = (),
+        gpu: bool = False,
     ):
         self.token = secrets.token_hex(16)
-        self.base = Path(tempfile.mkdtemp(prefix="ncu_agent_worker_"))
+        self.uid = confine.worker_uid()
+        self.base, self.box = confine.make_box(self.uid)
         self.out_path, self.err_path = self.base / "stdout.txt", self.base / "stderr.txt"
         cmd_r, self.cmd_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
         self.uses = 0
+        self.left_behind: list[Path] = []  # what its uid left outside its box (reduced isolation)
         self.dirs = 0
         self.started = time.perf_counter()
         self._mark = (0, 0)
@@ -239,9 +307,9 @@ class WorkerProcess:
         parent = os.getpid()
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-X", "faulthandler", "-m", module, "--serve", str(cmd_r), str(resp_w)],
-                cwd=self.base,
-                env=worker_env(env_extra),
+                _command(["--module", module, "--serve", str(cmd_r), str(resp_w)], self.box, read_only, gpu),
+                cwd=self.box,
+                env=worker_env(env_extra, box=self.box),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -252,7 +320,7 @@ class WorkerProcess:
         os.close(cmd_r)
         os.close(resp_w)
         os.set_blocking(self.resp_r, False)
-        self._write(self.token + "\n")
+        self._write(self.token + "\n" + _setup_line(self.uid, gpu))
 
     @property
     def alive(self) -> bool:
@@ -261,8 +329,10 @@ class WorkerProcess:
     def new_dir(self) -> Path:
         """A fresh directory for the next candidate (its working directory and file exchange)."""
         self.dirs += 1
-        d = self.base / f"candidate_{self.dirs}"
+        d = self.box / f"candidate_{self.dirs}"
         d.mkdir()
+        if self.uid is not None:
+            os.chown(d, self.uid, self.uid)
         return d
 
     def mark(self) -> None:
@@ -281,7 +351,7 @@ class WorkerProcess:
         except OSError:
             pass  # it died; the read that follows says how
 
-    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def request(self, message: BaseModel, timeout_s: float) -> dict[str, Any]:
         """Send one command and wait for its answer, at most `timeout_s` seconds."""
         if self._dead is not None:
             raise WorkerFault("died", self._dead)
@@ -293,8 +363,8 @@ class WorkerProcess:
             self._end()
             raise
 
-    def _exchange(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        self._write(json.dumps(message) + "\n")
+    def _exchange(self, message: BaseModel, timeout_s: float) -> dict[str, Any]:
+        self._write(message.model_dump_json() + "\n")
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
@@ -364,10 +434,10 @@ class WorkerProcess:
         """Ask it to leave, then make sure it is gone, and remove its files."""
         if self.alive:
             with contextlib.suppress(WorkerFault):
-                self.request({"op": "bye"}, 5.0)
+                self.request(Bye(), 5.0)
         if self._dead is None:
             self._end()
-        shutil.rmtree(self.base, ignore_errors=True)
+        self.left_behind = confine.remove_box(self.base, self.uid)
 
     def __del__(self) -> None:  # pragma: no cover - a safety net; close() is the way
         with contextlib.suppress(Exception):

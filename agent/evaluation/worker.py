@@ -27,15 +27,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from agent.evaluation.candidate_session import CandidateSession, InProcessRunner
 from agent.evaluation.judge import Judge
+from agent.evaluation.messages import (
+    COMMAND,
+    Build,
+    Bye,
+    Call,
+    Called,
+    Command,
+    Done,
+    Evaluate,
+    Evaluated,
+    Finish,
+    Finished,
+    Load,
+    Refused,
+)
 from agent.evaluation.verdicts import HARNESS_FAILED, Rejected, classify, describe, exit_note
 from agent.records import EvalRequest, EvalResult, Status
 
@@ -72,52 +88,57 @@ def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult
 
 
 class _Server:
-    """`--serve`: answers the parent's commands, one JSON line each, until `bye` or end of input."""
+    """`--serve`: answers the parent's commands (agent/evaluation/messages.py), one JSON line each, until
+    `Bye` or end of input."""
 
     def __init__(self) -> None:
         self.session: CandidateSession | None = None
 
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        op = msg.get("op")
+    def handle(self, cmd: Command) -> BaseModel:
         try:
-            return getattr(self, f"op_{op}")(msg)
+            match cmd:
+                case Load():
+                    return self.load(cmd)
+                case Build():
+                    return self.build(cmd)
+                case Call():
+                    return self.call(cmd)
+                case Finish():
+                    return self.finish()
+                case Evaluate():
+                    return self.evaluate(cmd)
+            raise ValueError(f"no handler for {cmd.op!r}")
         except Rejected as r:
-            return {"ok": False, "status": r.status.value, "reason": r.reason, "rule": r.rule}
+            return Refused(status=r.status, reason=r.reason, rule=r.rule)
 
-    def op_load(self, msg: dict[str, Any]) -> dict[str, Any]:
-        workdir = Path(msg["dir"])
+    def load(self, cmd: Load) -> Done:
+        workdir = Path(cmd.dir)
         os.chdir(workdir)
-        self.session = CandidateSession(msg["device"], workdir)
-        self.session.load(msg["source"])
-        return {"ok": True}
+        self.session = CandidateSession(cmd.device, workdir)
+        self.session.load(cmd.source)
+        return Done()
 
-    def op_build(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def build(self, cmd: Build) -> Done:
         import torch
 
         assert self.session is not None
-        data = torch.load(msg["path"], weights_only=True)
-        self.session.build(msg["key"], int(msg["seed"]), list(data["init"]), dict(data["state"]))
-        return {"ok": True}
+        data = torch.load(cmd.path, weights_only=True)
+        self.session.build(cmd.key, cmd.seed, list(data["init"]), dict(data["state"]))
+        return Done()
 
-    def op_call(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def call(self, cmd: Call) -> Called:
         import torch
 
         session = self.session
         assert session is not None
-        key, mode = msg["key"], msg["mode"]
-        held = session.inputs.get(key)
-        if mode == "again" and held is not None:  # the very tensors of the last call, untouched
-            return self._reply(
-                session.call(
-                    key, held, msg["where"], int(msg.get("config", 0)), bool(msg.get("poison", True))
-                ),
-                msg,
-            )
+        held = session.inputs.get(cmd.key)
+        if cmd.mode == "again" and held is not None:  # the very tensors of the last call, untouched
+            return self._reply(session.call(cmd.key, held, cmd.where, cmd.config, cmd.poison), cmd)
         loaded = [
             x.to(session.device) if isinstance(x, torch.Tensor) else x
-            for x in torch.load(msg["inputs"], weights_only=True)
+            for x in torch.load(cmd.inputs, weights_only=True)
         ]
-        if mode in ("same", "refresh") and held is not None and len(held) == len(loaded):
+        if cmd.mode in ("same", "refresh") and held is not None and len(held) == len(loaded):
             # the same objects as before (same data pointers), holding the values just sent
             for x, new in zip(held, loaded, strict=True):
                 if isinstance(x, torch.Tensor):
@@ -127,12 +148,10 @@ class _Server:
             inputs = held
         else:
             inputs = loaded
-        result = session.call(
-            key, inputs, msg["where"], int(msg.get("config", 0)), bool(msg.get("poison", True))
-        )
-        return self._reply(result, msg)
+        result = session.call(cmd.key, inputs, cmd.where, cmd.config, cmd.poison)
+        return self._reply(result, cmd)
 
-    def _reply(self, result: Any, msg: dict[str, Any]) -> dict[str, Any]:
+    def _reply(self, result: Any, cmd: Call) -> Called:
         import torch
 
         torch.save(
@@ -143,29 +162,27 @@ class _Server:
                     for x in result.inputs_after
                 ],
             },
-            msg["outputs"],
+            cmd.outputs,
         )
-        return {
-            "ok": True,
-            "launches": result.launches,
-            "own": result.own_kernels,
-            "checks": [c.model_dump() for c in result.checks],
-            "aliasing": result.aliasing,
-            "max_configs": result.max_configs,
-            "work": result.work,
-        }
+        return Called(
+            launches=result.launches,
+            own=result.own_kernels,
+            checks=result.checks,
+            aliasing=result.aliasing,
+            max_configs=result.max_configs,
+            work=result.work or {},
+        )
 
-    def op_finish(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def finish(self) -> Finished:
         clean, why = (True, "") if self.session is None else self.session.clean()
         if self.session is not None:
             self.session.unload()
         self.session = None
         _release_memory()
-        return {"ok": True, "clean": clean, "why": why}
+        return Finished(clean=clean, why=why)
 
-    def op_evaluate(self, msg: dict[str, Any]) -> dict[str, Any]:
-        request = EvalRequest.model_validate(msg["request"])
-        workdir = Path(msg["dir"])
+    def evaluate(self, cmd: Evaluate) -> Evaluated:
+        request, workdir = cmd.request, Path(cmd.dir)
         os.chdir(workdir)
         warm_harness(request)
         start = time.perf_counter()
@@ -184,10 +201,7 @@ class _Server:
         grown = _GPU_MEMORY.growth()
         if clean and grown:
             clean, why = False, grown
-        return {"ok": True, "result": result.model_dump(mode="json"), "clean": clean, "why": why}
-
-    def op_ping(self, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "pid": os.getpid()}
+        return Evaluated(result=result, clean=clean, why=why)
 
 
 def warm_harness(request: EvalRequest) -> None:
@@ -263,14 +277,58 @@ def _release_memory() -> None:
                 torch.cuda.empty_cache()
 
 
+def preload(gpu: bool) -> None:
+    """Import everything the harness uses before any candidate runs: afterwards this process reads no
+    module file (a candidate could have changed what it would find)."""
+    import torch
+    import torch.utils.deterministic
+    import triton.language  # noqa: F401
+
+    from agent import problem  # noqa: F401
+    from agent.evaluation import (  # noqa: F401
+        baseline_cache,
+        candidate,
+        compare,
+        guards,
+        judge,
+        retune,
+        timing,
+        triton_hooks,
+    )
+
+    if gpu:
+        from agent.evaluation import parallel_compile  # noqa: F401
+    del torch
+
+
+def prepare(setup_line: bytes | str) -> None:
+    """Between the parent's setup and the first candidate: harness imported, its sources checked against
+    the parent's hashes, then the process locked down (agent.evaluation.lockdown)."""
+    from agent.evaluation.lockdown import WorkerSetup, changed_sources, lock_down
+
+    setup = WorkerSetup.model_validate_json(setup_line)
+    preload(gpu=not setup.block_processes)
+    changed = changed_sources(setup.sources)
+    if changed:
+        sys.stderr.write(
+            "error: the evaluator's own files changed since the run started (refusing to judge with them): "
+            + ", ".join(changed)
+            + "\n"
+        )
+        sys.stderr.flush()
+        os._exit(5)
+    lock_down(setup)
+
+
 def serve(cmd_fd: int, resp_fd: int) -> None:
     reader = os.fdopen(cmd_fd, "rb", buffering=0)
     lines = _LineReader(reader)
     token = lines.next().decode().strip()
+    prepare(lines.next())
     server = _Server()
 
-    def send(reply: dict[str, Any]) -> None:
-        data = f"{token} {json.dumps(reply)}\n".encode()
+    def send(reply: BaseModel) -> None:
+        data = f"{token} {reply.model_dump_json()}\n".encode()
         view = memoryview(data)
         while view:
             n = os.write(resp_fd, view)
@@ -281,22 +339,21 @@ def serve(cmd_fd: int, resp_fd: int) -> None:
         if not line:
             break
         try:
-            msg = json.loads(line)
+            cmd = COMMAND.validate_json(line)
         except ValueError:
             break
-        if msg.get("op") == "bye":
-            send({"ok": True})
+        if isinstance(cmd, Bye):
+            send(Done())
             break
         try:
-            reply = server.handle(msg)
+            reply = server.handle(cmd)
         except BaseException as e:
             status, rule = classify(e)
-            reply = {
-                "ok": False,
-                "status": (status if rule else Status.CRASHED).value,
-                "reason": f"{HARNESS_FAILED}: {describe(e)}{exit_note(rule)}",
-                "rule": rule,
-            }
+            reply = Refused(
+                status=status if rule else Status.CRASHED,
+                reason=f"{HARNESS_FAILED}: {describe(e)}{exit_note(rule)}",
+                rule=rule,
+            )
         sys.stdout.flush()
         sys.stderr.flush()
         send(reply)
@@ -329,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     req_path, res_path = Path(args[0]), Path(args[1])
     token = sys.stdin.readline().strip()
+    prepare(sys.stdin.readline())
     start = time.perf_counter()
     request = EvalRequest.model_validate_json(req_path.read_text())
     if request.device == "cpu":

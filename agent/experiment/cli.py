@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from agent import options as opt
+from agent.config import RunOptions
 from agent.experiment.units import (
     ExperimentConfig,
     ExperimentError,
@@ -19,7 +20,6 @@ from agent.experiment.units import (
     parse_arm,
     run_experiment,
 )
-from agent.run_setup import RunOptions
 
 
 def experiment_command(
@@ -29,6 +29,7 @@ def experiment_command(
     seed: int,
     out: Path | None,
     resume: Path | None,
+    *,
     options: RunOptions,
     send_seed: bool,
     reuse_checks: bool,
@@ -63,6 +64,13 @@ def experiment_command(
     return exp_dir
 
 
+@opt.run_options_command(
+    leave_out=("search", "llm", "samples", "no_cache"),
+    helps={
+        "stages": "Comma-separated stages of arms that name none.",
+        "model": "LLM model of arms that name none.",
+    },
+)
 def experiment(
     problems: Annotated[
         list[str] | None,
@@ -91,24 +99,7 @@ def experiment(
     resume: Annotated[
         Path | None, typer.Option(help="Finish (or just re-analyse) the experiment in this directory.")
     ] = None,
-    stages: Annotated[str | None, typer.Option(help="Comma-separated stages of arms that name none.")] = None,
-    gpu: opt.Gpu = None,
-    metric_set: opt.MetricSet = None,
-    profile: opt.Profile = True,
-    eval_timeout: opt.EvalTimeout = None,
-    max_iterations: opt.MaxIterations = None,
-    min_gain: opt.MinGain = 0.01,
-    no_gain_tries: opt.NoGainTries = 16,
-    roofline_target: opt.RooflineTarget = 90.0,
-    model: Annotated[str | None, typer.Option(help="LLM model of arms that name none.")] = None,
-    base_url: opt.BaseUrl = None,
-    config: opt.Config = None,
     llm_samples: Annotated[int | None, typer.Option(help="LLM replies per prompt.")] = None,
-    temperature: opt.Temperature = None,
-    max_tokens: opt.MaxTokens = None,
-    timeout: opt.Timeout = None,
-    max_requests: opt.MaxRequests = None,
-    max_tokens_total: opt.MaxTokensTotal = None,
     send_seed: Annotated[bool, typer.Option(help="Send each run's seed to the endpoint.")] = True,
     reuse_checks: Annotated[
         bool, typer.Option(help="On the CPU, check each (problem, source) once per experiment.")
@@ -126,10 +117,11 @@ def experiment(
         bool, typer.Option("--analyze", help="With --resume: run nothing, analyse.")
     ] = False,
     html: Annotated[bool, typer.Option(help="Write EXP_DIR/report.html.")] = True,
+    *,
+    options: RunOptions,
 ) -> None:
     """Compare arms (prompt templates, stage files, models, sampling settings) on the same problems, with
     paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
-    flags = dict(locals())  # first: the parameters, for opt.run_options
     from rich.console import Console
 
     from agent.experiment.findings import AnalysisOptions, analyze, terminal_report, write_results
@@ -140,7 +132,9 @@ def experiment(
     err = Console(stderr=True)
     # The run options as `ncu-agent run` builds them, with the LLM always on and --llm-samples as its
     # samples (this command's --samples is runs per arm and problem).
-    options = opt.run_options({**flags, "llm": True, "samples": llm_samples, "no_cache": False}, config)
+    options = options.model_copy(
+        update={"llm": True, "llm_overrides": {**options.llm_overrides, "samples": llm_samples}}
+    )
     try:
         analysis = AnalysisOptions(metric=metric, alpha=alpha, tie=tie, resamples=resamples)
         if metric != "auto" and metric not in METRICS:

@@ -21,7 +21,6 @@ import re
 import shutil
 import time
 import tomllib
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,9 +30,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.batch.inputs import ProblemEntry, write_atomic
+from agent.config import RunOptions
 from agent.prompt.stages import Stage
 from agent.records import EvalResult, Status
-from agent.run_setup import RunOptions, RunPlan
+from agent.run_setup import RunPlan
 
 CONFIG_FILE = "experiment.json"
 UNIT_FILE = "unit.json"
@@ -383,12 +383,11 @@ def run_unit(
     exp_dir: Path, cfg: ExperimentConfig, setup: ArmSetup, u: Unit, memo: CheckMemo | None, device: str
 ) -> UnitOutcome:
     """One (arm, problem, sample), from nothing: an unfinished earlier attempt is removed first."""
-    from agent.batch.job import FileReporter
-    from agent.llm.client import BudgetExhausted
-    from agent.loop import StartingKernelRejected
+    from agent.batch.hooks import FileReporter
+    from agent.loop import LoopHooks
     from agent.problem import ProblemError, load_problem
     from agent.prompt.render import template_dirs
-    from agent.run_setup import loop_settings, outcome_notes, run_planned, run_record
+    from agent.run_setup import ProblemRun, run_one
     from agent.store import Store
 
     udir = unit_dir(exp_dir, u)
@@ -401,60 +400,37 @@ def run_unit(
     cache.parent.mkdir(parents=True, exist_ok=True)
     plan = setup.for_unit(cache)
     out = UnitOutcome(arm=u.arm, problem=u.problem, sample=u.sample, seed=seed, status="error", device=device)
-    reporter = FileReporter(udir / "log.txt")
     t0 = time.monotonic()
     store = Store.open_dir(udir)
-    llm_proposer = None
     try:
         spec = load_problem(entry.path)
         if spec.kernel_path is None:
             raise ProblemError(entry.path, "no starting Triton kernel: an experiment starts from one")
-        out.run_id = store.start_run(
-            spec.name,
+        job = ProblemRun(
+            plan,
+            spec,
+            spec.kernel_path,
+            store,
+            udir,
             device,
-            plan.target.name,
-            plan.proposer_label,
-            plan.describe_proposer()[1],
-            {
-                **run_record(plan, str(entry.path), spec.kernel_path),
+            FileReporter(udir / "log.txt"),
+            problem=str(entry.path),
+            record={
                 "experiment": str(Path(exp_dir).resolve()),
                 "arm": u.arm,
                 "sample": u.sample,
                 "seed": seed,
             },
+            hooks=lambda run_id: LoopHooks(memo.evaluator(u.problem) if memo is not None else None),
+            client=_seeded_client(plan.llm_settings, seed) if cfg.send_seed and plan.options.llm else None,
         )
-        hooks = {"evaluator": memo.evaluator(u.problem)} if memo is not None else {}
-        settings = loop_settings(plan, device, udir, **hooks)
-        if plan.options.llm:
-            from agent.proposers.llm import LLMProposer
-
-            client = _seeded_client(plan.llm_settings, seed) if cfg.send_seed else None
-            llm_proposer = LLMProposer(plan.llm_settings, store, client=client)
         with template_dirs(*setup.template_dirs):
-            outcome = run_planned(
-                plan, spec, spec.kernel_path.read_text(), llm_proposer, store, out.run_id, settings, reporter
-            )
-        last = outcome.last
-        out.status = "budget" if last is not None and last.stopped_by == "budget" else "done"
-        out.reason = "; ".join(outcome_notes(outcome)) if last else "no stage ran: nothing could propose"
-    except (StartingKernelRejected, ProblemError) as e:
+            end = run_one(job)
+        out.run_id, out.status, out.reason = end.run_id, end.status, end.reason
+    except ProblemError as e:
         out.status, out.reason = "failed", str(e)
-    except BudgetExhausted as e:
-        out.status, out.reason = "budget", str(e)
-    except KeyboardInterrupt:
-        if out.run_id is not None:
-            store.finish_run(out.run_id, "interrupted")
-        store.close()
-        raise
-    except Exception as e:  # a bug or a broken environment: recorded; the unit runs again on resume
-        reporter.info(traceback.format_exc())
-        out.reason = f"{type(e).__name__}: {e}"
     finally:
-        if llm_proposer is not None:
-            llm_proposer.close()
-    if out.run_id is not None:
-        store.finish_run(out.run_id, out.status, out.reason)
-    store.close()
+        store.close()
     out.wall_s = time.monotonic() - t0
     out.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     write_atomic(udir / UNIT_FILE, out.model_dump_json(indent=1))  # last: until then the unit is unfinished

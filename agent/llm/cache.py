@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agent.llm.client import Usage
+from agent.secrets import private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -62,6 +63,7 @@ class LLMCache:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(SCHEMA)
+            private(self.path)
         return self._conn
 
     def get(self, key: str) -> CachedReply | None:

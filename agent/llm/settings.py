@@ -9,7 +9,6 @@ The API key is a SecretStr: it is never printed, logged, stored in the run recor
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -253,7 +252,10 @@ def load_llm_settings(
 
     Raises LLMConfigError naming each bad field, its value (never the key's) and the layer it came from.
     """
-    env = os.environ if env is None else env
+    if env is None:
+        from agent.secrets import environ  # the key, moved out of os.environ at start
+
+        env = environ()
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     layers = [_env_layer(env)]

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from enum import StrEnum
@@ -26,7 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.table import Table
 
-from agent.evaluation.sandbox import die_with_parent, read_tail, worker_env
+from agent.evaluation import confine
+from agent.evaluation.sandbox import BOOTSTRAP, die_with_parent, read_tail, worker_env
 from agent.profiling.read import (
     KernelLaunch,
     NcuProfile,
@@ -36,7 +36,7 @@ from agent.profiling.read import (
     seed_json,
 )
 from agent.profiling.target import RANGE_PREFIX, CandidateStatus, ProfileCandidate, ProfileRequest
-from agent.records import ProblemSpec
+from agent.records import NcuMetrics, ProblemSpec
 from agent.resources import profiles_dir
 
 ALL_RANGES = f"regex:{RANGE_PREFIX}[0-9]+/"
@@ -161,7 +161,7 @@ class ProfileResult(BaseModel):
     error: str | None = None
     error_kind: ProfileFailure | None = None
     report_path: Path | None = None
-    metrics: dict[str, list[dict[str, float | int | str]]] = Field(
+    metrics: NcuMetrics = Field(
         default_factory=dict, description="The seed prompt's form: kernel name -> one dict per launch."
     )
     rules: list[str] = Field(default_factory=list, description="ncu's findings, most important first.")
@@ -179,34 +179,30 @@ class _NcuRun(BaseModel):
     wall_s: float
 
 
-def _run_ncu(cmd: list[str], log_path: Path, timeout_s: float) -> _NcuRun:
-    workdir = Path(tempfile.mkdtemp(prefix="ncu_agent_ncu_"))
+def _run_ncu(cmd: list[str], log_path: Path, timeout_s: float, workdir: Path) -> _NcuRun:
     start = time.perf_counter()
     timed_out = False
     parent = os.getpid()
-    try:
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=workdir,
-                env=worker_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group, for the kill below; and it dies with us:
-                preexec_fn=lambda: die_with_parent(parent),  # a killed batch job leaves no ncu running
-            )
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                # ncu leads its own session: the target it started and anything that target left die too.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=workdir,
+            env=worker_env(box=workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, for the kill below; and it dies with us:
+            preexec_fn=lambda: die_with_parent(parent),  # a killed batch job leaves no ncu running
+        )
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # ncu leads its own session: the target it started and anything that target left die too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     wall = time.perf_counter() - start
     return _NcuRun(returncode=proc.returncode, timed_out=timed_out, log_tail=read_tail(log_path), wall_s=wall)
 
@@ -286,6 +282,7 @@ def profile_candidates(
         out / f"{name}.status.json",
         out / f"{name}.ncu.log",
     )
+    base, box = confine.make_box(None)  # ncu and the target write only here; results are moved to `out`
 
     def provenance(i: int, **kw: Any) -> ProfileProvenance:
         return ProfileProvenance(metric_set=ms.name, pinned_config=candidates[i].pinned_configs, **kw)
@@ -305,12 +302,30 @@ def profile_candidates(
     for stale in (report, status_path):  # a report left by an earlier run must never pass for this one's
         stale.unlink(missing_ok=True)
     req_path = out / f"{name}.request.json"
-    req = ProfileRequest(problem=problem, candidates=candidates, seed=seed, status_path=status_path.resolve())
+    req = ProfileRequest(
+        problem=problem, candidates=candidates, seed=seed, status_path=box / status_path.name
+    )
     req_path.write_text(req.model_dump_json(indent=1))
+    shutil.copy(req_path, box / req_path.name)
     ranges = f"{RANGE_PREFIX}0/" if len(candidates) == 1 else ALL_RANGES
-    target = [sys.executable, "-m", "agent.profiling.target", str(req_path.resolve())]
-    cmd = build_ncu_command(exe, ms, report.resolve(), target, ranges)
-    run = _run_ncu(cmd, log_path, timeout_s)
+    target = [
+        sys.executable,
+        "-P",
+        str(BOOTSTRAP),
+        "--module",
+        "agent.profiling.target",
+        str(box / req_path.name),
+    ]
+    cmd = build_ncu_command(exe, ms, box / report.name, target, ranges)
+    try:
+        run = _run_ncu(
+            confine.box_for(cmd, box, [problem.reference_path], gpu=True), log_path, timeout_s, box
+        )
+        for made in (report, status_path):  # out of the box: the run's directory is never the target's
+            with contextlib.suppress(OSError):
+                shutil.move(box / made.name, made)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     status = _read_status(status_path)
     common: dict[str, Any] = {"wall_s": run.wall_s}
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from agent.records import EvalResult, ProblemSpec
+from agent.records import EvalResult, NcuMetrics, ProblemSpec, ProfileRecord
 from agent.store import Store
 
 if TYPE_CHECKING:
@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 class ProfileOutcome(BaseModel):
     """What the next prompt gets: metrics in the seed's JSON form and ncu's ranked rules, or why not."""
 
-    metrics: dict[str, Any] | None = None
+    metrics: NcuMetrics | None = None
     rules: list[str] = []
     unavailable_reason: str | None = None
 
 
 def _skip_reason(settings: LoopSettings) -> str | None:
-    if not settings.profile:
+    if not settings.policy.profile:
         return "profiling was switched off for this run (--no-profile)"
     if settings.device != "cuda":
         return "no GPU in this run: Nsight Compute needs a CUDA GPU"
@@ -43,7 +43,7 @@ def profile_step(
     metric_set = load_metric_set(settings.metric_set)
     out_dir = settings.run_dir / "profiles"
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = (settings.profiler or profile_candidates)(
+    results = (settings.hooks.profiler or profile_candidates)(
         problem,
         [ProfileCandidate(source=src, pinned_configs=res.chosen_configs) for _, src, res in items],
         metric_set,
@@ -53,14 +53,16 @@ def profile_step(
     outcomes = []
     for (cand_id, _, _), r in zip(items, results, strict=True):
         store.add_profile(
-            cand_id,
-            r.ok,
-            r.error,
-            metric_set.name,
-            str(r.report_path) if r.report_path else None,
-            r.metrics,
-            r.rules,
-            r.provenance,
+            ProfileRecord(
+                candidate_id=cand_id,
+                ok=r.ok,
+                error=r.error,
+                metric_set=metric_set.name,
+                report_path=str(r.report_path) if r.report_path else None,
+                metrics=r.metrics,
+                rules=r.rules,
+                provenance=r.provenance.model_dump(mode="json"),
+            )
         )
         outcomes.append(
             ProfileOutcome(metrics=r.metrics, rules=r.rules)

@@ -30,7 +30,7 @@ from agent.llm.client import Attempt, Budget, BudgetExhausted, ChatClient, ChatR
 from agent.llm.extract import CodeSyntaxError, ExtractError, extract_code
 from agent.llm.settings import LLMSettings
 from agent.prompt.render import environment
-from agent.proposers.base import ProposalContext
+from agent.proposers.base import ProposalContext, Proposer
 from agent.records import Candidate, EvalResult, Status
 from agent.store import Store
 
@@ -103,7 +103,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.strip().encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class LLMProposer:
+class LLMProposer(Proposer):
     name = "llm"
 
     def __init__(
@@ -130,7 +130,7 @@ class LLMProposer:
         """Requests and tokens spent so far by this run (cache hits are free)."""
         return self.client.budget
 
-    # --- the Proposer protocol ------------------------------------------------------------------
+    # --- the Proposer interface ------------------------------------------------------------------
     def propose(self, ctx: ProposalContext) -> list[Candidate]:
         self.last_failures, self.last_errors = [], []
         usable, spent = self._sample(ctx.prompt_text, ctx.prompt_id, self.settings.samples)
@@ -184,6 +184,13 @@ class LLMProposer:
                     reply_id=u.reply_id,
                 )
         return None
+
+    def rejected(self, ctx: ProposalContext) -> list[tuple[Candidate, EvalResult]]:
+        """Replies without code or with code that does not parse (duplicates need no record)."""
+        return [(f.candidate(ctx), f.result()) for f in self.last_failures if f.status is not None]
+
+    def errors(self) -> list[str]:
+        return list(self.last_errors)
 
     def close(self) -> None:
         self.client.close()

@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass
 
 from agent.prompt.stages import Stage
-from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, last_metric
+from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, Proposer, last_metric
 from agent.proposers.tiling_search import MULTIPLIER_PARAMETER, TilingSearch
-from agent.records import Candidate
+from agent.records import Candidate, NcuMetrics
 from agent.source.variants import (
     LaunchMove,
     VariantError,
@@ -51,8 +51,9 @@ def warps_order(warps: list[int], current: int, metrics: dict | None, kernel: st
     return sorted(warps, key=lambda w: (w == current, -w if occupancy < LOW_OCCUPANCY_PCT else w))
 
 
-class SearchProposer:
+class SearchProposer(Proposer):
     name = "search"
+    ends_when_empty = True  # deterministic: a step with nothing new means the space is done
     # The micro stage's "Autotune Tip" rules (autotune wraps the kernel, 3-6 configs including the original)
     # tell an LLM how to hedge an edit with the autotuner. A search variant needs no hedge: it is one point of
     # the stage's space, evaluated directly. Every other rule of the stage applies to it.
@@ -108,7 +109,7 @@ class SearchProposer:
                 return [int(v) for v in p.values]
         raise ValueError(f"stage {self.stage.name!r} has no parameter {name!r} with values for the search")
 
-    def observe_profile(self, metrics: dict | None) -> None:
+    def observe_profile(self, metrics: NcuMetrics | None) -> None:
         """The parent's ncu metrics (seed JSON form), used to order the next tries."""
         self.metrics = metrics
         if self.tiling is not None:

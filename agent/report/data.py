@@ -120,9 +120,9 @@ def _prompts(store: Store, run_id: int) -> list[PromptRow]:
 
 
 def _min_gain(settings: dict[str, Any]) -> float:
-    from agent.loop import LoopSettings
+    from agent.config import LoopPolicy
 
-    default = LoopSettings.__dataclass_fields__["min_gain"].default
+    default = LoopPolicy().min_gain
     return float(settings.get("min_gain", default))
 
 

@@ -32,48 +32,27 @@ from __future__ import annotations
 
 import ast
 import math
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from itertools import product
 
-from agent.source.kernel_facts import Resolver, config_meta, function_params
+from agent.source.kernel_facts import config_meta
+from agent.source.tiling_literals import LiteralFinder, Slot, is_name
 from agent.source.variants import (
-    DEFAULT_NUM_WARPS,
     VariantError,
     apply_edits,
     autotune_configs,
-    dotted_name,
     find_kernels,
-    keyword_insertion,
     launch_sites,
-    node_span,
-    offsets_of,
     parse_source,
-    scope_nodes,
 )
 
 BLOCK, MULTIPLIER, WARPS = "block", "multiplier", "warps"
 MAX_SHIFT = 16
-_SM_COUNT = re.compile(r"^_?(get_)?((n|num|number_of)_?)?sms?(_count)?$")  # num_sms, NUM_SMS, sm_count
 
 
 class UnknownKernel(VariantError):
     """The kernel is not defined, or not launched, in this source (a library's kernel, say)."""
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One integer literal of the base source that an axis edits (or where an absent num_warps goes)."""
-
-    start: int
-    end: int
-    value: int
-    text: str = "{}"  # replaces [start, end) with "{}" filled in: the value, or an inserted keyword
-
-    def edit(self, value: int) -> tuple[int, int, str]:
-        return self.start, self.end, self.text.replace("{}", str(value))
 
 
 def scaled(value: int, shift: int) -> int | None:
@@ -209,149 +188,6 @@ def block_allowed(name: str, blocks: dict[str, tuple[int, ...]]) -> tuple[int, .
     return None
 
 
-# ---------------------------------------------------------------- finding the literals
-
-
-class _Finder:
-    def __init__(self, tree: ast.Module, source: str):
-        self.tree, self.source = tree, source
-        self.res = Resolver(tree)
-        self.parent = self.res.parent
-        self.pos = offsets_of(source)
-
-    def slot(self, node: ast.AST, value: int) -> Slot:
-        return Slot(*node_span(self.pos, node), value)
-
-    def insertion(self, call: ast.Call, name: str) -> Slot:
-        at, _, text = keyword_insertion(self.source, call, self.pos, f"{name}={{}}")
-        return Slot(at, at, DEFAULT_NUM_WARPS, text)
-
-    def up(self, node: ast.AST, kinds) -> ast.AST | None:
-        while (node := self.parent.get(id(node))) is not None:  # type: ignore[assignment]
-            if isinstance(node, kinds):
-                return node
-        return None
-
-    # ---- a name or self.attribute bound once to an integer literal
-
-    def named_literal(self, node: ast.expr) -> tuple[Slot, str] | str:
-        """(the literal's slot, the name) for a name bound once to an int literal, else why not."""
-        text = ast.unparse(node)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
-            cls = self.up(node, ast.ClassDef)
-            if cls is None:
-                return f"`{text}` is used outside a class"
-            stores = [
-                n
-                for n in ast.walk(cls)
-                if isinstance(n, ast.Attribute)
-                and isinstance(n.ctx, ast.Store)
-                and n.attr == node.attr
-                and isinstance(n.value, ast.Name)
-                and n.value.id == "self"
-            ]
-            stores += [n for n in scope_nodes(cls) if _stores_name(n, node.attr)]
-            return self._single_literal(stores, text)
-        if not isinstance(node, ast.Name):
-            return f"`{text}` is computed at run time"
-        scope: ast.AST | None = node
-        while (scope := self.up(scope, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)) is not None:
-            if node.id in function_params(scope):  # type: ignore[arg-type]
-                return f"`{node.id}` is a parameter of {getattr(scope, 'name', 'a lambda')}"
-            stores = [n for n in scope_nodes(scope) if _stores_name(n, node.id)]
-            if stores:
-                return self._single_literal(stores, text)
-        stores = [n for n in scope_nodes(self.tree) if _stores_name(n, node.id)]
-        return self._single_literal(stores, text)
-
-    def _single_literal(self, stores: list[ast.AST], text: str) -> tuple[Slot, str] | str:
-        stores = [s for s in stores if isinstance(getattr(s, "ctx", None), ast.Store)]
-        if not stores:
-            return f"`{text}` is not assigned in this source"
-        if len(stores) > 1:
-            return f"`{text}` is assigned {len(stores)} times"
-        assign = self.parent.get(id(stores[0]))
-        value = getattr(assign, "value", None)
-        single = (isinstance(assign, ast.Assign) and len(assign.targets) == 1) or isinstance(
-            assign, ast.AnnAssign
-        )
-        if single and isinstance(value, ast.Constant) and type(value.value) is int:
-            return self.slot(value, value.value), text
-        if single and (cap := _cap(value)) is not None:  # min(<run-time value>, 4096): the cap moves
-            return self.slot(cap, cap.value), text
-        shown = ast.unparse(value) if isinstance(value, ast.expr) else "not a plain assignment"
-        return f"`{text}` is computed at run time (`{shown}`)"
-
-    def literal_or_named(self, node: ast.expr) -> tuple[Slot, str | None] | str:
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            return self.slot(node, node.value), None
-        if isinstance(node, ast.Name | ast.Attribute):
-            found = self.named_literal(node)
-            return found if isinstance(found, str) else (found[0], found[1])
-        return f"`{ast.unparse(node)}` is computed at run time"
-
-    # ---- what a grid expression reads
-
-    def grid_nodes(self, expr: ast.AST, depth: int = 0) -> Iterator[ast.AST]:
-        """Every node of the grid expression, local names followed to their assignments."""
-        for n in ast.walk(expr):
-            yield n
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and depth < 6:
-                for d in self.res.definitions(n):
-                    if isinstance(d, ast.expr):
-                        yield from self.grid_nodes(d, depth + 1)
-
-    def multipliers(self, expr: ast.AST, depth: int = 0) -> Iterator[ast.expr]:
-        """Names multiplying the SM count in the grid, through tuples, min/max and local names."""
-        if depth > 6:
-            return
-        if isinstance(expr, ast.Tuple | ast.List):
-            for e in expr.elts:
-                yield from self.multipliers(e, depth + 1)
-        elif isinstance(expr, ast.Lambda):
-            yield from self.multipliers(expr.body, depth + 1)
-        elif isinstance(expr, ast.Call) and dotted_name(expr.func).rsplit(".", 1)[-1] in _MIN_MAX:
-            for a in expr.args:
-                yield from self.multipliers(a, depth + 1)
-        elif isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
-            for side, other in ((expr.left, expr.right), (expr.right, expr.left)):
-                if _is_name(side) and self.mentions_sms(other):
-                    yield side
-                yield from self.multipliers(side, depth + 1)
-        elif isinstance(expr, ast.Name):
-            for d in self.res.definitions(expr):
-                if isinstance(d, ast.expr):
-                    yield from self.multipliers(d, depth + 1)
-
-    def mentions_sms(self, expr: ast.AST) -> bool:
-        for n in self.grid_nodes(expr):
-            ident = n.attr if isinstance(n, ast.Attribute) else n.id if isinstance(n, ast.Name) else ""
-            if ident == "multi_processor_count" or _SM_COUNT.match(ident.lower()):
-                return True
-        return False
-
-
-_MIN_MAX = {"min", "max", "minimum", "maximum"}
-
-
-def _cap(value: ast.AST | None) -> ast.Constant | None:
-    """The integer literal of `min(<expression>, <int>)` (either order), else None."""
-    if not (isinstance(value, ast.Call) and dotted_name(value.func) == "min") or value.keywords:
-        return None
-    ints = [a for a in value.args if isinstance(a, ast.Constant) and type(a.value) is int]
-    return ints[0] if len(value.args) == 2 and len(ints) == 1 else None
-
-
-def _stores_name(node: ast.AST, name: str) -> bool:
-    return isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store)
-
-
-def _is_name(node: ast.AST) -> bool:
-    return isinstance(node, ast.Name) or (
-        isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
-    )
-
-
 @dataclass
 class _Run:
     where: str
@@ -377,55 +213,98 @@ def tiling_space(
     if not sites:
         raise UnknownKernel(f"kernel {kernel!r} is never launched as {kernel}[grid](...) in this source")
     try:
-        f = _Finder(tree, source)
-    except VariantError as e:  # a non-ASCII source
-        return TilingSpace(kernel, source, (), (), (f"{kernel}: {e}",))
-    reasons: list[str] = []
-    try:
+        f = LiteralFinder(tree, source)
         configs = autotune_configs(kernels[kernel])
-    except VariantError as e:
+    except VariantError as e:  # a non-ASCII source, or autotune configs it cannot read
         return TilingSpace(kernel, source, (), (), (f"{kernel}: {e}",))
-    grids = [s.func.slice for s in sites]  # type: ignore[attr-defined]
-    grid_nodes = [n for g in grids for n in f.grid_nodes(g)]
-    grid_strings = {n.value for n in grid_nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    grid_names = {ast.unparse(n) for n in grid_nodes if _is_name(n)}
-    grid_ints = {n.value for n in grid_nodes if isinstance(n, ast.Constant) and type(n.value) is int}
+    grid = _Grid.of(f, sites)
+    runs = _config_runs(f, configs, blocks) if configs is not None else _launch_runs(f, sites, blocks, grid)
+    if isinstance(runs, str):
+        return TilingSpace(kernel, source, (), (), (f"{kernel}: {runs}",))
+    reasons: list[str] = []
+    axes, where, names = _block_axes(kernel, runs, blocks, grid, reasons)
+    if multipliers:
+        axes += _multiplier_axes(kernel, f, grid, multipliers, blocks, set(where), reasons)
+    if not axes:
+        if not names:
+            reasons.append(f"{kernel}: no BLOCK size is set in its configs or launch keywords")
+        return TilingSpace(kernel, source, (), (), tuple(reasons))
+    links: list[tuple[int, ...] | None] = []
+    if warps:
+        warps_axis, links = _warps_axis(runs, axes, where, warps)
+        if warps_axis is not None:
+            axes.append(warps_axis)
+    return TilingSpace(kernel, source, tuple(axes), tuple(links), tuple(reasons))
 
-    runs: list[_Run] = []
-    if configs is not None:
-        for i, call in enumerate(configs, 1):
-            meta = config_meta(call)
-            if meta is None:
-                return TilingSpace(kernel, source, (), (), (f"{kernel}: config {i} has no literal dict",))
-            found: dict[str, tuple[Slot, str | None] | str] = {}
-            for k, v in zip(meta.keys, meta.values, strict=True):
-                if (
-                    isinstance(k, ast.Constant)
-                    and isinstance(k.value, str)
-                    and block_allowed(k.value, blocks)
-                ):
-                    lit = f.literal_or_named(v)
-                    found[k.value] = lit if not isinstance(lit, str) else f"{k.value} in config {i}: {lit}"
-            runs.append(_Run(f"config {i}", found, _config_warps(f, call)))
-    else:
-        for site in sites:
-            found = {}
-            for kw in site.keywords:
-                if kw.arg and block_allowed(kw.arg, blocks):
-                    lit = f.literal_or_named(kw.value)
-                    if not isinstance(lit, str) and lit[1] is None and lit[0].value in grid_ints:
-                        lit = (
-                            f"the grid repeats the literal {lit[0].value}, so a change would not reach it "
-                            f"(bind it to one name: {kw.arg.upper()} = {lit[0].value})"
-                        )
-                    found[kw.arg] = (
-                        lit if not isinstance(lit, str) else f"{kw.arg} at line {site.lineno}: {lit}"
+
+@dataclass
+class _Grid:
+    """The launch grids of a kernel and what they mention: a BLOCK size that appears there sets the
+    number of programs."""
+
+    exprs: list[ast.expr]
+    strings: set[str]  # META["BLOCK_SIZE"]-style keys
+    names: set[str]  # names and attributes
+    ints: set[int]  # integer literals
+
+    @classmethod
+    def of(cls, f: LiteralFinder, sites: list[ast.Call]) -> _Grid:
+        exprs = [s.func.slice for s in sites]  # type: ignore[attr-defined]
+        nodes = [n for g in exprs for n in f.grid_nodes(g)]
+        return cls(
+            exprs,
+            {n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)},
+            {ast.unparse(n) for n in nodes if is_name(n)},
+            {n.value for n in nodes if isinstance(n, ast.Constant) and type(n.value) is int},
+        )
+
+
+def _config_runs(
+    f: LiteralFinder, configs: list[ast.Call], blocks: dict[str, tuple[int, ...]]
+) -> list[_Run] | str:
+    """One run per autotune config: its BLOCK entries and num_warps; a string: why there is no space."""
+    runs = []
+    for i, call in enumerate(configs, 1):
+        meta = config_meta(call)
+        if meta is None:
+            return f"config {i} has no literal dict"
+        found: dict[str, tuple[Slot, str | None] | str] = {}
+        for k, v in zip(meta.keys, meta.values, strict=True):
+            if isinstance(k, ast.Constant) and isinstance(k.value, str) and block_allowed(k.value, blocks):
+                lit = f.literal_or_named(v)
+                found[k.value] = lit if not isinstance(lit, str) else f"{k.value} in config {i}: {lit}"
+        runs.append(_Run(f"config {i}", found, _config_warps(f, call)))
+    return runs
+
+
+def _launch_runs(
+    f: LiteralFinder, sites: list[ast.Call], blocks: dict[str, tuple[int, ...]], grid: _Grid
+) -> list[_Run]:
+    """One run per launch site (a kernel without autotune): its BLOCK keywords and num_warps."""
+    runs = []
+    for site in sites:
+        found: dict[str, tuple[Slot, str | None] | str] = {}
+        for kw in site.keywords:
+            if kw.arg and block_allowed(kw.arg, blocks):
+                lit = f.literal_or_named(kw.value)
+                if not isinstance(lit, str) and lit[1] is None and lit[0].value in grid.ints:
+                    lit = (
+                        f"the grid repeats the literal {lit[0].value}, so a change would not reach it "
+                        f"(bind it to one name: {kw.arg.upper()} = {lit[0].value})"
                     )
-            runs.append(_Run(f"the launch at line {site.lineno}", found, _launch_warps(f, site)))
+                found[kw.arg] = lit if not isinstance(lit, str) else f"{kw.arg} at line {site.lineno}: {lit}"
+        runs.append(_Run(f"the launch at line {site.lineno}", found, _launch_warps(f, site)))
+    return runs
 
+
+def _block_axes(
+    kernel: str, runs: list[_Run], blocks: dict[str, tuple[int, ...]], grid: _Grid, reasons: list[str]
+) -> tuple[list[Axis], dict[tuple[int, int], tuple[int, int]], list[str]]:
+    """One axis per BLOCK name every run sets; (axes, slot span -> (axis, slot index), the names seen).
+    Why a name is no axis goes to `reasons`."""
     axes: list[Axis] = []
     names = list(dict.fromkeys(n for r in runs for n in r.blocks))
-    where: dict[tuple[int, int], tuple[int, int]] = {}  # slot span -> (axis, slot index)
+    where: dict[tuple[int, int], tuple[int, int]] = {}
     for name in names:
         entries = [r.blocks.get(name, f"{name} is not set in {r.where}") for r in runs]
         bad = [e for e in entries if isinstance(e, str)]
@@ -434,7 +313,7 @@ def tiling_space(
             continue
         slots = list(dict.fromkeys(e[0] for e in entries))  # type: ignore[index]
         bound = {e[1] for e in entries if e[1]}  # type: ignore[index]
-        feeds = name in grid_strings or bool(bound & grid_names)
+        feeds = name in grid.strings or bool(bound & grid.names)
         axis = Axis(BLOCK, name, tuple(slots), block_allowed(name, blocks) or (), feeds)
         if axis.shifts() == [0]:
             reasons.append(f"{kernel}: no power-of-two multiple of {name}={_values(axis.base)} is allowed")
@@ -442,46 +321,58 @@ def tiling_space(
         for j, s in enumerate(slots):
             where[(s.start, s.end)] = (len(axes), j)
         axes.append(axis)
+    return axes, where, names
 
-    if multipliers:
-        seen: set[tuple[int, int]] = set()
-        for g in grids:
-            for node in f.multipliers(g):
-                found_m = f.named_literal(node)
-                if isinstance(found_m, str):
-                    reasons.append(f"{kernel}: grid multiplier {found_m}")
-                    continue
-                slot, name = found_m
-                if (slot.start, slot.end) in seen | set(where) or block_allowed(name.split(".")[-1], blocks):
-                    continue
-                seen.add((slot.start, slot.end))
-                axis = Axis(MULTIPLIER, name, (slot,), multipliers)
-                if axis.shifts() == [0]:
-                    reasons.append(f"{kernel}: no power-of-two multiple of {name}={slot.value} is allowed")
-                    continue
-                axes.append(axis)
 
-    if not axes:
-        if not names:
-            reasons.append(f"{kernel}: no BLOCK size is set in its configs or launch keywords")
-        return TilingSpace(kernel, source, (), (), tuple(reasons))
+def _multiplier_axes(
+    kernel: str,
+    f: LiteralFinder,
+    grid: _Grid,
+    multipliers: tuple[int, ...],
+    blocks: dict[str, tuple[int, ...]],
+    taken: set[tuple[int, int]],
+    reasons: list[str],
+) -> list[Axis]:
+    """One axis per grid multiplier (programs per SM) that is no BLOCK slot (`taken`: their spans)."""
+    axes: list[Axis] = []
+    seen: set[tuple[int, int]] = set()
+    for g in grid.exprs:
+        for node in f.multipliers(g):
+            found = f.named_literal(node)
+            if isinstance(found, str):
+                reasons.append(f"{kernel}: grid multiplier {found}")
+                continue
+            slot, name = found
+            if (slot.start, slot.end) in seen | taken or block_allowed(name.split(".")[-1], blocks):
+                continue
+            seen.add((slot.start, slot.end))
+            axis = Axis(MULTIPLIER, name, (slot,), multipliers)
+            if axis.shifts() == [0]:
+                reasons.append(f"{kernel}: no power-of-two multiple of {name}={slot.value} is allowed")
+                continue
+            axes.append(axis)
+    return axes
+
+
+def _warps_axis(
+    runs: list[_Run], axes: list[Axis], where: dict[tuple[int, int], tuple[int, int]], warps: tuple[int, ...]
+) -> tuple[Axis | None, list[tuple[int, ...] | None]]:
+    """The num_warps axis (None: nothing to vary) and, per warps slot, the BLOCK axes of its run that
+    set the tile (None: the run's BLOCK sizes are not all axes)."""
     links: list[tuple[int, ...] | None] = []
     warp_slots: list[Slot] = []
-    if warps:
-        for r in runs:
-            if r.warps is None or r.warps in warp_slots:
-                continue
-            spans = [(e[0].start, e[0].end) for e in r.blocks.values() if not isinstance(e, str)]
-            mine = sorted({where[s][0] for s in spans if s in where})
-            tile = [a for a in mine if axes[a].feeds_grid] or mine
-            warp_slots.append(r.warps)
-            links.append(tuple(tile) if len(spans) == len(r.blocks) and len(mine) == len(r.blocks) else None)
-        axis = Axis(WARPS, "num_warps", tuple(warp_slots), warps)
-        if warp_slots and axis.shifts() != [0]:
-            axes.append(axis)
-        else:
-            links = []
-    return TilingSpace(kernel, source, tuple(axes), tuple(links), tuple(reasons))
+    for r in runs:
+        if r.warps is None or r.warps in warp_slots:
+            continue
+        spans = [(e[0].start, e[0].end) for e in r.blocks.values() if not isinstance(e, str)]
+        mine = sorted({where[s][0] for s in spans if s in where})
+        tile = [a for a in mine if axes[a].feeds_grid] or mine
+        warp_slots.append(r.warps)
+        links.append(tuple(tile) if len(spans) == len(r.blocks) and len(mine) == len(r.blocks) else None)
+    axis = Axis(WARPS, "num_warps", tuple(warp_slots), warps)
+    if warp_slots and axis.shifts() != [0]:
+        return axis, links
+    return None, []
 
 
 def _nearest(value: float, allowed: tuple[int, ...]) -> int:
@@ -493,7 +384,7 @@ def _values(values: tuple[int, ...]) -> str:
     return "/".join(map(str, values))
 
 
-def _config_warps(f: _Finder, call: ast.Call) -> Slot | None:
+def _config_warps(f: LiteralFinder, call: ast.Call) -> Slot | None:
     node = next((k.value for k in call.keywords if k.arg == "num_warps"), None)
     if node is None and len(call.args) > 1:
         node = call.args[1]
@@ -503,7 +394,7 @@ def _config_warps(f: _Finder, call: ast.Call) -> Slot | None:
     return None if isinstance(found, str) else found[0]
 
 
-def _launch_warps(f: _Finder, call: ast.Call) -> Slot | None:
+def _launch_warps(f: LiteralFinder, call: ast.Call) -> Slot | None:
     node = next((k.value for k in call.keywords if k.arg == "num_warps"), None)
     if node is None:
         return f.insertion(call, "num_warps")

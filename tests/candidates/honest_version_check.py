@@ -1,12 +1,13 @@
 """Honest: version and capability checks through importlib, as real libraries write them."""
 
+import importlib
+import importlib.metadata
+import importlib.util
+
 import torch
 import torch.nn as nn
 import triton
 import triton.language as tl
-import importlib
-import importlib.metadata
-import importlib.util
 
 TRITON_VERSION = tuple(int(p) for p in importlib.metadata.version("triton").split(".")[:2])
 HAS_LIBDEVICE = importlib.util.find_spec("triton.language.extra") is not None

@@ -1,0 +1,123 @@
+"""The messages between the judge's side and a serving worker (`python -m agent.evaluation.worker --serve`).
+
+One JSON line each way per command. A command names its `op`; the worker answers with the reply of that
+command, or `Refused` (the candidate was rejected: a verdict, not a fault). Tensors never travel here:
+they cross as `torch.save` files whose paths the commands name (agent/evaluation/candidate_session.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from agent.records import Check, EvalRequest, EvalResult, Status
+
+
+class Load(BaseModel):
+    """Import the candidate's source as a module in `dir` (the worker's working directory from then on)."""
+
+    op: Literal["load"] = "load"
+    dir: str
+    source: str
+    device: str
+
+
+class Build(BaseModel):
+    """Build the candidate's ModelNew `key` from the init inputs and state dict saved at `path`."""
+
+    op: Literal["build"] = "build"
+    key: str
+    seed: int
+    path: str
+
+
+class Call(BaseModel):
+    """Call model `key` on the inputs saved at `inputs`; outputs and inputs after the call go to `outputs`.
+    `mode` "same" or "refresh": fill the tensors of the previous call (same data pointers) with these
+    values; "again": call with the tensors of the previous call untouched (nothing is loaded); anything
+    else: the loaded tensors as they are. `poison`: deterministic algorithms and NaN-filled torch.empty
+    on for this call (the judge draws it)."""
+
+    op: Literal["call"] = "call"
+    key: str
+    inputs: str
+    outputs: str
+    mode: str
+    config: int = 0
+    where: str
+    poison: bool = True
+
+
+class Finish(BaseModel):
+    """Unload the candidate; the reply says whether the process is clean enough to be reused."""
+
+    op: Literal["finish"] = "finish"
+
+
+class Evaluate(BaseModel):
+    """Judge and candidate in the worker (the GPU's one-process path)."""
+
+    op: Literal["evaluate"] = "evaluate"
+    request: EvalRequest
+    dir: str
+
+
+class Bye(BaseModel):
+    """End the worker's loop; it exits."""
+
+    op: Literal["bye"] = "bye"
+
+
+Command = Annotated[Load | Build | Call | Finish | Evaluate | Bye, Field(discriminator="op")]
+COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+class Done(BaseModel):
+    """The command did what it said."""
+
+    ok: Literal[True] = True
+
+
+class Refused(BaseModel):
+    """The candidate was rejected while the command ran (or the harness failed: `reason` says which)."""
+
+    ok: Literal[False] = False
+    status: Status
+    reason: str
+    rule: str | None = None
+
+
+R = TypeVar("R", bound=Done)
+
+
+class Called(Done):
+    """What the worker saw during a `Call`: kernel launches, its own kernels, the guards' findings."""
+
+    launches: dict[str, int]
+    own: list[str]
+    checks: list[Check]
+    aliasing: list[tuple[int, int]]
+    max_configs: int = 1
+    work: dict[
+        str, float
+    ] = {}  # host_ms: the thread's CPU time outside launches; ops: the candidate's ATen ops
+
+
+class Finished(Done):
+    clean: bool
+    why: str = ""
+
+
+class Evaluated(Done):
+    result: EvalResult
+    clean: bool
+    why: str = ""
+
+
+def read_reply(reply: dict[str, Any], kind: type[R]) -> R | Refused:
+    """The worker's reply as `kind`, or as `Refused`; ValueError when it is neither."""
+    try:
+        return Refused.model_validate(reply) if reply.get("ok") is False else kind.model_validate(reply)
+    except ValidationError as e:
+        raise ValueError(f"the worker's reply could not be read: {e}"[:2000]) from None
