@@ -328,7 +328,10 @@ class Judge(ExtraDraws):
         if not failures:
             return
         cheat = [(w, c) for w, c in failures if c.name in CHEATING_CHECKS]
-        where, check = (cheat or failures)[0]
+        # An unwritten element shows as the poison in the poisoned call and as stale memory (wrong values)
+        # in the plain one: "written" says why.
+        unwritten = [(w, c) for w, c in failures if c.name == "written"]
+        where, check = (cheat or unwritten or failures)[0]
         self.rule = check.name
         raise Rejected(
             Status.CHEATING if cheat else Status.INCORRECT,
