@@ -95,7 +95,8 @@ class Judge(ExtraDraws):
             secrets.SystemRandom()
         )  # which calls are poisoned, how many calls: the candidate can't know
         self.samples: list[draws.Sample] = []
-        self.call_s: float | None = None  # the fastest candidate call at the small shape
+        self.call_s: float | None = None  # the slowest candidate call at the small shape (to bound draws)
+        self.calls = 0
         self.started = time.monotonic()
 
     @property
@@ -203,7 +204,8 @@ class Judge(ExtraDraws):
             result = self.runner.call(key, inputs, mode, config, where, poison)
         spent = time.perf_counter() - start
         if key == "main":
-            self.call_s = spent if self.call_s is None else min(self.call_s, spent)
+            self.call_s = spent if self.call_s is None else max(self.call_s, spent)
+        self.calls += 1
         work = result.work or {}
         self.samples.append(
             draws.Sample(
