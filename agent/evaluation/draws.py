@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from agent.records import Check
 
 MAX_BYTES = 4 << 30  # inputs of one draw
-DRAW_BUDGET_S = 30.0  # all larger draws of one evaluation together, estimated
+DRAW_BUDGET_S = 45.0  # all larger draws of one evaluation together, estimated
 OPS_PER_ELEMENT = 1 / 64  # more new ops than one per 64 new elements is a per-element loop
 HOST_MS_FLOOR = 10.0  # growth of host time below this is noise (a loaded 2-core machine)
 HOST_RATIO = 3.0  # and growth below this many times the small calls' host time
