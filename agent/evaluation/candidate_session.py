@@ -156,6 +156,12 @@ class CandidateSession:
                 torch.cuda.synchronize()  # asynchronous errors surface here, inside the check
         except BaseException as e:
             status, rule = classify(e)
+            if rule is None and report.threads:  # starting a process or thread failed (the sandbox blocks it)
+                raise Rejected(
+                    Status.CHEATING,
+                    f"threads failed ({where}): {report.threads[0]}; then it raised {describe(e, self.file)}",
+                    "threads",
+                ) from None
             raise Rejected(
                 status, f"{where}: the candidate raised {describe(e, self.file)}{exit_note(rule)}", rule
             ) from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,7 @@ class Judge(ExtraDraws):
             secrets.SystemRandom()
         )  # which calls are poisoned, how many calls: the candidate can't know
         self.samples: list[draws.Sample] = []
-        self.call_s: float | None = None  # the slowest candidate call at the small shape (to bound draws)
+        self.small_calls: list[float] = []  # seconds of each candidate call at the small shape
         self.calls = 0
         self.started = time.monotonic()
 
@@ -169,6 +170,12 @@ class Judge(ExtraDraws):
 
     # --- drawing and building ---
 
+    @property
+    def call_s(self) -> float | None:
+        """The median candidate call at the small shape (the first ones compile and autotune), to bound
+        the larger draws."""
+        return statistics.median(self.small_calls) if self.small_calls else None
+
     def _draw(self, module: Any, label: str) -> list[Any]:
         from agent.problem import ProblemError
 
@@ -204,7 +211,7 @@ class Judge(ExtraDraws):
             result = self.runner.call(key, inputs, mode, config, where, poison)
         spent = time.perf_counter() - start
         if key == "main":
-            self.call_s = spent if self.call_s is None else max(self.call_s, spent)
+            self.small_calls.append(spent)
         self.calls += 1
         work = result.work or {}
         self.samples.append(

@@ -130,8 +130,8 @@ class ExtraDraws:
 
     def _repeat(self) -> None:
         """Calls go on well past any small counter, and how many is drawn: up to 50 to 66 calls in all (at
-        least 16 more), at a tiny shape (every shape global at most `draws.TINY`) when the reference runs there, 3 of them (and the
-        last) compared; the extra draws that follow come later still."""
+        least 16 more), at a tiny shape (every shape global at most `draws.TINY`) when the reference runs
+        there, 3 of them (and the last) compared; the extra draws that follow come later still."""
         assert self.last is not None
         model, _, inputs = self.last
         key = "main"
