@@ -25,7 +25,7 @@ from agent.records import Check
 MAX_BYTES = 4 << 30  # inputs of one draw
 DRAW_BUDGET_S = 45.0  # all larger draws of one evaluation together, estimated
 OPS_PER_ELEMENT = 1 / 64  # more new ops than one per 64 new elements is a per-element loop
-HOST_MS_FLOOR = 10.0  # growth of host time below this is noise (a loaded 2-core machine)
+HOST_MS_FLOOR = 5.0  # growth of host time below this is noise (a loaded 2-core machine)
 HOST_RATIO = 3.0  # and growth below this many times the small calls' host time
 FILL_NS_PER_BYTE = 1.0  # allowance for filling larger outputs with poison (~1 GB/s, generous)
 TINY = 32  # the repeated calls' shape globals, at most
@@ -120,6 +120,18 @@ def affordable(
     if call_s * r * 2 > left_s:
         return f"two calls would take ~{call_s * r * 2:.0f} s (the draws' budget has {left_s:.0f} s left)"
     return None
+
+
+def fitting(
+    small: dict[str, int | float], shape: dict[str, int | float], call_s: float, left_s: float, why: str
+) -> tuple[dict[str, int | float] | None, str]:
+    """The one dimension `shape` raises, lowered to what two calls can afford (None below 2x small)."""
+    (key,) = [k for k in small if shape[k] != small[k]]
+    value = int(small[key])
+    fit = int(value * left_s / (2 * call_s))
+    if fit < 2 * value:
+        return None, why
+    return {**small, key: fit}, f"{key}={fit} ({why} does not fit the time budget)"
 
 
 def scaling_check(samples: list[Sample]) -> Check:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.evaluation import draws
-from agent.evaluation.judge_draws import ExtraDraws, kernel_check
+from agent.evaluation.judge_draws import ExtraDraws, kernel_check, match_check
 from agent.evaluation.verdicts import Ledger, Rejected, describe
 from agent.problem import build_model
 from agent.records import Check, EvalRequest, EvalResult, Status, Timings
@@ -400,14 +400,9 @@ class Judge(ExtraDraws):
             return
         refs = self._reference(model, inputs, "timed calls")
         for i, out in sampler.kept:
-            failed = [c for c in self._compare(flatten_outputs(out), refs).checks if not c.passed]
+            comparison = self._compare(flatten_outputs(out), refs)
             self.ledger.add(
-                f"timed call {i}",
-                Check(
-                    name="timed-calls",
-                    passed=not failed,
-                    detail=f"{failed[0].name}: {failed[0].detail}" if failed else "matches the reference",
-                ),
+                f"timed call {i}", match_check("timed-calls", comparison, "matches the reference")
             )
         self._stop_on_failure()
 

@@ -114,17 +114,8 @@ class ExtraDraws:
                     detail="no Triton kernel defined in the candidate ran",
                 ),
             )
-        cmp = self._compare(c.outputs, refs)
-        failed = [ch for ch in cmp.checks if not ch.passed]
         self.ledger.add(
-            what,
-            Check(
-                name=name,
-                passed=not failed,
-                detail=f"{failed[0].name}: {failed[0].detail}"
-                if failed
-                else f"outputs match the reference ({what})",
-            ),
+            what, match_check(name, self._compare(c.outputs, refs), f"outputs match the reference ({what})")
         )
         self._stop_on_failure()
 
@@ -156,17 +147,8 @@ class ExtraDraws:
                 continue
             if not refs:
                 refs = self._reference(model, inputs, "repeated calls")
-            failed = [ch for ch in self._compare(c.outputs, refs).checks if not ch.passed]
-            self.ledger.add(
-                where,
-                Check(
-                    name="repeated-calls",
-                    passed=not failed,
-                    detail=f"{failed[0].name}: {failed[0].detail}"
-                    if failed
-                    else f"{n} more calls; calls {', '.join(str(k + 1) for k in sorted(compared))} match",
-                ),
-            )
+            ok = f"{n} more calls; calls {', '.join(str(k + 1) for k in sorted(compared))} match"
+            self.ledger.add(where, match_check("repeated-calls", self._compare(c.outputs, refs), ok))
             self._stop_on_failure()
 
     def _larger_draws(self) -> None:
@@ -193,8 +175,12 @@ class ExtraDraws:
             dict(spec.small_shapes), real, draws.thresholds(self.req.candidate_source)
         ):
             start = time.monotonic()
-            skip = draws.affordable(dict(spec.small_shapes), shape, in_bytes, self.call_s or 1.0, budget)
-            if skip:
+            small, call_s = dict(spec.small_shapes), self.call_s or 1.0
+            skip = draws.affordable(small, shape, in_bytes, call_s, budget)
+            if skip and "real size" in why:  # the largest size of that dimension that fits, instead
+                shape, why = draws.fitting(small, shape, call_s, budget, why)
+                skip = draws.affordable(small, shape, in_bytes, call_s, budget) if shape else skip
+            if skip or not shape:
                 self._skip("larger-shape", f"{why}: {skip}")
                 continue
             self._shape_draw("larger-shape", shape, why, calls=2)
@@ -261,6 +247,14 @@ class ExtraDraws:
                 poison=poison != (i == 1),
                 mode="same" if i else "new",
             )
+
+
+def match_check(name: str, comparison: Any, ok: str) -> Check:
+    """A check named `name` that passes when every check of `comparison` did, else names the first failure."""
+    failed = [ch for ch in comparison.checks if not ch.passed]
+    return Check(
+        name=name, passed=not failed, detail=f"{failed[0].name}: {failed[0].detail}" if failed else ok
+    )
 
 
 def kernel_check(c: CallResult) -> Check:
