@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.config import LoopPolicy
 from agent.evaluation.evaluate import evaluate
-from agent.llm.client import BudgetExhausted
 from agent.profiling.step import ProfileOutcome, profile_step
+from agent.prompt.facts import change_summary, problem_facts, standing
 from agent.prompt.gpus import GpuSpec
 from agent.prompt.render import HistoryEntry, PromptContext, render_prompt
 from agent.prompt.stages import Stage
+from agent.prompt.text import clip_sentences
 from agent.proposers.base import ProposalContext, Proposer
 from agent.records import Candidate, EvalResult, ProblemSpec, Status
 from agent.source.stage_rules import check_constraints, violations_text
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from agent.evaluation.sandbox import WorkerPool
 
 HISTORY_IN_PROMPT = 12  # most recent attempts shown to the proposer
+HISTORY_DETAIL_CHARS = 600  # of an attempt's reason, cut at a sentence end (two rule messages fit)
 REPAIRABLE = {Status.COMPILE_ERROR, Status.CRASHED, Status.INCORRECT, Status.CONSTRAINT}
 
 
@@ -126,10 +128,11 @@ class StageRun:
     ):
         self.problem, self.proposer, self.store, self.run_id = problem, proposer, store, run_id
         self.settings, self.reporter = settings, reporter
-        self.history: list[HistoryEntry] = []
+        self.history: list[HistoryEntry] = []  # shared across a pipeline's stages (run_stage's `history`)
         self.tried: set[str] = set()
         self.evaluations = 0
         self.last_prompt = ""
+        self.facts = problem_facts(problem, small=settings.device == "cpu")
 
     def prompt(self, best: Best) -> str:
         self.last_prompt = render_prompt(
@@ -141,11 +144,20 @@ class StageRun:
                 metrics_unavailable_reason=best.profile.unavailable_reason,
                 ncu_rules=best.profile.rules,
                 history=self.history[-HISTORY_IN_PROMPT:],
+                problem=self.facts,
+                standing=standing(best.result, self.settings.device) if self.facts else None,
             )
         )
         return self.last_prompt
 
-    def record(self, iteration: int, cand: Candidate, result: EvalResult, best_ms: float | None) -> int:
+    def record(
+        self,
+        iteration: int,
+        cand: Candidate,
+        result: EvalResult,
+        best_ms: float | None,
+        parent_source: str = "",
+    ) -> int:
         cand_id = self.store.add_candidate(self.run_id, iteration, cand)
         self.store.add_evaluation(cand_id, result)
         self.reporter.candidate(cand_id, cand.label, result, best_ms)
@@ -154,8 +166,11 @@ class StageRun:
             HistoryEntry(
                 label=cand.label or f"candidate {cand_id}",
                 outcome=result.status.value,
-                detail=result.reason[:300],
+                detail=clip_sentences(result.reason, HISTORY_DETAIL_CHARS),
                 time_ms=t.candidate.median_ms if t and t.candidate else None,
+                iteration=iteration,
+                stage=cand.stage,
+                change=change_summary(parent_source, cand.source),
             )
         )
         return cand_id
@@ -188,7 +203,7 @@ class StageRun:
         while queue:
             cand = queue.pop(0)
             result = self.check(cand, ctx)
-            cand_id = self.record(ctx.iteration, cand, result, best_ms)
+            cand_id = self.record(ctx.iteration, cand, result, best_ms, ctx.parent_source)
             if result.accepted:
                 accepted.append((cand_id, cand.source, result))
             elif result.status in REPAIRABLE:
@@ -198,11 +213,15 @@ class StageRun:
                     queue.insert(0, fixed.model_copy(update={"parent_id": cand_id}))
         return accepted
 
-    def _record_proposer_failures(self, ctx: ProposalContext) -> None:
+    def _record_proposer_failures(self, ctx: ProposalContext) -> list[str]:
+        """Record what the proposer rejected; the reasons, for saying why a step gave nothing."""
+        reasons = []
         for cand, result in self.proposer.rejected(ctx):
-            self.record(ctx.iteration, cand, result, None)
+            self.record(ctx.iteration, cand, result, None, ctx.parent_source)
+            reasons.append(result.reason)
         for error in self.proposer.errors():
             self.reporter.info(f"endpoint error: {error}")
+        return reasons
 
 
 def run_stage(
@@ -215,13 +234,17 @@ def run_stage(
     reporter: Reporter,
     start: Best | None = None,
     tried: set[str] | None = None,
+    history: list[HistoryEntry] | None = None,
 ) -> LoopOutcome:
     """One stage from `start_source` (or from `start`, the previous stage's best, already measured).
-    `tried`: sources evaluated before (earlier stages of a pipeline), not proposed again."""
+    `tried`: sources evaluated before (earlier stages of a pipeline), not proposed again; `history`: their
+    attempts, which the prompts go on showing."""
     stage = settings.stage.name
     sr = StageRun(problem, proposer, store, run_id, settings, reporter)
     if tried is not None:
         sr.tried = tried
+    if history is not None:
+        sr.history = history
     if start is not None:  # measured by the previous stage; profiled again with this stage's metric set
         sr.tried.add(start.source)
         if _close_enough(start, settings):  # the stage will not search: the previous profile will do
@@ -252,6 +275,8 @@ def _close_enough(best: Best, settings: LoopSettings) -> bool:
 
 
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
+    from agent.llm.client import BudgetExhausted  # imports openai: only a stage that runs needs it
+
     problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
     best = start
@@ -265,7 +290,8 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
         budget = 0
     iteration, empty_steps, tries_without_gain = 0, 0, 0
     try:
-        for iteration in range(1, budget + 1):
+        while iteration < budget:
+            iteration += 1
             prompt_text = sr.prompt(best)
             ctx = ProposalContext(
                 problem=problem,
@@ -280,11 +306,24 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
             )
             proposer.observe_profile(best.profile.metrics)
             candidates = proposer.propose(ctx)
-            sr._record_proposer_failures(ctx)
+            rejected = sr._record_proposer_failures(ctx)
+            if not candidates and not rejected and proposer.errors():
+                # The endpoint failed, not the model: the step is asked again and costs no iteration (the
+                # proposer ends the run after max_endpoint_errors such failures in a row).
+                iteration -= 1
+                continue
             if not candidates:
                 empty_steps += 1
-                reporter.info(f"iteration {iteration}: no new candidate from the {proposer.name} proposer")
+                why = f" (last: {rejected[-1][:200]})" if rejected else ""
+                reporter.info(
+                    f"iteration {iteration}: no new candidate from the {proposer.name} proposer{why}"
+                )
                 if proposer.ends_when_empty or empty_steps >= settings.policy.patience:
+                    outcome.notes.append(
+                        f"stage ended at iteration {iteration} of {budget}: {empty_steps} step"
+                        f"{'s' if empty_steps > 1 else ''} in a row gave no new candidate{why}"
+                    )
+                    reporter.info(f"stage {stage}: {outcome.notes[-1]}")
                     break
                 continue
             empty_steps = 0

@@ -31,6 +31,13 @@ Gpu = Annotated[
 MetricSet = Annotated[str | None, typer.Option("--set", help="ncu metric set (default: each stage's).")]
 BaseUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL.")]
 Config = Annotated[Path | None, typer.Option(help="TOML config file with an [llm] table.")]
+SmallShapes = Annotated[
+    str | None,
+    typer.Option(
+        help="CPU sizes as NAME=VALUE,... over the reference's module globals (default: the problem's "
+        "[small_shapes], else derived from the file's size constants)."
+    ),
+]
 
 # The shared flags: name -> its typer annotation. RunOptions fields take their default from the model;
 # the LLM flags (LLM_FLAGS) default to None: not given, so the config file or the environment decides.
@@ -62,13 +69,19 @@ FLAGS: dict[str, Any] = {
         int | None, typer.Option(help="LLM budget: tokens per run (a batch: per problem)")
     ],
     "no_cache": Annotated[bool, typer.Option("--no-cache", help="Do not reuse cached LLM replies.")],
+    "no_api_key": Annotated[
+        bool,
+        typer.Option(
+            "--no-api-key", help="The LLM server needs no key (keys come from the environment only)."
+        ),
+    ],
 }
 
 
 def _default(name: str) -> Any:
     if name in RunOptions.model_fields and name not in ("stages", "llm_config"):
         return RunOptions.model_fields[name].default
-    return False if name == "no_cache" else None
+    return False if name in ("no_cache", "no_api_key") else None
 
 
 def options_from(flags: dict[str, Any]) -> RunOptions:
@@ -78,11 +91,16 @@ def options_from(flags: dict[str, Any]) -> RunOptions:
     config: Path | None = flags.pop("config", None)
     stages: str | None = flags.pop("stages", None)
     no_cache: bool = flags.pop("no_cache", False)
+    no_api_key: bool = flags.pop("no_api_key", False)
     llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
     return RunOptions(
         stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         llm_config=config.resolve() if config else None,
-        llm_overrides={**llm, "use_cache": False if no_cache else None},
+        llm_overrides={
+            **llm,
+            "use_cache": False if no_cache else None,
+            "no_api_key": True if no_api_key else None,
+        },
         **flags,
     )
 

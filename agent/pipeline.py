@@ -2,7 +2,9 @@
 
 Each stage gets the proposer that can serve it: the LLM when the run uses one, else the built-in search
 where the stage's parameters are searchable; a stage nobody can serve is skipped, and the run says why.
-`from_stage` resumes a run directory: the stage before it left `best_kernel.<stage>.py` there.
+`from_stage` resumes a run directory: the stage before it left `best_kernel.<stage>.py` there. A stage
+that starts from the reference (`first`) at the head of the stages writes a first version from the PyTorch
+reference (agent/first.py); anywhere else it is given the previous stage's best like any stage.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.loop import Best, LoopOutcome, LoopSettings, Reporter, run_stage
+from agent.prompt.render import HistoryEntry
 from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
 from agent.records import ProblemSpec
@@ -67,6 +70,7 @@ def run_pipeline(
     outcome = PipelineOutcome()
     previous: Best | None = None
     tried: set[str] = set()  # shared: a variant evaluated by one stage is not proposed again by the next
+    history: list[HistoryEntry] = []  # shared: the next stage's prompts show what the earlier ones tried
     for stage in stages:
         proposer = proposer_for(stage)
         if isinstance(proposer, str):
@@ -75,9 +79,23 @@ def run_pipeline(
             continue
         reporter.info(f"stage {stage.name} ({stage.title}) with the {proposer.name} proposer")
         stage_settings = replace(settings, stage=stage, metric_set=metric_set_override or stage.metric_set)
-        result = run_stage(
-            problem, start_source, proposer, store, run_id, stage_settings, reporter, previous, tried
-        )
+        if stage.starts_from == "reference" and previous is None:
+            from agent.first import run_first
+
+            result = run_first(problem, proposer, store, run_id, stage_settings, reporter, tried, history)
+        else:
+            result = run_stage(
+                problem,
+                start_source,
+                proposer,
+                store,
+                run_id,
+                stage_settings,
+                reporter,
+                previous,
+                tried,
+                history,
+            )
         for note in proposer.notes:  # what the search could not vary, and why
             reporter.info(f"stage {stage.name}: {note}")
             result.notes.append(note)

@@ -45,8 +45,12 @@ def resolve_problem_path(path: Path | str) -> Path:
     raise ProblemError(p, "no such file or folder (and no bundled problem of that name)")
 
 
-def load_problem(path: Path | str) -> ProblemSpec:
-    """Read a problem folder or a bare KernelBench file, and check that it is well formed."""
+def load_problem(path: Path | str, small_shapes: dict[str, int | float] | None = None) -> ProblemSpec:
+    """Read a problem folder or a bare KernelBench file, and check that it is well formed.
+
+    The CPU's shapes: `small_shapes` when given (a flag), else the folder's `[small_shapes]`, else derived
+    from the module's size constants (agent.small_shapes); `spec.shapes_origin` says which.
+    """
     p = resolve_problem_path(path)
     if p.is_dir():
         spec = _load_folder(p)
@@ -54,9 +58,15 @@ def load_problem(path: Path | str) -> ProblemSpec:
         spec = ProblemSpec(name=p.stem, reference_path=p)
     else:
         raise ProblemError(p, "a problem is a folder with problem.toml or a KernelBench .py file")
-    inspect_problem(spec, small=bool(spec.small_shapes))
+    inspect_problem(spec, small=False)  # the file's own sizes, on the meta device: its faults named first
+    if small_shapes:
+        spec.small_shapes, spec.shapes_origin = dict(small_shapes), "flag"
+    elif not spec.small_shapes:
+        from agent.small_shapes import derive_small_shapes
+
+        spec.small_shapes, spec.shapes_origin = derive_small_shapes(spec), "derived"
     if spec.small_shapes:
-        inspect_problem(spec, small=False)
+        inspect_problem(spec, small=True)
     return spec
 
 
@@ -95,6 +105,16 @@ def _load_folder(folder: Path) -> ProblemSpec:
         return ProblemSpec(reference_path=reference, kernel_path=kernel, **fields)
     except ValidationError as e:
         raise ProblemError(toml_path, f"invalid fields: {e}") from None
+
+
+def describe_shapes(spec: ProblemSpec, small: bool) -> str:
+    """One line saying which sizes an evaluation uses, for the terminal and the run's record."""
+    if not small or not spec.small_shapes:
+        return "the file's own sizes"
+    where = {"derived": "derived from the file's sizes", "flag": "--small-shapes"}.get(
+        spec.shapes_origin, spec.shapes_origin
+    )
+    return f"small shapes {', '.join(f'{k}={v}' for k, v in spec.small_shapes.items())} ({where})"
 
 
 def source_hash(text: str) -> str:

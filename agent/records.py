@@ -40,6 +40,10 @@ class ProblemSpec(BaseModel):
         default_factory=dict,
         description="Module globals to override for CPU checks (the interpreter is slow).",
     )
+    shapes_origin: str = Field(
+        default="problem.toml",
+        description="Where small_shapes came from: 'problem.toml', 'flag' or 'derived' (agent.small_shapes).",
+    )
     atol: float | None = Field(default=None, description="Override of the dtype-aware absolute tolerance.")
     rtol: float | None = Field(default=None, description="Override of the dtype-aware relative tolerance.")
     flops: str | None = Field(
@@ -196,6 +200,10 @@ class EvalResult(BaseModel):
     max_rel_err: float | None = None
     device: str = ""
     interpreter: bool = False
+    shapes: dict[str, int | float] = Field(
+        default_factory=dict,
+        description="Module globals set for this evaluation (the small shapes); empty: the file's own sizes.",
+    )
     wall_s: float = 0.0
     phases_s: dict[str, float] = Field(
         default_factory=dict,

@@ -60,12 +60,12 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = path
+        private(path)
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
-        private(path)  # SQLite gives its -wal and -shm files the database's mode
 
     @classmethod
     def open_dir(cls, run_dir: Path) -> Store:
@@ -140,6 +140,13 @@ class Store:
             latency_s=latency_s,
             error=error,
         )
+
+    def annotate_reply(self, reply_id: int, **info: Any) -> None:
+        """Add what became of a reply (cut code, not evaluated again and why) to its `usage` JSON."""
+        with self._tx() as c:
+            row = c.execute("SELECT usage FROM replies WHERE id=?", (reply_id,)).fetchone()
+            usage = json.loads(row[0]) if row and row[0] else {}
+            c.execute("UPDATE replies SET usage=? WHERE id=?", (json.dumps({**usage, **info}), reply_id))
 
     def add_candidate(self, run_id: int, iteration: int, cand: Candidate) -> int:
         return self._insert(

@@ -4,7 +4,8 @@ openai 3.x talks through its own HTTP stack, which respx cannot intercept, so th
 a ThreadingHTTPServer on port 0 in a background thread. Each POST to /v1/chat/completions (or
 /chat/completions) takes the next behaviour off a queue; a request with none left is answered 400 and
 counted in `unexpected`, so a test that makes one request too many fails loudly. Every request body and
-its headers are kept.
+its headers are kept. GET /v1/models answers `models` (None: 404, as on a server that does not list them)
+or `models_error` when set.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ class LLMServer:
         self.requests: list[dict[str, Any]] = []  # parsed JSON bodies (or {"_raw": text})
         self.headers: list[dict[str, str]] = []
         self.unexpected = 0
+        self.models: list[str] | None = ["test-model"]
+        self.models_error: Behaviour | None = None
+        self.required_key: str | None = None  # set: any other Authorization is answered 401
+        self.model_requests = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -157,9 +162,35 @@ class LLMServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout) before we answered
 
+            def _refused(self) -> bool:
+                key = server.required_key
+                if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+                    return False
+                self._send(401, b'{"error": {"message": "Incorrect API key provided"}}', {})
+                return True
+
+            def do_GET(self) -> None:
+                if self._refused():
+                    return
+                if self.path.split("?")[0] not in ("/v1/models", "/models"):
+                    self._send(404, b'{"error": {"message": "no such path"}}', {})
+                    return
+                server.model_requests += 1
+                b = server.models_error
+                if b is not None:
+                    body = b.body if isinstance(b.body, bytes) else json.dumps(b.body).encode()
+                    self._send(b.status, body, b.headers)
+                elif server.models is None:
+                    self._send(404, b'{"error": {"message": "not found"}}', {})
+                else:
+                    data = [{"id": m, "object": "model", "owned_by": "test"} for m in server.models]
+                    self._send(200, json.dumps({"object": "list", "data": data}).encode(), {})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 text = self.rfile.read(length).decode("utf-8", "replace")
+                if self._refused():
+                    return
                 if self.path.split("?")[0] not in PATHS:
                     self._send(404, b'{"error": {"message": "no such path"}}', {})
                     return

@@ -296,7 +296,7 @@ def test_an_interrupted_evaluation_kills_its_worker(l1, monkeypatch):
 
     started: list[ev.WorkerProcess] = []
     real = ev.start_worker
-    monkeypatch.setattr(ev, "start_worker", lambda device: started.append(real(device)) or started[-1])
+    monkeypatch.setattr(ev, "start_worker", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
 
     def interrupt(signum, frame):
         raise _Interrupted
@@ -326,8 +326,8 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
         "from agent.problem import load_problem\n"
         "from agent.evaluation.sandbox import WorkerPool\n"
         "real = ev.start_worker\n"
-        "def start(device):\n"
-        "    w = real(device)\n"
+        "def start(*a, **k):\n"
+        "    w = real(*a, **k)\n"
         "    print(w.proc.pid, flush=True)\n"
         "    return w\n"
         "ev.start_worker = start\n"

@@ -26,21 +26,25 @@ from agent.batch.inputs import (
     Invocations,
     find_problems,
 )
-from agent.batch.job import NEEDS_LLM
 from agent.batch.resume import ReplayStore
 from agent.batch.summary import (
     BatchSummary,
     Geomean,
     Overall,
     ProblemRow,
+    _nothing_attempted,
     fast_p,
+    fast_ps,
     geomean,
+    level_of,
+    summary_tables,
     write_summary,
 )
 from agent.cli import app
 from agent.config import RunOptions
 from agent.records import Candidate, EvalResult, ProfileRecord, Status
 from agent.resources import kernels_dir
+from agent.run_setup import NEEDS_LLM
 from agent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +192,30 @@ def test_fast_p_not_measured_on_the_cpu():
     assert fast_p(mixed, 1, "eager") == 0.5
 
 
+def test_levels_cpu_words_and_nothing_attempted():
+    assert level_of(Path("/x/KernelBench/level2/1_Conv.py")) == "level2" and level_of(Path("/x/a.py")) is None
+    skipped = [ProblemRow(name=n, status="skipped", reason="needs the LLM") for n in ("a", "b")]
+    assert _nothing_attempted(skipped, 0).startswith("nothing could be attempted: 2 problems")
+    assert _nothing_attempted([*skipped, _row("c", True).model_copy(update={"evaluations": 1})], 0) is None
+    assert _nothing_attempted(skipped, 1) is None  # unfinished: resume it, not "nothing"
+    rows = [_row("a", True), _row("b", False)]  # the CPU: nothing timed
+    overall = Overall(
+        problems=2,
+        correct=1,
+        by_status={"done": 2},
+        fast_p=fast_ps(rows),
+        unmeasured={"eager": 1, "compile": 1},
+        geomean_speedup={"eager": Geomean(value=None, n=0), "compile": Geomean(value=None, n=0)},
+        evaluations=2,
+        wall_s=60.0,
+        evaluations_per_min=2.0,
+        tokens=0,
+    )
+    table = summary_tables(BatchSummary(batch_dir="b", problems=rows, overall=overall))[1]
+    cells = [c for col in table.columns for c in col._cells]
+    assert "not timed" in cells and "0.50" in cells and not any("0%" in str(c) for c in cells)
+
+
 def test_summary_exports_csv_and_json(tmp_path):
     rows = [_row("a", True, 2.5, 1.2), _row("b", False, status="failed")]
     overall = Overall(
@@ -235,7 +263,6 @@ def test_replay_store_matches_repeated_writes(tmp_path):
         ProfileRecord(
             candidate_id=c1,
             ok=True,
-            error=None,
             metric_set="seed",
             report_path="r.ncu-rep",
             metrics={"k": [{"m": 1.0}]},
@@ -270,12 +297,10 @@ def test_replay_store_matches_repeated_writes(tmp_path):
             ProfileRecord(
                 candidate_id=c1,
                 ok=True,
-                error=None,
                 metric_set="seed",
                 report_path="r.ncu-rep",
                 metrics={"k": [{"m": 1.0}]},
                 rules=["rule"],
-                provenance={},
             )
         )
         == 1
@@ -300,12 +325,10 @@ def _recorded(tmp_path: Path) -> tuple[Path, int, EvalResult]:
         ProfileRecord(
             candidate_id=cand,
             ok=True,
-            error=None,
             metric_set="seed",
             report_path="a.ncu-rep",
             metrics={"k": [{"m": 2.0}]},
             rules=["a rule"],
-            provenance={},
         )
     )
     store.close()
@@ -403,6 +426,9 @@ def test_batch_end_to_end_with_fake_gpu_ids(tmp_path):
     assert [fp.eager for fp in o.fast_p] == [0.5, None, None, None]
     assert o.geomean_speedup["eager"].value is None and o.evaluations_per_min > 0
     assert (batch_dir / "summary.csv").exists() and (batch_dir / "summary_overall.csv").exists()
+    assert [(lv.level, lv.problems, lv.correct) for lv in o.levels] == [("level1", 1, 0)]
+    assert rows["l1_norm"].first_correct.endswith(":0") and rows["1_Relu"].first_correct is None
+    assert o.nothing_attempted is None
 
     # The fake GPUs: each job ran with its GPU, every evaluation held that GPU's lock, none overlapped.
     gpus = {json.loads((batch_dir / "problems" / n / "attempts.jsonl").read_text())["gpu"] for n in rows}

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -115,3 +116,48 @@ def test_ray_resumes_a_killed_job(tmp_path, local_ray):
     assert row.status == "budget" and row.correct and row.evaluations == 2
     assert row.reused == 1 and row.attempts == 2
     _check_records(store, 2)
+
+
+@pytest.mark.slow
+def test_ray_jobs_get_the_key_through_a_channel_nobody_sees(tmp_path, local_ray, monkeypatch):
+    """The key is known to the driver only (not in any environment): the job on Ray reaches a server that
+    refuses any other key, and the key is in no file of the batch and nowhere Ray's state API shows."""
+    from llm_server import LLMServer, reply_n
+
+    key = "sk-ray-SECRET-4242"
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "NCU_AGENT_")):
+            monkeypatch.delenv(name)
+    server = LLMServer().start()
+    server.required_key = key
+    server.script(*[reply_n("I would keep the kernel as it is.")] * 3)
+    batch_dir = tmp_path / "batch"
+    llm = {"base_url": server.base_url, "model": "test-model", "samples": 1, "max_attempts": 1}
+    cfg = BatchConfig(
+        inputs=["l1_norm"],
+        problems=find_problems(["l1_norm"], [], [], None),
+        run=RunOptions(
+            stages=["micro"],
+            max_iterations=1,
+            llm=True,
+            llm_overrides={**llm, "cache_path": str(tmp_path / "cache.sqlite")},
+        ),
+        budget=Budget(problem_evaluations=2),
+        execution=Execution(backend="ray"),
+    )
+    create_batch(batch_dir, cfg)
+    try:
+        summary = run_batch(batch_dir, api_key=key)
+    finally:
+        server.stop()
+    (row,) = summary.problems
+    assert row.status == "done", row.reason
+    assert server.count >= 1 and all(h["authorization"] == f"Bearer {key}" for h in server.headers)
+    for path in batch_dir.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), f"the key is in {path}"
+    # What Ray's dashboard and state API show of a job and its tasks: the runtime_env (the state API itself
+    # needs the dashboard, which this CPU instance runs without); the key went as an object-store value.
+    shown = repr(ray.get_runtime_context().runtime_env)
+    assert key not in shown and "PYTHONPATH" in shown
+    assert not list(Path(tempfile.gettempdir()).glob("ncu-agent-key-*/key")), "a key file outlived its job"

@@ -25,14 +25,8 @@ from typing import Any
 
 import pytest
 
-from agent.experiment.units import (
-    ExperimentError,
-    Unit,
-    parse_arm,
-    schedule,
-    unit_dir,
-    unit_seed,
-)
+from agent.experiment.design import ExperimentError, parse_arm
+from agent.experiment.units import Unit, schedule, unit_dir, unit_seed
 from agent.llm.scripted import answer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +180,7 @@ def test_template_sets_stage_files_and_prompt_folders(tmp_path):
     """An arm's stage TOML (with its own template next to it) and an arm's prompts folder (one part
     replaced, the rest inherited) reach the rendered prompt; the default arm's prompt is untouched."""
     from agent.config import RunOptions
-    from agent.experiment.units import ExperimentConfig, prepare_arm
+    from agent.experiment.design import ExperimentConfig, prepare_arm
     from agent.prompt.gpus import find_gpu
     from agent.prompt.render import PromptContext, render_prompt, template_dirs
 
@@ -273,9 +267,9 @@ def test_speedups_from_records_and_a_faster_arm_wins(tmp_path):
 
     from agent.batch.inputs import ProblemEntry
     from agent.config import RunOptions
+    from agent.experiment.design import ExperimentConfig
     from agent.experiment.findings import analyze
     from agent.experiment.html import render_html
-    from agent.experiment.units import ExperimentConfig
 
     problems = [f"p{i}" for i in range(7)]
     cfg = ExperimentConfig(

@@ -25,7 +25,7 @@ from llm_server import (
 
 from agent.evaluation.sandbox import is_secret
 from agent.llm.cache import LLMCache
-from agent.llm.client import BudgetExhausted, retry_after_s
+from agent.llm.client import BudgetExhausted, EndpointFailed, retry_after_s
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.proposers.base import ProposalContext
 from agent.proposers.llm import LLMProposer
@@ -214,15 +214,14 @@ def test_reasoning_models_code_is_taken_from_content(make, server):
         (raw(b"<html>bad gateway</html>", content_type="text/html"), "invalid JSON body"),
     ],
 )
-def test_unusable_bodies_are_recorded_not_raised(make, server, behaviour, reason):
-    h = make(samples=3)
-    server.script(behaviour)
-    assert h.proposer.propose(h.ctx()) == []
-    (failure,) = h.proposer.last_failures
-    assert failure.status == Status.NO_CODE and reason in failure.reason
-    (row,) = h.replies()
-    assert reason in row["error"] and row["text"]  # what was received is kept for a person to read
-    assert server.count == 1 and h.proposer.n_supported is None  # a broken body says nothing about n
+def test_unusable_bodies_are_retried_and_never_blamed_on_the_model(make, server, behaviour, reason):
+    h = make(samples=1)
+    server.script(behaviour, reply(answer(1)))
+    assert [c.source for c in h.proposer.propose(h.ctx())] == [kernel(1)]
+    assert h.proposer.last_failures == [] and h.proposer.last_errors == []
+    first, second = h.replies()
+    assert reason in first["error"] and "unusable body" in first["error"] and "retrying" in first["error"]
+    assert second["error"] is None and len(h.sleeps) == 1 and server.count == 2
 
 
 def test_huge_reply_is_recorded_truncated_and_not_used(make, server):
@@ -287,29 +286,41 @@ def test_transient_failures_that_outlive_retries_end_the_step_cleanly(make, serv
     assert len(h.sleeps) == 2 and server.count == 3
 
 
-def test_connection_refused(make):
+def test_connection_refused_after_the_retries_fails_the_run(make):
     h = make(base_url=closed_port_url(), max_attempts=2)
-    assert h.proposer.propose(h.ctx()) == []
-    assert "cannot connect to http://127.0.0.1" in h.proposer.last_errors[0]
-    assert len(h.replies()) == 2 and len(h.sleeps) == 1
+    with pytest.raises(EndpointFailed, match=r"cannot connect to http://127.0.0.1") as e:
+        h.proposer.propose(h.ctx())
+    assert e.value.part == "endpoint"
+    assert len(h.replies()) == 2 and len(h.sleeps) == 1  # both attempts recorded before the run ends
 
 
 @pytest.mark.parametrize(
     ("status", "hint"),
     [
         (401, "check the key: no API key is set"),
+        (403, "check the key: no API key is set"),
         (404, "is the model name 'test-model' right?"),
-        (400, ""),
     ],
 )
-def test_final_4xx_is_not_retried(make, server, status, hint):
+def test_a_refused_key_or_unknown_model_fails_the_run_at_once(make, server, status, hint):
     h = make(samples=2, api_key=None)
-    server.script(error(status, "Incorrect API key provided" if status == 401 else "nope"))
+    server.script(error(status, "Incorrect API key provided" if status != 404 else "model not found"))
+    with pytest.raises(EndpointFailed) as e:
+        h.proposer.propose(h.ctx())
+    message = str(e.value)
+    assert f"HTTP {status} from http://127.0.0.1" in message and hint in message
+    assert ("Incorrect API key" if status != 404 else "model not found") in message  # the server's words
+    assert e.value.part == ("model" if status == 404 else "key")
+    assert server.count == 1 and h.sleeps == [] and KEY not in message
+    assert h.replies()[0]["error"] in message
+
+
+def test_a_final_400_is_not_retried_and_not_fatal(make, server):
+    h = make(samples=2)
+    server.script(error(400, "prompt too long"))
     assert h.proposer.propose(h.ctx()) == []
     (message,) = h.proposer.last_errors
-    assert f"HTTP {status} from http://127.0.0.1" in message and hint in message
-    assert server.count == 1 and h.sleeps == [] and KEY not in message
-    assert h.replies()[0]["error"] == message
+    assert "HTTP 400" in message and "prompt too long" in message and server.count == 1
 
 
 # --- budget -------------------------------------------------------------------------------------------
@@ -376,7 +387,11 @@ def test_repair_is_bounded_per_candidate(make, server):
     fixed = h.proposer.repair(ctx, cand.source, "triton.compiler.errors.CompilationError: at 7:4: bad ```")
     assert fixed is not None and fixed.source == kernel("v2") and fixed.label == "llm repair 1"
     sent = server.requests[1]["messages"][0]["content"]
-    assert sent.startswith(PROMPT) and kernel("v1") in sent and "CompilationError: at 7:4" in sent
+    # The stage prompt less its [CURRENT CODE] block: the failed code stands in its place, once.
+    assert sent.startswith("You are a Triton kernel optimization specialist.\nOUTPUT RULES (STRICT)")
+    assert (
+        "[CURRENT CODE]" not in sent and sent.count(kernel("v1")) == 1 and "CompilationError: at 7:4" in sent
+    )
     assert "[ERROR]" in sent and "OUTPUT RULES" in sent
     prompt_row = h.store.conn.execute("SELECT * FROM prompts WHERE id=?", (fixed.prompt_id,)).fetchone()
     assert prompt_row["stage"] == "micro:repair" and prompt_row["text"] == sent

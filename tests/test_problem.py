@@ -164,7 +164,10 @@ def test_bare_kernelbench_file_loads(tmp_path):
     spec = load_problem(path)
     assert spec.name == "my_problem"
     assert spec.reference_path == path.resolve()
-    assert spec.kernel_path is None and spec.small_shapes == {} and spec.flops is None
+    assert spec.kernel_path is None and spec.flops is None
+    assert spec.shapes_origin == "derived" and spec.small_shapes  # 19200 elements: above the CPU's size
+    (small,) = inspect_problem(spec, small=True).inputs
+    assert small.shape[0] * small.shape[1] <= 16384
     shapes = inspect_problem(spec, small=False)
     assert [t.shape for t in shapes.inputs] == [[64, 300]]
     assert shapes.bytes_moved == 2 * 64 * 300 * 4

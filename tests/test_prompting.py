@@ -110,9 +110,11 @@ def test_unavailable_metrics_say_why(metrics):
     prompt = render_prompt(context(metrics=metrics, metrics_unavailable_reason="ncu needs counter access"))
     section = split_sections(prompt)["[NCU PROFILING METRICS]"]
     assert section == "[NCU PROFILING METRICS]\nNCU metrics unavailable: ncu needs counter access\n\n"
-    # The rest of the prompt keeps the seed's shape.
+    # The task asks for no analysis of metrics that are not there; the rest keeps the seed's shape.
+    task = split_sections(prompt)["**Task**"]
+    assert "no NCU metrics are available" in task and "Analyze the NCU metrics" not in task
     for header in (PREAMBLE, *SECTION_HEADERS):
-        if header != "[NCU PROFILING METRICS]":
+        if header not in ("[NCU PROFILING METRICS]", "**Task**"):
             assert split_sections(prompt)[header] == split_sections(SEED_PROMPT)[header]
 
 

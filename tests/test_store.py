@@ -32,10 +32,6 @@ def test_history_joins_latest_evaluation(tmp_path):
             ok=False,
             error="no GPU",
             metric_set="seed",
-            report_path=None,
-            metrics=None,
-            rules=[],
-            provenance={},
         )
     )
     rows = store.history(run)

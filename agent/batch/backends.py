@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.batch.gpu_slots import GPU_ENV, Slots
-from agent.batch.job import PARENT_ENV, problem_dir
+from agent.batch.key_channel import KEY_FILE_ENV, remove_key_file, write_key_file
+from agent.batch.outcome import PARENT_ENV, problem_dir
 
 OnExit = Callable[[str, int], bool]  # (problem, exit code) -> start it again?
 POLL_S = 0.2
@@ -55,11 +56,16 @@ class OverdueJobs:
             proc.kill()
 
 
-def job_env(gpu: str | None) -> dict[str, str]:
+def job_env(gpu: str | None, key_file: Path | None = None) -> dict[str, str]:
+    """This process's environment for a job (a job is this tool again, undumpable: it gets its secrets
+    back), PYTHONPATH able to import `agent`, the GPU, and the path of the file holding the key the
+    driver hands it (`key_file`: agent/batch/key_channel.py; a Ray node has not the driver's environment)."""
     from agent.secrets import environ
 
-    env = dict(environ())  # a job is this tool again: it gets the LLM key back
-    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(environ())
+    root = str(
+        Path(__file__).resolve().parents[2]
+    )  # the checkout, not agent/ (its secrets.py would shadow the stdlib)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env[PARENT_ENV] = str(os.getpid())
@@ -67,19 +73,26 @@ def job_env(gpu: str | None) -> dict[str, str]:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
         env[GPU_ENV] = gpu
+    if key_file is not None:
+        env[KEY_FILE_ENV] = str(key_file)
     return env
 
 
-def start_job(batch_dir: Path, name: str, gpu: str | None, deadline: float | None) -> subprocess.Popen:
+def start_job(
+    batch_dir: Path, name: str, gpu: str | None, deadline: float | None, key: str | None = None
+) -> tuple[subprocess.Popen, Path | None]:
+    """The job's process, and the key file it was handed (remove it when the job ends)."""
     pdir = problem_dir(batch_dir, name)
     pdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "agent.batch.job", str(batch_dir), name]
     if deadline is not None:
         cmd += ["--deadline", repr(deadline)]
+    key_file = write_key_file(key) if key else None
     with (pdir / "job.log").open("ab") as log:
-        return subprocess.Popen(
-            cmd, env=job_env(gpu), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        proc = subprocess.Popen(
+            cmd, env=job_env(gpu, key_file), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
+    return proc, key_file
 
 
 def run_local(
@@ -90,10 +103,12 @@ def run_local(
     on_exit: OnExit,
     tick: Callable[[], None],
     on_start: Callable[[str, str | None], bool] = lambda name, gpu: True,
+    key: str | None = None,
 ) -> None:
-    """Run the jobs of `names`, as many at once as `slots` allow; `on_start` False: not started."""
+    """Run the jobs of `names`, as many at once as `slots` allow; `on_start` False: not started. `key`:
+    the LLM's API key, handed to each job through a file of its own."""
     queue = deque(names)
-    running: dict[str, tuple[subprocess.Popen, str | None]] = {}
+    running: dict[str, tuple[subprocess.Popen, str | None, Path | None]] = {}
     overdue = OverdueJobs(deadline)
     try:
         while queue or running:
@@ -103,35 +118,41 @@ def run_local(
                 if not on_start(name, gpu):
                     slots.give_back(gpu)
                     continue
-                running[name] = (start_job(batch_dir, name, gpu, deadline), gpu)
-            for name, (proc, gpu) in list(running.items()):
+                running[name] = (*start_job(batch_dir, name, gpu, deadline, key), gpu)
+            for name, (proc, key_file, gpu) in list(running.items()):
                 rc = proc.poll()
                 if rc is None:
                     overdue.check(proc)
                     continue
                 del running[name]
+                remove_key_file(key_file)  # the job deleted it on start, unless it died first
                 slots.give_back(gpu)
                 if on_exit(name, rc):
                     queue.appendleft(name)
             tick()
             time.sleep(POLL_S)
     finally:  # an exception here (Ctrl-C): the jobs stop with the batch, and resume continues them
-        for proc, _ in running.values():
+        for proc, key_file, _ in running.values():
             proc.kill()
             proc.wait()
+            remove_key_file(key_file)
 
 
-def ray_job(batch_dir: str, name: str, deadline: float | None) -> int:
-    """The Ray task: one problem's job on the GPU Ray gave this task (none on a CPU-only cluster)."""
+def ray_job(batch_dir: str, name: str, deadline: float | None, key: str | None = None) -> int:
+    """The Ray task: one problem's job on the GPU Ray gave this task (none on a CPU-only cluster). `key`
+    arrives through the object store (run_ray's `ray.put`), never through the task's environment."""
     import ray
 
     ids = ray.get_gpu_ids()
     gpu = str(ids[0]) if ids else None
-    proc = start_job(Path(batch_dir), name, gpu, deadline)
+    proc, key_file = start_job(Path(batch_dir), name, gpu, deadline, key)
     overdue = OverdueJobs(deadline)
-    while proc.poll() is None:
-        overdue.check(proc)
-        time.sleep(POLL_S)
+    try:
+        while proc.poll() is None:
+            overdue.check(proc)
+            time.sleep(POLL_S)
+    finally:
+        remove_key_file(key_file)
     return proc.returncode
 
 
@@ -143,24 +164,30 @@ def run_ray(
     on_exit: OnExit,
     tick: Callable[[], None],
     on_start: Callable[[str, str | None], bool] = lambda name, gpu: True,
+    key: str | None = None,
 ) -> None:
-    """Run the jobs of `names` as Ray tasks; Ray queues them until a GPU (or a CPU) is free."""
+    """Run the jobs of `names` as Ray tasks; Ray queues them until a GPU (or a CPU) is free. `key` goes to
+    the tasks through the object store: a runtime_env or a task's plain arguments are shown by Ray's
+    dashboard and state API."""
     import ray
 
     if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(
+            Path(__file__).resolve().parents[2]
+        )  # the checkout, not agent/ (its secrets.py would shadow the stdlib)
         env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     use_gpus = ray.cluster_resources().get("GPU", 0) >= 1
     resources = {"num_gpus": 1, "num_cpus": 1} if use_gpus else {"num_gpus": 0, "num_cpus": 1}
     task = ray.remote(ray_job).options(max_retries=0, **resources)
     batch = str(Path(batch_dir).resolve())
+    key_ref = ray.put(key) if key else None  # a top-level ObjectRef argument: Ray passes its value
 
     pending: dict[ray.ObjectRef, str] = {}
 
     def submit(name: str) -> None:
         if on_start(name, "ray"):
-            pending[task.remote(batch, name, deadline)] = name
+            pending[task.remote(batch, name, deadline, key_ref)] = name
 
     for name in names:
         submit(name)

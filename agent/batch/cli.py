@@ -6,13 +6,18 @@ import importlib.util
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from agent import options as opt
+from agent.cli_checks import checked, fail, new_dir
 from agent.config import RunOptions
+
+if TYPE_CHECKING:  # imported when the command runs: help pages and refusals should not wait for them
+    from agent.batch.inputs import Budget, Execution
+    from agent.run_setup import RunPlan
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -65,74 +70,131 @@ def batch(
     options: RunOptions,
 ) -> None:
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
-    from agent.batch.driver import create_batch, run_batch
-    from agent.batch.gpu_slots import parse_gpus
-    from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
-    from agent.batch.summary import summary_tables
-    from agent.run_setup import RunSetupError, plan_run
+    from agent.batch.gpu_slots import bad_gpu_ids, parse_gpus
 
-    def fail(message: str) -> typer.Exit:
-        err.print(f"[red]error:[/red] {message}")
-        return typer.Exit(2)
+    checked(new_dir, out, "--out")
+    if gpus is not None and (bad := bad_gpu_ids(parse_gpus(gpus))):
+        raise fail(f"--gpus {gpus!r}: {', '.join(bad)} is not a GPU index (0,1,...) or a GPU-/MIG- UUID")
+    from agent.batch.driver import run_batch
+    from agent.batch.inputs import BatchConfig, BatchInputError, Budget
+    from agent.batch.summary import summary_tables
+    from agent.llm.client import EndpointFailed, endpoint_failed
+    from agent.run_setup import RunSetupError
+
+    try:
+        given = _where(backend, address, jobs, gpus)
+        if resume is not None:
+            if paths:
+                raise BatchInputError("give either PATHS (a new batch) or --resume DIR, not both")
+            batch_dir, execution = _resumed(resume, given)
+            plan = _checked_plan(BatchConfig.load(batch_dir).run)
+        else:
+            if not paths:
+                raise BatchInputError("give the problems to run (PATHS), or --resume DIR")
+            batch_dir = out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
+            problems = (paths, include or [], exclude or [], list_file)
+            budget = Budget(
+                problem_evaluations=max_evaluations,
+                batch_evaluations=batch_evaluations,
+                time_limit_s=time_limit * 60 if time_limit is not None else None,
+            )
+            plan = _checked_plan(options)
+            execution = _created(batch_dir, problems, options, budget, given)
+    except (BatchInputError, RunSetupError, FileExistsError) as e:
+        raise fail(str(e)) from None
+    except EndpointFailed as e:  # what no retry fixes: no job starts
+        raise fail(str(e), 1) from None
+    console.print(f"[bold]ncu-agent batch[/bold] {batch_dir}")
+    settings = plan.llm_settings
+    key = settings.api_key.get_secret_value() if plan.options.llm and settings.api_key else None
+    summary = run_batch(
+        batch_dir,
+        execution,
+        log=lambda m: console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {m}"),
+        api_key=None if settings.no_api_key else key,
+    )
+    nothing = summary.overall.nothing_attempted
+    if nothing:
+        err.print(f"[red]error:[/red] {nothing}")
+    for table in summary_tables(summary):
+        console.print(table)
+    for note in summary.overall.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"summary: {batch_dir / 'summary.json'}, {batch_dir / 'summary.csv'}")
+    if summary.problems and all(endpoint_failed(r.status, r.reason) for r in summary.problems):
+        err.print("[red]error:[/red] every problem failed for the LLM endpoint (see the reasons above)")
+        raise typer.Exit(1)
+    if nothing:
+        raise typer.Exit(1)
+
+
+def _checked_plan(options: RunOptions) -> RunPlan:
+    """The batch's plan, its LLM endpoint checked once before any job starts (EndpointFailed). The model
+    the preflight found, and the endpoint unless its URL carries credentials, go to every job through
+    batch.json (a Ray node has not the driver's environment); the key goes apart (batch/key_channel.py)."""
+    from agent.llm.settings import safe_url
+    from agent.run_setup import check_llm, plan_run
+
+    plan = plan_run(options)  # bad stages or LLM settings fail here, not in every job
+    note = check_llm(plan, console.print)
+    if note:
+        console.print(f"LLM preflight: {note}")
+        s = plan.llm_settings
+        options.llm_overrides["model"] = s.model
+        if safe_url(s.base_url) == s.base_url:
+            options.llm_overrides["base_url"] = s.base_url
+    return plan
+
+
+def _where(backend: str | None, address: str | None, jobs: int | None, gpus: str | None) -> dict[str, Any]:
+    """The execution settings given on the command line (absent ones: not given)."""
+    from agent.batch.gpu_slots import parse_gpus
+    from agent.batch.inputs import BatchInputError
 
     if backend not in (None, "local", "ray"):
-        raise fail(f"--backend {backend!r}: choose local or ray")
+        raise BatchInputError(f"--backend {backend!r}: choose local or ray")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise fail("--backend ray needs Ray: pip install 'ncu-agent[ray]'")
+        raise BatchInputError("--backend ray needs Ray: pip install 'ncu-agent[ray]'")
     given = {
         "backend": backend,
         "address": address,
         "jobs": jobs,
         "gpus": parse_gpus(gpus) if gpus is not None else None,
     }
-    given = {k: v for k, v in given.items() if v is not None}
-    if resume is not None:
-        if paths:
-            raise fail("give either PATHS (a new batch) or --resume DIR, not both")
-        batch_dir = resume
-        try:
-            stored = BatchConfig.load(batch_dir).execution
-        except BatchInputError as e:
-            raise fail(str(e)) from None
-        execution = stored.model_copy(update=given)  # where it runs may change; what it runs may not
-        if execution.backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise fail("this batch runs on Ray, which is not installed: pip install 'ncu-agent[ray]'")
-    else:
-        if not paths:
-            raise fail("give the problems to run (PATHS), or --resume DIR")
-        try:
-            plan_run(options)  # bad stages or LLM settings fail here, not in every job
-            problems = find_problems(paths, include or [], exclude or [], list_file)
-        except (RunSetupError, BatchInputError) as e:
-            raise fail(str(e)) from None
-        batch_dir = out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
-        cfg = BatchConfig(
-            inputs=list(paths),
-            include=include or [],
-            exclude=exclude or [],
-            list_file=str(list_file) if list_file else None,
-            problems=problems,
-            run=options,
-            budget=Budget(
-                problem_evaluations=max_evaluations,
-                batch_evaluations=batch_evaluations,
-                time_limit_s=time_limit * 60 if time_limit is not None else None,
-            ),
-            execution=Execution(**given),
-        )
-        execution = cfg.execution
-        try:
-            create_batch(batch_dir, cfg)
-        except FileExistsError as e:
-            raise fail(str(e)) from None
-    console.print(f"[bold]ncu-agent batch[/bold] {batch_dir}")
-    summary = run_batch(
-        batch_dir,
-        execution,
-        log=lambda m: console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {m}"),
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _resumed(batch_dir: Path, given: dict[str, Any]) -> tuple[Path, Execution]:
+    """A batch to finish: where it runs may change; what it runs may not."""
+    from agent.batch.inputs import BatchConfig, BatchInputError
+
+    execution = BatchConfig.load(batch_dir).execution.model_copy(update=given)
+    if execution.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise BatchInputError("this batch runs on Ray, which is not installed: pip install 'ncu-agent[ray]'")
+    return batch_dir, execution
+
+
+def _created(
+    batch_dir: Path,
+    problems: tuple[list[str], list[str], list[str], Path | None],
+    options: RunOptions,
+    budget: Budget,
+    given: dict[str, Any],
+) -> Execution:
+    """A new batch directory for `problems` (paths, include, exclude, list file)."""
+    from agent.batch.driver import create_batch
+    from agent.batch.inputs import BatchConfig, Execution, find_problems
+
+    paths, include, exclude, list_file = problems
+    cfg = BatchConfig(
+        inputs=list(paths),
+        include=include,
+        exclude=exclude,
+        list_file=str(list_file) if list_file else None,
+        problems=find_problems(paths, include, exclude, list_file),
+        run=options,
+        budget=budget,
+        execution=Execution(**given),
     )
-    for table in summary_tables(summary):
-        console.print(table)
-    for note in summary.overall.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    console.print(f"summary: {batch_dir / 'summary.json'}, {batch_dir / 'summary.csv'}")
+    create_batch(batch_dir, cfg)
+    return cfg.execution

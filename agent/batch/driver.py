@@ -25,7 +25,7 @@ from pathlib import Path
 from agent.batch.budget import BatchCounter, JobBudget, worker_evaluations
 from agent.batch.gpu_slots import Slots, host, visible_gpus
 from agent.batch.inputs import BatchConfig, Execution, Invocation, Invocations
-from agent.batch.job import (
+from agent.batch.outcome import (
     STOPPED,
     attempts,
     is_done,
@@ -74,8 +74,10 @@ def run_batch(
     batch_dir: Path,
     execution: Execution | None = None,
     log: Callable[[str], None] = lambda message: None,
+    api_key: str | None = None,
 ) -> BatchSummary:
-    """Run (or resume) the batch in `batch_dir` to its end; returns the summary, also written as files."""
+    """Run (or resume) the batch in `batch_dir` to its end; returns the summary, also written as files.
+    `api_key`: the LLM's key, handed to each job without showing it (agent/batch/key_channel.py)."""
     batch_dir = Path(batch_dir)
     cfg = BatchConfig.load(batch_dir)
     exe = execution or cfg.execution
@@ -123,7 +125,7 @@ def run_batch(
         if is_done(pdir):
             outcome = read_outcome(pdir)
             assert outcome is not None
-            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason[:100]}")
+            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason}")
             interim_summary(batch_dir, log)
             return False
         if spent := budget.batch_spent():  # stopped at the time limit: no second job
@@ -142,11 +144,11 @@ def run_batch(
         if exe.backend == "ray":
             from agent.batch.backends import run_ray
 
-            run_ray(batch_dir, todo, exe.address, deadline, on_exit, tick, on_start)
+            run_ray(batch_dir, todo, exe.address, deadline, on_exit, tick, on_start, api_key)
         else:
             from agent.batch.backends import run_local
 
-            run_local(batch_dir, todo, Slots(gpus, jobs), deadline, on_exit, tick, on_start)
+            run_local(batch_dir, todo, Slots(gpus, jobs), deadline, on_exit, tick, on_start, api_key)
     finally:
         me.last_seen = time.time()
         history.save(batch_dir)

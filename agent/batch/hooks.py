@@ -18,6 +18,7 @@ from typing import Any
 from agent.batch.budget import JobBudget
 from agent.batch.gpu_slots import GpuLock
 from agent.batch.resume import ReplayStore
+from agent.loop import LoopHooks
 from agent.records import EvalResult
 from agent.store import Store
 
@@ -44,7 +45,10 @@ class FileReporter:
         pass
 
 
-def evaluator_for(store: Store, run_id: int, budget: JobBudget, lock: GpuLock | None) -> Callable[..., Any]:
+def evaluator_for(
+    store: Store, run_id: int, budget: JobBudget | None, lock: GpuLock | None
+) -> Callable[..., Any]:
+    """`budget` None: no budget but the run's own (a resumed `ncu-agent run`)."""
     from agent.evaluation.evaluate import evaluate
 
     def evaluator(problem: Any, source: str, device: str | None = None, **kw: Any) -> EvalResult:
@@ -52,7 +56,8 @@ def evaluator_for(store: Store, run_id: int, budget: JobBudget, lock: GpuLock | 
             recorded = store.recorded_evaluation(source)
             if recorded is not None:
                 return recorded
-        budget.take(store.conn, run_id)
+        if budget is not None:
+            budget.take(store.conn, run_id)
         with lock.hold("evaluate") if lock else contextlib.nullcontext():
             return evaluate(problem, source, device, **kw)
 
@@ -83,3 +88,8 @@ def profiler_for(store: Store, lock: GpuLock | None) -> Callable[..., list[Any]]
             return profile_candidates(problem, candidates, metric_set, out_dir, **kw)
 
     return profiler
+
+
+def replay_hooks(store: Store) -> Callable[[int], LoopHooks]:
+    """A resumed `ncu-agent run`'s hooks: what it recorded is given back, nothing else bounds it."""
+    return lambda run_id: LoopHooks(evaluator_for(store, run_id, None, None), profiler_for(store, None))

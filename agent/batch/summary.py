@@ -12,6 +12,11 @@ Overall, over ALL problems of the batch (a skipped or failed problem counts as n
 - the geometric mean of the speedups of the correct problems that have one (and how many those are).
 - evaluations per minute: worker evaluations recorded in all the problems' runs, over the wall time of
   all the batch's invocations (resumes included; the minutes a killed batch lay dead are not counted).
+- per level: the same fast_p for the problems of each KernelBench level folder (`level1`, `level2`...),
+  when the inputs came from such folders; and per problem the iteration (and stage) of its first correct
+  version (iteration 0: the starting kernel).
+- a batch in which no problem could be attempted (every one skipped or failed before an evaluation) says
+  so first (`nothing_attempted`), and `ncu-agent batch` exits 1.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -28,7 +34,7 @@ from rich.table import Table
 from agent.batch.budget import worker_evaluations
 from agent.batch.gpu_slots import gpu_holds, overlaps
 from agent.batch.inputs import BatchConfig, Invocations, write_atomic
-from agent.batch.job import problem_dir, read_outcome
+from agent.batch.outcome import problem_dir, read_outcome
 from agent.records import EvalResult
 from agent.store import Store
 
@@ -59,6 +65,10 @@ class ProblemRow(BaseModel):
         default=None, description="Wall seconds of its last run, from start to finish (how jobs packed)."
     )
     reason: str = ""
+    level: str | None = Field(default=None, description="The KernelBench level folder it came from.")
+    first_correct: str | None = Field(
+        default=None, description="'stage:iteration' of its first correct version (0: the starting kernel)."
+    )
 
 
 class FastP(BaseModel):
@@ -72,7 +82,18 @@ class Geomean(BaseModel):
     n: int = Field(description="Correct problems with this speedup measured (the mean is over them).")
 
 
+class LevelRow(BaseModel):
+    level: str
+    problems: int
+    correct: int
+    fast_p: list[FastP]
+
+
 class Overall(BaseModel):
+    nothing_attempted: str | None = Field(
+        default=None, description="Why no problem could be attempted; None when at least one was."
+    )
+    levels: list[LevelRow] = Field(default_factory=list)
     problems: int
     correct: int
     by_status: dict[str, int]
@@ -149,6 +170,27 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
         return None
 
 
+def _first_correct(conn: sqlite3.Connection, run_id: int) -> str | None:
+    row = conn.execute(
+        "SELECT c.stage, c.iteration FROM candidates c JOIN evaluations e ON e.candidate_id = c.id "
+        "WHERE c.run_id=? AND e.status='accepted' ORDER BY c.id LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    return f"{row[0]}:{row[1]}" if row else None
+
+
+_LEVEL = re.compile(r"^level\d+$", re.I)
+
+
+def level_of(path: Path) -> str | None:
+    """`level1` for a file (or folder) inside a KernelBench level folder; None elsewhere."""
+    return next((p.name for p in Path(path).parents if _LEVEL.match(p.name)), None)
+
+
+def fast_ps(rows: list[ProblemRow]) -> list[FastP]:
+    return [FastP(p=p, eager=fast_p(rows, p, "eager"), compile=fast_p(rows, p, "compile")) for p in P_VALUES]
+
+
 def problem_row(batch_dir: Path, name: str) -> ProblemRow:
     pdir = problem_dir(batch_dir, name)
     outcome = read_outcome(pdir)
@@ -176,6 +218,7 @@ def problem_row(batch_dir: Path, name: str) -> ProblemRow:
             "SELECT COUNT(*) FROM candidates WHERE run_id=?", (run_id,)
         ).fetchone()[0]
         row.tokens = _tokens(store.conn, run_id)
+        row.first_correct = _first_correct(store.conn, run_id)
         if outcome is None:
             return row
         best = _result(store.conn, outcome.best_id)
@@ -200,6 +243,8 @@ def summarize(batch_dir: Path) -> BatchSummary:
     batch_dir = Path(batch_dir)
     cfg = BatchConfig.load(batch_dir)
     rows = [problem_row(batch_dir, p.name) for p in cfg.problems]
+    for r, p in zip(rows, cfg.problems, strict=True):
+        r.level = level_of(p.path)
     wall = Invocations.load(batch_dir).wall_s
     evaluations = sum(r.evaluations for r in rows)
     by_status: dict[str, int] = {}
@@ -217,14 +262,19 @@ def summarize(batch_dir: Path) -> BatchSummary:
     unfinished = by_status.get("pending", 0) + by_status.get("running", 0)
     if unfinished:
         notes.append(f"{unfinished} problems have not finished: resume the batch to finish them")
+    levels = sorted({r.level for r in rows if r.level})
     overall = Overall(
+        nothing_attempted=_nothing_attempted(rows, unfinished),
+        levels=[
+            LevelRow(level=lv, problems=len(sub), correct=sum(r.correct for r in sub), fast_p=fast_ps(sub))
+            for lv in levels
+            for sub in [[r for r in rows if r.level == lv]]
+        ],
         problems=len(rows),
         correct=sum(r.correct for r in rows),
         by_status=by_status,
         undecided=by_status.get("undecided", 0),
-        fast_p=[
-            FastP(p=p, eager=fast_p(rows, p, "eager"), compile=fast_p(rows, p, "compile")) for p in P_VALUES
-        ],
+        fast_p=fast_ps(rows),
         unmeasured=unmeasured,
         geomean_speedup={
             b: Geomean(
@@ -242,6 +292,15 @@ def summarize(batch_dir: Path) -> BatchSummary:
         notes=notes,
     )
     return BatchSummary(batch_dir=str(batch_dir), problems=rows, overall=overall)
+
+
+def _nothing_attempted(rows: list[ProblemRow], unfinished: int) -> str | None:
+    if unfinished or any(r.evaluations or r.candidates for r in rows):
+        return None
+    reasons = sorted({r.reason for r in rows if r.reason})
+    return f"nothing could be attempted: {len(rows)} problems, none evaluated" + (
+        f" ({'; '.join(reasons[:3])})" if reasons else ""
+    )
 
 
 def _cell(v: object) -> str:
@@ -294,20 +353,24 @@ def _x(v: float | None) -> str:
     return f"{v:.2f}x" if v is not None else "-"
 
 
-def _frac(v: float | None) -> str:
-    return f"{v:.2f}" if v is not None else "not measured"
+def _frac(v: float | None, timed: bool = True) -> str:
+    if v is None:
+        return "not measured" if timed else "not timed"
+    return f"{v:.2f}"
 
 
 def summary_tables(summary: BatchSummary) -> tuple[Table, Table]:
-    """Per problem, and overall."""
+    """Per problem, and overall (with a row per KernelBench level when there are levels)."""
     t = Table(title=f"batch {summary.batch_dir}")
-    for col in ("problem", "status", "correct", "best ms", "vs eager", "vs compile", "roofline", "evals"):
-        t.add_column(col, justify="left" if col in ("problem", "status") else "right")
+    cols = ("problem", "status", "correct", "first correct", "best ms", "vs eager", "vs compile", "roofline")
+    for col in (*cols, "evals"):
+        t.add_column(col, justify="left" if col in ("problem", "status", "first correct") else "right")
     for r in summary.problems:
         t.add_row(
             r.name,
             r.status,
             "yes" if r.correct else "no",
+            r.first_correct or "-",
             f"{r.best_ms:.4f}" if r.best_ms is not None else "-",
             _x(r.speedup_eager),
             _x(r.speedup_compile),
@@ -315,17 +378,20 @@ def summary_tables(summary: BatchSummary) -> tuple[Table, Table]:
             str(r.evaluations),
         )
     o = summary.overall
+    timed = any(r.speedup_eager is not None or r.speedup_compile is not None for r in summary.problems)
     t2 = Table(title=f"{o.correct} of {o.problems} problems correct")
     for col in ("metric", "vs eager", "vs torch.compile"):
         t2.add_column(col, justify="left" if col == "metric" else "right")
-    for fp in o.fast_p:
-        t2.add_row(f"fast_{fp.p:g}", _frac(fp.eager), _frac(fp.compile))
+    for prefix, fps in [("", o.fast_p)] + [(f"{lv.level} ({lv.problems}) ", lv.fast_p) for lv in o.levels]:
+        for fp in fps:
+            t2.add_row(f"{prefix}fast_{fp.p:g}", _frac(fp.eager, timed), _frac(fp.compile, timed))
     g = o.geomean_speedup
     t2.add_row(
         "geomean speedup (correct)",
-        f"{_x(g['eager'].value)} (n={g['eager'].n})",
-        f"{_x(g['compile'].value)} (n={g['compile'].n})",
+        f"{_x(g['eager'].value)} (n={g['eager'].n})" if timed else "not timed",
+        f"{_x(g['compile'].value)} (n={g['compile'].n})" if timed else "not timed",
     )
-    rate = f"{o.evaluations_per_min:.1f}" if o.evaluations_per_min is not None else "-"
-    t2.add_row("evaluations / min", rate, f"{o.evaluations} in {o.wall_s / 60:.1f} min")
+    # Throughput is not a speedup: it goes under the table, not under the "vs" columns.
+    rate = f", {o.evaluations_per_min:.1f} a minute" if o.evaluations_per_min is not None else ""
+    t2.caption = f"{o.evaluations} evaluations in {o.wall_s / 60:.1f} min{rate}"
     return t, t2

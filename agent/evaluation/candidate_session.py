@@ -34,6 +34,7 @@ from agent.evaluation.messages import (
     read_reply,
 )
 from agent.evaluation.verdicts import MAX_TEXT, Rejected, classify, describe, exit_note
+from agent.evaluation.weights import matched_state
 from agent.records import Check, Status
 
 
@@ -66,6 +67,7 @@ class CandidateSession:
         self.models: dict[str, Any] = {}
         self.inputs: dict[str, list[Any]] = {}
         self.thread_baseline = runtime_guards.baseline_threads()
+        self.weights = ""  # how the last build matched the reference's weights (agent.evaluation.weights)
         if watch is None:
             from agent.evaluation.compare import TamperWatch
 
@@ -109,13 +111,9 @@ class CandidateSession:
             with default_device(self.device):
                 model = self.module.ModelNew(*init_inputs)
             model = model.to(self.device)
-            new_sd = model.state_dict()
-            if (
-                state_dict
-                and state_dict.keys() == new_sd.keys()
-                and all(state_dict[k].shape == new_sd[k].shape for k in state_dict)
-            ):
-                model.load_state_dict(state_dict)
+            loaded, self.weights = matched_state(state_dict, model.state_dict())
+            if loaded is not None:
+                model.load_state_dict(loaded)
         except BaseException as e:
             status, rule = classify(e)
             raise Rejected(
@@ -249,8 +247,9 @@ class InProcessRunner:
     def load(self, source: str) -> None:
         self.session.load(source)
 
-    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> str:
         self.session.build(key, seed, init_inputs, state_dict)
+        return self.session.weights
 
     def call(
         self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True
@@ -296,14 +295,14 @@ class RemoteRunner:
         self.dir = self.worker.new_dir()
         self._request(Load(dir=str(self.dir), source=source, device=self.device), Done)
 
-    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> None:
+    def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> str:
         import torch
 
         path = self._path("build")
         torch.save(
             {"init": list(init_inputs), "state": {k: v.detach().cpu() for k, v in state_dict.items()}}, path
         )
-        self._request(Build(key=key, seed=seed, path=str(path)), Done)
+        return self._request(Build(key=key, seed=seed, path=str(path)), Done).note
 
     def call(
         self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True

@@ -191,8 +191,9 @@ def make_box(uid: int | None) -> tuple[Path, Path]:
     """A new worker directory (owned by this process, holds the logs; named with its pid for `sweep`)
     and inside it the box, the only directory the worker may write, owned by the worker's uid."""
     base = Path(tempfile.mkdtemp(prefix=f"{BOX_PREFIX}{os.getpid()}_"))
+    base.chmod(0o711)  # the worker's uid may pass through to its box, not list the logs
     box = base / "box"
-    box.mkdir()
+    box.mkdir(mode=0o700)  # no other worker's uid may look in
     for sub in ("tmp", "cache"):
         (box / sub).mkdir()
     if uid is not None:
@@ -201,7 +202,8 @@ def make_box(uid: int | None) -> tuple[Path, Path]:
     return base, box
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -217,7 +219,7 @@ def sweep(tmp: Path | None = None) -> list[Path]:
     removed = []
     for d in Path(tmp or tempfile.gettempdir()).glob(f"{BOX_PREFIX}*"):
         owner = d.name[len(BOX_PREFIX) :].split("_", 1)[0]
-        if d.is_dir() and owner.isdigit() and not _alive(int(owner)):
+        if d.is_dir() and owner.isdigit() and not process_alive(int(owner)):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed

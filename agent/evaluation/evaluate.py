@@ -26,9 +26,9 @@ from pydantic import ValidationError
 
 from agent.evaluation import confine
 from agent.evaluation.confine import isolation
+from agent.evaluation.limits import MIN_ADDRESS_SPACE_BYTES, WorkerLimits, limits_for
 from agent.evaluation.messages import Evaluate, Evaluated, read_reply
 from agent.evaluation.sandbox import (
-    CPU_ADDRESS_SPACE_BYTES,
     WorkerFault,
     WorkerOutcome,
     WorkerPool,
@@ -41,7 +41,9 @@ from agent.records import Check, EvalRequest, EvalResult, ProblemSpec, Status
 CPU_TIMEOUT_S = 120.0
 GPU_TIMEOUT_S = 600.0
 WORKER_MODULE = "agent.evaluation.worker"
-_REUSABLE = (Status.ACCEPTED, Status.INCORRECT)
+# A warm worker serves the next candidate only after one that passed every check: after any failed check
+# (wrong values included) it is replaced, so nothing a failing candidate left can meet the next one.
+_REUSABLE = (Status.ACCEPTED,)
 
 
 def default_device() -> str:
@@ -143,12 +145,14 @@ def evaluate(
                     )
                 )
         else:
+            caps = limits_for(problem, device, request.small)
             outcome = run_worker(
                 WORKER_MODULE,
                 request,
                 limit,
                 _env(device),
-                address_space_bytes=CPU_ADDRESS_SPACE_BYTES if cpu else None,
+                address_space_bytes=caps.address_space_bytes,
+                file_bytes=caps.file_bytes,
                 read_only=[problem.reference_path.resolve()],
                 gpu=not cpu,
             )
@@ -159,6 +163,7 @@ def evaluate(
         result = _undecided_on_cpu(result, source)
     result.device = device
     result.interpreter = cpu
+    result.shapes = dict(problem.small_shapes) if (cpu if small is None else small) else {}
     result.isolation = isolation().label
     result.wall_s = _time.perf_counter() - start
     return result
@@ -191,13 +196,17 @@ def _env(device: str) -> dict[str, str]:
     return {"TRITON_INTERPRET": "1" if device == "cpu" else "0"}
 
 
-def start_worker(device: str, read_only: Sequence[Path] = ()) -> WorkerProcess:
+def start_worker(
+    device: str, read_only: Sequence[Path] = (), caps: WorkerLimits | None = None
+) -> WorkerProcess:
     """A serving worker; `read_only`: what it may read besides Python and the project (the reference, for a
-    worker that judges too)."""
+    worker that judges too); `caps`: its limits, sized to the problem (agent.evaluation.limits)."""
+    caps = caps or WorkerLimits(address_space_bytes=MIN_ADDRESS_SPACE_BYTES if device == "cpu" else None)
     return WorkerProcess(
         WORKER_MODULE,
         _env(device),
-        address_space_bytes=CPU_ADDRESS_SPACE_BYTES if device == "cpu" else None,
+        address_space_bytes=caps.address_space_bytes,
+        file_bytes=caps.file_bytes,
         read_only=read_only,
         gpu=device != "cpu",
     )
@@ -209,7 +218,8 @@ def _acquire(
     """A worker for the request: the pool's warm one, or a new one. `judges`: it loads the reference too."""
     key = (request.device, request.problem.name, "judges" if judges else "candidate")
     read_only = [request.problem.reference_path.resolve()] if judges else []
-    factory = lambda: start_worker(request.device, read_only)  # noqa: E731
+    caps = limits_for(request.problem, request.device, request.small)
+    factory = lambda: start_worker(request.device, read_only, caps)  # noqa: E731
     worker = pool.acquire(key, factory) if pool is not None else factory()
     worker.mark()
     return worker, key

@@ -194,7 +194,8 @@ class Judge(ExtraDraws):
             model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
         except ProblemError as e:
             raise Rejected(Status.CRASHED, f"seed {seed}: the problem's reference failed: {e}") from None
-        self.runner.build(key, seed, init_inputs, model.state_dict())
+        how = self.runner.build(key, seed, init_inputs, model.state_dict())
+        self.ledger.add(f"seed {seed}", Check(name="weights", passed=True, detail=how or "not reported"))
         return model
 
     def _call(

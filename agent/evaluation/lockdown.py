@@ -19,11 +19,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import importlib
 import importlib.util
 import marshal
 import os
 import resource
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -98,6 +100,38 @@ def planted_bytecode(package: Path = PACKAGE) -> list[Path]:
     return planted
 
 
+def _closed_to_others(path: Path) -> bool:
+    """Whether a uid other than the owner could not pass through some folder above `path`."""
+    return any(not (a.stat().st_mode & stat.S_IXOTH) for a in [path, *path.parents] if a.exists())
+
+
+def _keep_python_reachable() -> None:
+    """Without bwrap, Python may live where another uid cannot enter (pyenv under /root, mode 0700): its
+    folders are opened now, as root, and imports after the change of uid go through the descriptors
+    (`/proc/self/fd/N`, which checks no folder above). Lazy imports of the standard library (torch
+    imports cProfile the first time dynamo runs) keep working; nothing becomes writable."""
+    moved: dict[str, str] = {}
+    for entry in sys.path:
+        path = Path(entry or ".").resolve()
+        if path.is_dir() and _closed_to_others(path) and str(path) not in moved:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            moved[str(path)] = f"/proc/self/fd/{fd}"
+
+    def via_fd(entry: str) -> str:
+        for real, fd_path in moved.items():
+            if entry == real or entry.startswith(real + os.sep):
+                return fd_path + entry[len(real) :]
+        return entry
+
+    sys.path[:] = [via_fd(str(Path(e or ".").resolve())) for e in sys.path]
+    for module in list(sys.modules.values()):
+        paths = getattr(module, "__path__", None)
+        if isinstance(paths, list):
+            paths[:] = [via_fd(p) for p in paths]
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
+
+
 def _drop(uid: int, max_processes: int) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
@@ -114,7 +148,7 @@ def _die_with(parent: int | None) -> None:
 
 
 def _seccomp(block_processes: bool) -> None:
-    import pyseccomp as seccomp
+    import pyseccomp as seccomp  # imported before the uid changes (below): Python may not be readable after
 
     f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
     deny = seccomp.ERRNO(errno.EPERM)
@@ -132,7 +166,11 @@ def _seccomp(block_processes: bool) -> None:
 def lock_down(setup: WorkerSetup) -> list[str]:
     """Apply the setup to this process; returns what held, in words (for the worker's log)."""
     held = []
+    if sys.platform.startswith("linux"):
+        import pyseccomp  # noqa: F401  (now, while Python's own files are readable: without bwrap a uid
+        # other than root may not enter /root, where pyenv keeps Python)
     if setup.uid is not None and os.geteuid() == 0:
+        _keep_python_reachable()
         _drop(setup.uid, setup.max_processes)
         held.append(f"uid {setup.uid}, at most {setup.max_processes} processes")
     _die_with(setup.parent)

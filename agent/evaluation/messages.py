@@ -77,6 +77,7 @@ class Done(BaseModel):
     """The command did what it said."""
 
     ok: Literal[True] = True
+    note: str = ""  # what a build did with the reference's weights (agent.evaluation.weights)
 
 
 class Refused(BaseModel):

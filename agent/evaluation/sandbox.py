@@ -51,7 +51,7 @@ TAIL_BYTES = 4096
 MAX_FILE_BYTES = 256 * 1024**2
 CPU_ADDRESS_SPACE_BYTES = 16 * 1024**3
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 _SECRET_PREFIXES = ("OPENAI_", "AWS_", "HF_", "ANTHROPIC_")
 
 
@@ -70,7 +70,7 @@ class WorkerOutcome(BaseModel):
 
 def is_secret(name: str) -> bool:
     upper = name.upper()
-    return any(w in upper for w in _SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES)
+    return any(w in upper for w in SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES)
 
 
 # What a worker may inherit from the parent: locale, the thread counts and the GPU/compiler knobs; nothing
@@ -144,11 +144,11 @@ def die_with_parent(parent: int | None) -> None:
         os._exit(3)
 
 
-def _limits(address_space: int | None, parent: int) -> None:
+def _limits(address_space: int | None, parent: int, file_bytes: int = MAX_FILE_BYTES) -> None:
     """Runs in the child between fork and exec: keep it to plain system calls. The worker leads its own
     session (so its group can be killed), which would let it outlive a killed caller: it dies with it."""
     die_with_parent(parent)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if address_space is not None:
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
@@ -193,6 +193,7 @@ def run_worker(
     env_extra: Mapping[str, str] | None = None,
     *,
     address_space_bytes: int | None = None,
+    file_bytes: int = MAX_FILE_BYTES,
     read_only: Sequence[Path] = (),
     gpu: bool = False,
 ) -> WorkerOutcome:
@@ -222,7 +223,7 @@ def run_worker(
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=lambda: _limits(address_space_bytes, parent),
+                preexec_fn=lambda: _limits(address_space_bytes, parent, file_bytes),
             )
             assert proc.stdin is not None
             with contextlib.suppress(OSError):  # a worker that died at once closed its end
@@ -288,6 +289,7 @@ class WorkerProcess:
         env_extra: Mapping[str, str] | None = None,
         *,
         address_space_bytes: int | None = None,
+        file_bytes: int = MAX_FILE_BYTES,
         read_only: Sequence[Path] = (),
         gpu: bool = False,
     ):
@@ -315,7 +317,7 @@ class WorkerProcess:
                 stderr=err,
                 pass_fds=(cmd_r, resp_w),
                 start_new_session=True,
-                preexec_fn=lambda: _limits(address_space_bytes, parent),
+                preexec_fn=lambda: _limits(address_space_bytes, parent, file_bytes),
             )
         os.close(cmd_r)
         os.close(resp_w)

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from agent.evaluation.candidate_session import CandidateSession, InProcessRunner
 from agent.evaluation.judge import Judge
+from agent.evaluation.limits import limit_hit
 from agent.evaluation.messages import (
     COMMAND,
     Build,
@@ -124,9 +125,9 @@ class _Server:
         assert self.session is not None
         data = torch.load(cmd.path, weights_only=True)
         self.session.build(cmd.key, cmd.seed, list(data["init"]), dict(data["state"]))
-        return Done()
+        return Done(note=self.session.weights)
 
-    def call(self, cmd: Call) -> Called:
+    def call(self, cmd: Call) -> Called | Refused:
         import torch
 
         session = self.session
@@ -151,19 +152,23 @@ class _Server:
         result = session.call(cmd.key, inputs, cmd.where, cmd.config, cmd.poison)
         return self._reply(result, cmd)
 
-    def _reply(self, result: Any, cmd: Call) -> Called:
+    def _reply(self, result: Any, cmd: Call) -> Called | Refused:
         import torch
 
-        torch.save(
-            {
-                "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
-                "inputs_after": [
-                    x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x
-                    for x in result.inputs_after
-                ],
-            },
-            cmd.outputs,
-        )
+        data = {
+            "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
+            "inputs_after": [
+                x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x for x in result.inputs_after
+            ],
+        }
+        try:
+            torch.save(data, cmd.outputs)
+        except Exception as e:
+            nbytes = sum(t.nbytes for v in data.values() for t in v if isinstance(t, torch.Tensor))
+            hit = limit_hit(e, "the candidate's outputs", nbytes)
+            if hit is None:
+                raise
+            return Refused(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {hit}")
         return Called(
             launches=result.launches,
             own=result.own_kernels,
@@ -289,12 +294,17 @@ def preload(gpu: bool) -> None:
         baseline_cache,
         candidate,
         compare,
+        compare_kernel,
         guards,
+        interpreter_shims,
         judge,
         retune,
         timing,
         triton_hooks,
+        verdicts,
+        weights,
     )
+    from agent.prompt import gpus  # noqa: F401  (the interpreter's stand-in driver answers from it)
 
     if gpu:
         from agent.evaluation import parallel_compile  # noqa: F401

@@ -14,15 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.experiment.design import Arm, ExperimentConfig
 from agent.experiment.stats import METRICS, Comparison, compare_many, fmt_p, geomean, signed
-from agent.experiment.units import (
-    Arm,
-    ExperimentConfig,
-    Unit,
-    read_unit,
-    schedule,
-    unit_dir,
-)
+from agent.experiment.units import Unit, read_unit, schedule, unit_dir
 from agent.records import Status
 
 RESULTS_FILE = "results.json"

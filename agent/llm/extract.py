@@ -225,3 +225,49 @@ def extract_code(reply: str) -> str:
     if code is None:
         raise NoCodeError("reply contains no Python code block defining ModelNew")
     return _checked(code)
+
+
+_HARNESS_DEFS = re.compile(r"^(get_inputs|get_init_inputs|test_\w*|Test\w*)$")
+
+
+def _harness_part(node: ast.stmt, after_modelnew: bool) -> str | None:
+    """What `node` is when it is test harness the output rules forbid, else None."""
+    if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test):
+        return "the `if __name__` block"
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and _HARNESS_DEFS.match(
+        node.name
+    ):
+        return f"`{node.name}`"
+    if after_modelnew and isinstance(node, ast.Expr | ast.For | ast.While | ast.With | ast.Assert):
+        return f"top-level `{ast.unparse(node).splitlines()[0][:60]}`"
+    return None
+
+
+def strip_harness(code: str) -> tuple[str, list[str]]:
+    """`code` without what the output rules forbid after the kernel: `if __name__` blocks, `get_inputs` /
+    `get_init_inputs`, test functions and top-level statements run after ModelNew (calls, loops, asserts).
+
+    Such code would run at import in the evaluation worker (spending its time limit, printing) or define the
+    problem's own inputs; it is cut rather than the reply refused, and the caller records what was cut.
+    Top-level assignments stay: ModelNew may read them.
+    """
+    tree = _parse(code)
+    if not isinstance(tree, ast.Module):
+        return code, []
+    lines = code.split("\n")
+    removed: list[str] = []
+    drop: set[int] = set()
+    after = False
+    for node in tree.body:
+        what = _harness_part(node, after)
+        if isinstance(node, ast.ClassDef) and node.name == "ModelNew":
+            after = True
+        if what is None:
+            continue
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        drop.update(range(first - 1, (node.end_lineno or node.lineno)))
+        removed.append(what)
+    if not removed:
+        return code, []
+    kept = "\n".join(line for i, line in enumerate(lines) if i not in drop)
+    return re.sub(r"\n{3,}", "\n\n\n", kept).rstrip("\n") + "\n", removed

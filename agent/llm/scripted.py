@@ -10,6 +10,11 @@ Its "model" reads the [CURRENT CODE] block of the prompt and answers the way the
 one `triton.Config` to the first autotuned kernel (the last config again, with fewer warps), keeping every
 original config, so a real candidate comes back in a fenced block with prose around it. A kernel that
 already has 6 configs gets a reply with no code, which the loop must record and survive.
+
+For the first stage (a [REFERENCE CODE] block) it answers from a `Script` (`--references DIR --replies
+DIR`): it finds which reference file the prompt shows, and answers that problem's requests with its
+scripted kernels in turn (`replies/NAME.py`, or `replies/NAME/1.py`, `2.py`, ... with the last one
+repeated), so a test can script a wrong first version that a repair then fixes.
 """
 
 from __future__ import annotations
@@ -18,13 +23,49 @@ import argparse
 import ast
 import json
 import re
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from agent.source.variants import autotune_configs, find_kernels
 
 CODE_BLOCK = re.compile(r"\[CURRENT CODE\]\n(`{3,})python\n(.*?)\n\1", re.S)
+REFERENCE_BLOCK = re.compile(r"\[REFERENCE CODE\]\n(`{3,})python\n(.*?)\n\1", re.S)
+
+
+class Script:
+    """Scripted first versions: reference text -> problem name -> its kernels, served in turn."""
+
+    def __init__(self, references: dict[str, str], replies: dict[str, list[str]]):
+        self.names = {text.strip(): name for name, text in references.items()}
+        self.replies = replies
+        self.served: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_dirs(cls, references: Path, replies: Path) -> Script:
+        refs = {p.stem: p.read_text() for p in sorted(references.glob("*.py"))}
+        kernels: dict[str, list[str]] = {}
+        for name in refs:
+            folder = replies / name
+            if folder.is_dir():
+                files = sorted(folder.glob("*.py"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+                kernels[name] = [f.read_text() for f in files]
+            elif (replies / f"{name}.py").exists():
+                kernels[name] = [(replies / f"{name}.py").read_text()]
+        return cls(refs, kernels)
+
+    def next_reply(self, reference: str) -> str | None:
+        name = self.names.get(reference.strip())
+        if name is None or not self.replies.get(name):
+            return None
+        with self.lock:
+            i = self.served.get(name, 0)
+            self.served[name] = i + 1
+        versions = self.replies[name]
+        return versions[min(i, len(versions) - 1)]
 
 
 def edit(code: str) -> str | None:
@@ -49,7 +90,13 @@ def edit(code: str) -> str | None:
     return None
 
 
-def answer(prompt: str) -> str:
+def answer(prompt: str, script: Script | None = None) -> str:
+    ref = REFERENCE_BLOCK.search(prompt)
+    if ref is not None:
+        kernel = script.next_reply(ref.group(2)) if script is not None else None
+        if kernel is None:
+            return "I have no first version for this reference."
+        return f"A first Triton version of the reference.\n\n```python\n{kernel.strip()}\n```\n"
     m = CODE_BLOCK.search(prompt)
     new = edit(m.group(2)) if m else None
     if new is None:
@@ -63,9 +110,17 @@ def answer(prompt: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     delay_s = 0.0  # a slow endpoint, for tests that must act while a request is in flight
+    script: Script | None = None
 
     def log_message(self, *args: Any) -> None:  # quiet
         return
+
+    def do_GET(self) -> None:
+        """The one model it serves: a run that names none uses it (the preflight says so)."""
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": "no such path"}})
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
@@ -76,8 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": "invalid JSON request"}})
             return
         n = int(request.get("n") or 1)
+        self.server.completions += 1  # type: ignore[attr-defined]  # set by serve(): requests answered
         time.sleep(self.delay_s)
-        text = answer(prompt)
+        text = answer(prompt, self.script)
         self._send(
             200,
             {
@@ -106,18 +162,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0) -> ThreadingHTTPServer:
+def serve(
+    host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0, script: Script | None = None
+) -> ThreadingHTTPServer:
     """A server bound to loopback (port 0: any free port); call serve_forever() or run it in a thread.
-    `delay_s`: each reply waits that long (a slow endpoint)."""
-    handler = type("Handler", (_Handler,), {"delay_s": delay_s})
-    return ThreadingHTTPServer((host, port), handler)
+    `delay_s`: each reply waits that long (a slow endpoint); `script`: first versions to answer with."""
+    handler = type("Handler", (_Handler,), {"delay_s": delay_s, "script": script})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.completions = 0  # type: ignore[attr-defined]  # chat completions asked so far, for tests
+    return server
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--references", type=Path, help="Folder of reference .py files (first-stage prompts).")
+    ap.add_argument("--replies", type=Path, help="Folder of scripted first versions: NAME.py or NAME/N.py.")
     args = ap.parse_args()
-    server = serve(port=args.port)
+    script = Script.from_dirs(args.references, args.replies) if args.references and args.replies else None
+    server = serve(port=args.port, script=script)
     print(f"scripted LLM at http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
     server.serve_forever()
 

@@ -40,6 +40,8 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("NCU_AGENT_REPAIR_ATTEMPTS", "repair_attempts"),
     ("NCU_AGENT_LLM_CACHE", "cache_path"),
     ("NCU_AGENT_NO_CACHE", "use_cache"),  # inverted: NCU_AGENT_NO_CACHE=1 -> use_cache=false
+    ("NCU_AGENT_NO_API_KEY", "no_api_key"),
+    ("NCU_AGENT_MAX_ENDPOINT_ERRORS", "max_endpoint_errors"),
 )
 _INVERTED_ENV = {"NCU_AGENT_NO_CACHE"}
 
@@ -55,6 +57,7 @@ FLAGS: dict[str, str] = {
     "max_tokens_total": "--max-tokens-total",
     "use_cache": "--no-cache",
     "cache_path": "--llm-cache",
+    "no_api_key": "--no-api-key",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -86,7 +89,10 @@ class LLMSettings(BaseModel):
     base_url: str = DEFAULT_BASE_URL
     """OpenAI-compatible endpoint, up to and including /v1."""
     api_key: SecretStr | None = None
-    """Never printed or stored. Local servers may need none."""
+    """Never printed or stored. A server that needs none is reached with `no_api_key`."""
+    no_api_key: bool = False
+    """The server needs no key (a key set anyway is not sent): said explicitly, so that a forgotten key is
+    never mistaken for a keyless server."""
     model: str | None = None
     """Model name as the endpoint knows it; required to use the LLM."""
     temperature: float = Field(1.0, ge=0.0, le=2.0)
@@ -107,6 +113,8 @@ class LLMSettings(BaseModel):
     """Budget: prompt + completion tokens per run (None: unlimited)."""
     max_reply_chars: int = Field(200_000, ge=100)
     """Longer replies are recorded truncated and not used."""
+    max_endpoint_errors: int = Field(3, ge=1, le=100)
+    """Requests in a row failing after their retries (5xx, timeouts, bad bodies) before the run fails."""
     repair_attempts: int = Field(2, ge=0, le=10)
     """Repair requests per failed candidate."""
     cache_path: Path = DEFAULT_CACHE_PATH
@@ -155,6 +163,16 @@ class LLMSettings(BaseModel):
             )
         return self.model
 
+    def require_endpoint(self) -> None:
+        """Refuse a run that would quietly reach the wrong place or go without a key it needs."""
+        if self.api_key is None and not self.no_api_key:
+            where = "" if self.source_of("base_url") != "default" else " and no endpoint (--base-url) is set"
+            raise LLMConfigError(
+                f"no LLM API key{where}: set OPENAI_API_KEY or NCU_AGENT_API_KEY (or `api_key_env` in the "
+                "config file's [llm] table), and --base-url / OPENAI_BASE_URL for a server other than "
+                "api.openai.com; a server that needs no key: pass --no-api-key (or `no_api_key = true`)"
+            )
+
     def describe(self) -> str:
         """One line for the run banner: endpoint, model, sampling, budget. Never the key."""
         budget = []
@@ -162,7 +180,7 @@ class LLMSettings(BaseModel):
             budget.append(f"{self.max_requests} requests")
         if self.max_tokens_total is not None:
             budget.append(f"{self.max_tokens_total} tokens")
-        key = "key set" if self.api_key else "no key"
+        key = "no key needed" if self.no_api_key else "key set" if self.api_key else "no key"
         cache = f"cache {self.cache_path}" if self.use_cache else "cache off (writes only)"
         return (
             f"{self.model or '<no model>'} at {safe_url(self.base_url)} ({key}), {self.samples} samples, "
@@ -174,7 +192,7 @@ class LLMSettings(BaseModel):
         """Everything but the key, for the run record."""
         out = self.model_dump(mode="json", exclude={"api_key"})
         out["base_url"] = safe_url(self.base_url)
-        out["api_key_set"] = self.api_key is not None
+        out["api_key_set"] = self.api_key is not None and not self.no_api_key
         return out
 
 
@@ -198,7 +216,9 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     return values, sources
 
 
-def _file_layer(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+def _file_layer(
+    path: Path, env: Mapping[str, str], key_given: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
     where = f"file {path}"
     try:
         data = tomllib.loads(path.read_text())
@@ -219,9 +239,10 @@ def _file_layer(path: Path, env: Mapping[str, str]) -> tuple[dict[str, Any], dic
                 f"invalid LLM setting 'api_key_env' = {key_env!r} (from {where}): "
                 f"expected the name of an environment variable"
             )
-        if not env.get(key_env):
+        if env.get(key_env):
+            values["api_key"] = env[key_env]
+        elif not key_given:
             raise LLMConfigError(f"the config file {path} says the API key is in ${key_env}, which is unset")
-        values["api_key"] = env[key_env]
     cache = values.get("cache_path")
     if isinstance(cache, str) and not Path(cache).expanduser().is_absolute():
         values["cache_path"] = str(path.parent / cache)  # relative to the file, not to where we run
@@ -246,9 +267,13 @@ def _describe_error(err: dict[str, Any], values: dict[str, Any], sources: dict[s
 
 
 def load_llm_settings(
-    config_path: Path | None, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    config_path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    api_key: str | None = None,
 ) -> LLMSettings:
     """Defaults < environment < config file ([llm] table) < overrides (CLI flags; None = not given).
+    `api_key`: the key a batch's driver handed its job (agent/batch/key_channel.py), above every layer.
 
     Raises LLMConfigError naming each bad field, its value (never the key's) and the layer it came from.
     """
@@ -260,9 +285,11 @@ def load_llm_settings(
     sources: dict[str, str] = {}
     layers = [_env_layer(env)]
     if config_path is not None:
-        layers.append(_file_layer(Path(config_path).expanduser(), env))
+        layers.append(_file_layer(Path(config_path).expanduser(), env, key_given=api_key is not None))
     flag_values = {k: v for k, v in (overrides or {}).items() if v is not None}
     layers.append((flag_values, {k: f"flag {FLAGS.get(k, '--' + k.replace('_', '-'))}" for k in flag_values}))
+    if api_key is not None:
+        layers.append(({"api_key": api_key}, {"api_key": "the batch's driver"}))
     for layer_values, layer_sources in layers:
         values.update(layer_values)
         sources.update(layer_sources)
@@ -273,3 +300,10 @@ def load_llm_settings(
         raise LLMConfigError("; ".join(problems)) from None
     settings._sources = sources
     return settings
+
+
+def api_key_value(settings: LLMSettings) -> str:
+    """The key to send: a placeholder when the server needs none (the client library insists on one)."""
+    if settings.api_key is None or settings.no_api_key:
+        return "no-key"
+    return settings.api_key.get_secret_value()

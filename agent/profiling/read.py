@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.prompt.text import clip_sentences
+
 RANGE_PREFIX = "ncu_agent_c"  # NVTX range names must not contain '/': ncu's filter reads it as a separator
 _RANGE_RE = re.compile(rf"^{RANGE_PREFIX}(\d+)$")
 _MARKUP_RE = re.compile(r"@(section|url|source|metric|table|rule):([^@]*)@")
@@ -297,9 +299,7 @@ def format_rule(rule: NcuRule, limit: int = MAX_RULE_CHARS) -> str:
     head = rule.title or rule.name or rule.rule_id
     if rule.name and rule.title and rule.name != rule.title:
         head = f"{rule.name} ({rule.title})"
-    text = f"{head}: {' '.join(rule.message.split())}"
-    if len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
+    text = clip_sentences(f"{head}: {rule.message}", limit)  # whole sentences: a cut one misleads
     if rule.speedup_pct is None:
         return text
     scope = "local " if rule.speedup_type == "local" else ""

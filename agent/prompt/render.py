@@ -37,6 +37,27 @@ class HistoryEntry(BaseModel):
     outcome: str = Field(description="'accepted', 'incorrect', 'slower', a Status value...")
     detail: str = ""
     time_ms: float | None = None
+    iteration: int | None = Field(default=None, description="The step it came from (None: not shown).")
+    stage: str | None = Field(default=None, description="The stage it came from (None: not shown).")
+    change: str = Field(default="", description="What it changed against its parent, in a few words.")
+
+
+class ProblemFacts(BaseModel):
+    """What a kernel engineer asks first: the shapes and dtypes in and out, and what is computed."""
+
+    inputs: list[str] = Field(description="One 'shape dtype' per tensor input, e.g. '[16, 16384] float32'.")
+    outputs: list[str]
+    reference: str = Field(default="", description="The reference module's code, shortened.")
+
+
+class Standing(BaseModel):
+    """Where the current kernel stands: its time and speedups when timed, else why it is not ranked."""
+
+    median_ms: float | None = None
+    speedup_eager: float | None = None
+    speedup_compiled: float | None = None
+    pct_roofline: float | None = None
+    untimed: str = Field(default="", description="Why there is no time (the CPU: checked, not ranked).")
 
 
 class PromptContext(BaseModel):
@@ -51,6 +72,8 @@ class PromptContext(BaseModel):
     metrics_unavailable_reason: str | None = None
     ncu_rules: list[str] = Field(default_factory=list, description="ncu rule messages, most important first.")
     history: list[HistoryEntry] = Field(default_factory=list)
+    problem: ProblemFacts | None = Field(default=None, description="None: no [PROBLEM] block.")
+    standing: Standing | None = Field(default=None, description="None: no line on the current kernel.")
 
 
 def _num(value: Any) -> Any:
@@ -125,6 +148,9 @@ def render_prompt(ctx: PromptContext) -> str:
         metrics_unavailable_reason=ctx.metrics_unavailable_reason,
         ncu_rules=ctx.ncu_rules,
         history=ctx.history,
+        problem=ctx.problem,
+        standing=ctx.standing,
+        reference_fence=_fence(ctx.problem.reference) if ctx.problem else "```",
     )
 
 

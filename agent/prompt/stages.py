@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.resources import prompts_dir
+from agent.source.stage_rules import RULES
 
 
 class StageError(ValueError):
@@ -94,6 +95,9 @@ class Stage(BaseModel):
     title: str
     focus: str
     task: str = Field(description="The '**Task**:' line of the prompt.")
+    task_without_metrics: str = Field(
+        default="", description="The task line when there are no metrics to analyze ('': `task`)."
+    )
     template: str = Field(description="Template file, relative to prompts/.")
     metric_set: str = Field(description="Metric set of profiles/ that the prompt shows.")
     budget: int = Field(default=10, ge=1, description="Iterations a pipeline gives this stage by default.")
@@ -146,10 +150,6 @@ def load_stage(name: str) -> Stage:
         raise StageError(f"stage file {path} names itself {stage.name!r}; the name must match the file")
     if not (prompts_dir() / stage.template).is_file():
         raise StageError(f"stage {name!r} uses template {stage.template!r}, missing from {prompts_dir()}")
-    from agent.source.stage_rules import (
-        RULES,  # here, not at the top: agent.source.stage_rules imports this module
-    )
-
     unknown = [r for r in stage.constraints.rule_ids() if r not in RULES]
     if unknown:
         raise StageError(

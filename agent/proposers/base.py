@@ -23,23 +23,27 @@ class ProposalContext(BaseModel):
     problem: ProblemSpec
     stage: str
     iteration: int
-    parent_id: int
+    parent_id: int | None  # None: the first stage, whose parent is the PyTorch reference
     parent_source: str
     parent_result: EvalResult
     prompt_text: str
     prompt_id: int
     tried_sources: set[str]
 
-    def search_candidate(self, source: str, label: str) -> Candidate:
-        """A built-in search's candidate at this step: `label` says what it moved."""
+    def candidate(self, source: str, label: str, proposer: str) -> Candidate:
+        """A candidate of this step: its parent and prompt are the step's."""
         return Candidate(
             source=source,
-            proposer="search",
+            proposer=proposer,
             stage=self.stage,
             parent_id=self.parent_id,
             label=label,
             prompt_id=self.prompt_id,
         )
+
+    def search_candidate(self, source: str, label: str) -> Candidate:
+        """A built-in search's candidate at this step: `label` says what it moved."""
+        return self.candidate(source, label, "search")
 
 
 class Proposer:

@@ -7,8 +7,15 @@ failed attempt is written to the store's replies table as it is known; only HTTP
 the store is written from the calling thread.
 
 Returned: code-bearing candidates only. The rest is in `last_failures` (a reply without code, or whose
-code does not parse: the loop records them as NO_CODE / COMPILE_ERROR; duplicates need no record) and
-`last_errors` (requests that failed for good). Both are reset by each propose() and repair() call.
+code does not parse: the loop records them as NO_CODE / COMPILE_ERROR; a repeat of code already tried is
+not evaluated again, and its reply row says so) and `last_errors` (requests that failed for good: the
+endpoint's fault, never shown to the model). Both are reset by each propose() and repair() call.
+
+What no later request can fix (a refused key, an unknown model, nothing listening) and `max_endpoint_errors`
+failed requests in a row raise EndpointFailed: the run ends as failed. A reply cut at the token limit
+(finish_reason "length") whose code is unusable fails with a reason that says so and asks for the whole
+file again, shorter. Test harness after ModelNew (`if __name__`, get_inputs...) is cut before evaluation,
+and the reply row lists what was cut (`removed`).
 
 BudgetExhausted propagates, except that candidates already paid for in the same step are returned first:
 the next request then raises it.
@@ -26,10 +33,21 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.llm.cache import CachedReply, LLMCache, cache_key
-from agent.llm.client import Attempt, Budget, BudgetExhausted, ChatClient, ChatResult, Choice, LLMError, Usage
-from agent.llm.extract import CodeSyntaxError, ExtractError, extract_code
+from agent.llm.client import (
+    FATAL_STATUS,
+    Attempt,
+    Budget,
+    BudgetExhausted,
+    ChatClient,
+    ChatResult,
+    Choice,
+    EndpointFailed,
+    LLMError,
+    Usage,
+)
+from agent.llm.extract import CodeSyntaxError, ExtractError, extract_code, strip_harness
 from agent.llm.settings import LLMSettings
-from agent.prompt.render import environment
+from agent.prompt.render import environment, split_sections
 from agent.proposers.base import ProposalContext, Proposer
 from agent.records import Candidate, EvalResult, Status
 from agent.store import Store
@@ -69,6 +87,15 @@ class _Usable(BaseModel):
     prompt_id: int
     reply_id: int
     text: str
+    truncated: bool = False  # finish_reason "length": the code may be cut
+
+
+def truncated_reason(max_tokens: int) -> str:
+    """What a reply cut at the token limit is told: it names the cut and asks for the whole file, shorter."""
+    return (
+        f"the reply was cut at the token limit (finish_reason=length, max_tokens={max_tokens}) before its "
+        "code was complete: give the complete file again, shorter (no explanation, fewer comments)"
+    )
 
 
 def _fence(text: str) -> str:
@@ -83,7 +110,17 @@ def _clip(text: str) -> str:
     return f"{text[:_ERROR_HEAD]}\n[... {cut} chars cut ...]\n{text[-_ERROR_TAIL:]}"
 
 
+def _without_current_code(prompt: str) -> str:
+    """The stage prompt less its [CURRENT CODE] block: the failed code below replaces it, so that the
+    request carries one copy of the kernel instead of two nearly equal ones."""
+    sections = split_sections(prompt)
+    if "[CURRENT CODE]" not in sections:
+        return prompt
+    return "".join(text for header, text in sections.items() if header != "[CURRENT CODE]")
+
+
 def render_repair(prompt: str, code: str, error: str) -> str:
+    prompt = _without_current_code(prompt)
     code = code.replace("\r\n", "\n").strip("\n")
     error = _clip(error.replace("\r\n", "\n").strip("\n")) or "(no message)"
     return (
@@ -113,10 +150,12 @@ class LLMProposer(Proposer):
         client: ChatClient | None = None,
         cache: LLMCache | None = None,
         sleep: Callable[[float], None] | None = None,
+        notify: Callable[[str], None] | None = None,
     ):
         self.settings = settings
         self.store = store
-        self.client = client or (ChatClient(settings, sleep=sleep) if sleep else ChatClient(settings))
+        timing = {"sleep": sleep} if sleep else {}
+        self.client = client or ChatClient(settings, notify=notify, **timing)
         self.cache = cache or LLMCache(settings.cache_path, read=settings.use_cache)
         self.n_supported: bool | None = None  # learnt from the first request asking for several
         self.last_failures: list[ReplyFailure] = []
@@ -124,6 +163,7 @@ class LLMProposer(Proposer):
         self._asked: dict[str, int] = defaultdict(int)  # samples asked per prompt: the cache's sample index
         self._repairs: dict[str, int] = defaultdict(int)  # repair requests per original candidate
         self._lineage: dict[str, str] = {}  # repaired source -> the candidate it descends from
+        self._errors_in_row = 0  # requests failed for good since the last one that got a reply
 
     @property
     def budget(self) -> Budget:
@@ -208,18 +248,26 @@ class LLMProposer(Proposer):
             code = extract_code(u.text)
         except ExtractError as e:
             status = Status.COMPILE_ERROR if isinstance(e, CodeSyntaxError) else Status.NO_CODE
+            reason = str(e)
+            if u.truncated:
+                reason = f"{truncated_reason(self.settings.max_tokens)} ({reason})"
             self.last_failures.append(
                 ReplyFailure(
                     reply_id=u.reply_id,
                     prompt_id=u.prompt_id,
                     status=status,
-                    reason=str(e),
+                    reason=reason,
                     source=e.code or "",
                     label=label,
                 )
             )
             return None
+        code, removed = strip_harness(code)
+        if removed:
+            self.store.annotate_reply(u.reply_id, removed=removed)
         if code.strip() in seen:
+            why = "not evaluated again: the same code as a kernel already tried"
+            self.store.annotate_reply(u.reply_id, not_evaluated=why)
             self.last_failures.append(
                 ReplyFailure(
                     reply_id=u.reply_id,
@@ -227,7 +275,7 @@ class LLMProposer(Proposer):
                     status=None,
                     label=label,
                     source=code,
-                    reason="the same code as a kernel already tried",
+                    reason=why,
                 )
             )
             return None
@@ -273,6 +321,7 @@ class LLMProposer(Proposer):
                 self._record_attempts(prompt_id, outcome.attempts, final=str(outcome))
                 self.last_errors.append(str(outcome))
             else:
+                self._errors_in_row = 0
                 self._record_attempts(prompt_id, outcome.attempts)
                 for choice, usage in zip(outcome.choices, self._shares(outcome), strict=True):
                     slot = next(slots, None)
@@ -282,8 +331,22 @@ class LLMProposer(Proposer):
                     u = self._record_choice(prompt, prompt_id, index, number, outcome, choice, usage)
                     if u is not None:
                         usable.append(u)
+        self._give_up_if_hopeless([o for o in outcomes if isinstance(o, LLMError)])
         usable.sort(key=lambda u: u.number)
         return usable, spent
+
+    def _give_up_if_hopeless(self, errors: list[LLMError]) -> None:
+        """EndpointFailed when a failure says no request can succeed, or too many failed in a row."""
+        for e in errors:
+            if e.fatal:
+                raise EndpointFailed(f"LLM endpoint: {e}", FATAL_STATUS.get(e.status or 0, "endpoint"))
+        self._errors_in_row += len(errors)
+        limit = self.settings.max_endpoint_errors
+        if errors and self._errors_in_row >= limit:
+            raise EndpointFailed(
+                f"LLM endpoint: {self._errors_in_row} requests in a row failed after their retries "
+                f"(max_endpoint_errors={limit}); the last: {errors[-1]}"
+            )
 
     @staticmethod
     def _shares(result: ChatResult) -> list[Usage]:
@@ -336,16 +399,26 @@ class LLMProposer(Proposer):
                     reply_id=reply_id,
                     prompt_id=prompt_id,
                     status=Status.NO_CODE,
-                    reason=choice.skipped or "skipped",
+                    reason=(
+                        f"{truncated_reason(self.settings.max_tokens)} ({choice.skipped})"
+                        if choice.truncated
+                        else choice.skipped or "skipped"
+                    ),
                     label=f"llm sample {number}",
                 )
             )
             return None
         reply_id = self.store.add_reply(prompt_id, result.model, choice.text, info, result.latency_s)
-        if index is not None:
+        if index is not None and not choice.truncated:  # a cut reply is asked again on a rerun
             reply = CachedReply(text=choice.text, usage=usage, model=result.model)
             self.cache.put(self._key(prompt, index), reply)
-        return _Usable(number=number, prompt_id=prompt_id, reply_id=reply_id, text=choice.text)
+        return _Usable(
+            number=number,
+            prompt_id=prompt_id,
+            reply_id=reply_id,
+            text=choice.text,
+            truncated=choice.truncated,
+        )
 
     def _fetch(self, prompt: str, n: int) -> list[ChatResult | LLMError | BudgetExhausted]:
         """n replies: one request asking for n, then single requests for what it did not give."""
@@ -354,7 +427,7 @@ class LLMProposer(Proposer):
         if n > 1 and self.n_supported is not False:
             first = self._call(prompt, n)
             outcomes.append(first)
-            if isinstance(first, ChatResult) and first.body_error is None:
+            if isinstance(first, ChatResult):
                 self.n_supported = len(first.choices) >= n
                 remaining = max(0, n - len(first.choices))
             else:

@@ -29,22 +29,13 @@ class ScriptedProposer(Proposer):
             return []
         number = len(self.parents)
         return [
-            self._candidate(ctx, src, f"scripted {number}.{i}") for i, src in enumerate(self.steps.pop(0), 1)
+            ctx.candidate(src, f"scripted {number}.{i}", self.name)
+            for i, src in enumerate(self.steps.pop(0), 1)
         ]
 
     def repair(self, ctx: ProposalContext, source: str, error_message: str) -> Candidate | None:
         fixed = self.repairs.pop(source, None)
-        return None if fixed is None else self._candidate(ctx, fixed, "scripted repair")
+        return None if fixed is None else ctx.candidate(fixed, "scripted repair", self.name)
 
     def observe_profile(self, metrics: NcuMetrics | None) -> None:
         self.metrics.append(metrics)
-
-    def _candidate(self, ctx: ProposalContext, source: str, label: str) -> Candidate:
-        return Candidate(
-            source=source,
-            proposer=self.name,
-            stage=ctx.stage,
-            parent_id=ctx.parent_id,
-            label=label,
-            prompt_id=ctx.prompt_id,
-        )
