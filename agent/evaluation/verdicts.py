@@ -15,6 +15,33 @@ COMPILE_ERRORS = {"CompilationError", "OutOfResources", "PTXASError"}
 EXIT_EXCEPTIONS = {"SystemExit", "KeyboardInterrupt", "GeneratorExit"}
 
 
+# Exit codes of `ncu-agent check`, defined here only: accepted 0, rejected 1, bad usage 2 (the CLI's own),
+# and 3 when the CPU cannot decide (`Status.UNDECIDED`: a branch on the device or the interpreter whose
+# arms do different work; the GPU check decides).
+EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
+
+
+def exit_code(status: Status) -> int:
+    if status == Status.ACCEPTED:
+        return EXIT_ACCEPTED
+    return EXIT_UNDECIDED if status == Status.UNDECIDED else EXIT_REJECTED
+
+
+def undecided(source: str) -> tuple[str, list[Check]] | None:
+    """(reason, checks) when the CPU cannot decide on `source` (device-branch findings), else None."""
+    from agent.source.device_branches import device_branches
+
+    found = device_branches(source)
+    if not found:
+        return None
+    reason = (
+        "the CPU cannot decide: a branch on the device or the interpreter does different work in the arm "
+        f"the CPU check never runs ({found[0].text()}); the GPU check decides"
+    )
+    checks = [Check(name="device-branch", passed=False, detail=b.text()) for b in found[:4]]
+    return reason, checks
+
+
 class Rejected(Exception):
     """Stops the evaluation with a status (raised from anywhere below `Judge.run`)."""
 
