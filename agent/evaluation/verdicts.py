@@ -116,9 +116,9 @@ def _compile_error_line(e: BaseException, candidate_file: str) -> tuple[int, str
     return line, name, lines[line - 1].strip() if 0 < line <= len(lines) else ""
 
 
-# Until the judge has a status of its own for it, a kernel the CPU interpreter cannot run is reported as
-# crashed, with the reason saying so; this is the one place that maps it.
-CPU_UNDECIDED = Status.CRASHED
+# A kernel the CPU interpreter cannot run is neither right nor wrong there: the CPU cannot decide (exit 3),
+# and the GPU check decides. This is the one place that maps interpreter limits to that verdict.
+CPU_UNDECIDED = Status.UNDECIDED
 CPU_RULE = "cpu-interpreter"
 CPU_NOTE = " (the CPU interpreter cannot run this, so the CPU cannot decide; the GPU run will)"
 
