@@ -63,7 +63,7 @@ def job_env(gpu: str | None, key_file: Path | None = None) -> dict[str, str]:
     from agent.secrets import environ
 
     env = dict(environ())
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding `agent`, not `agent/`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env[PARENT_ENV] = str(os.getpid())
@@ -170,7 +170,7 @@ def run_ray(
     import ray
 
     if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding `agent`, not `agent/`
         env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     use_gpus = ray.cluster_resources().get("GPU", 0) >= 1
