@@ -6,45 +6,30 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent import options as opt
-from agent.batch.hooks import replay_hooks
-from agent.batch.resume import ReplayStore
+from agent.cli_checks import checked, fail, new_dir, output_dir
 from agent.config import RunOptions
-from agent.evaluation.evaluate import evaluate
-from agent.llm.client import EndpointFailed
-from agent.pipeline import PipelineError, PipelineOutcome, resume_point
-from agent.problem import ProblemError, describe_shapes, load_problem
-from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
-from agent.profiling.read import ranked_rules, read_report, seed_json
-from agent.profiling.target import ProfileCandidate
-from agent.prompt.gpus import find_gpu, resolve_gpu
-from agent.prompt.render import PromptContext, render_prompt
-from agent.prompt.stages import load_stage
-from agent.records import EvalResult, Status
-from agent.report.tables import HEADERS, history_table, result_cells
-from agent.run_resume import ResumeError, find_resumable
-from agent.run_setup import (
-    NOTHING_RAN,
-    ProblemRun,
-    RunSetupError,
-    check_llm,
-    outcome_notes,
-    plan_run,
-    run_one,
-)
-from agent.store import Store
+
+# The modules below import torch, triton, openai or matplotlib (seconds on a small machine): each command
+# imports them after checking its flags, so help pages and refusals answer at once.
+if TYPE_CHECKING:
+    from agent.pipeline import PipelineOutcome
+    from agent.records import EvalResult
+    from agent.store import Store
 
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts name [llm] tables and [x, y] lists: print them as written
 )
 # Logs and CI are not terminals: give tables room instead of rich's 80-column default there.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -62,9 +47,24 @@ ProblemArg = Annotated[
 _EVALUATING = {"run", "check", "batch", "experiment"}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"ncu-agent {version('ncu-agent')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("ncu-agent (not installed: no version)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _start(
     ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
     require_sandbox: Annotated[
         bool,
         typer.Option(
@@ -98,11 +98,11 @@ def _start(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
+    return fail(message, code)
 
 
 def _load(problem: str, small_shapes: str | None = None):
+    from agent.problem import ProblemError, load_problem
     from agent.small_shapes import parse_shapes_flag
 
     try:
@@ -132,7 +132,7 @@ class RichReporter:
         self.task = None
 
     def info(self, message: str) -> None:
-        console.print(f"[dim]{message}[/dim]")
+        console.print(f"[dim]{escape(message)}[/dim]")
 
     def begin(self, what: str, total: int) -> None:
         self.progress = Progress(
@@ -150,9 +150,9 @@ class RichReporter:
         t = result.timings
         timing = f"{t.candidate.median_ms:.3f} ms" if t and t.candidate else "not timed"
         colour = "green" if result.accepted else "red"
-        reason = "" if result.accepted else f": {result.reason[:100]}"
+        reason = "" if result.accepted else f": {escape(result.reason[:100])}"
         console.print(
-            f"  #{cand_id} {label}: [{colour}]{result.status.value}[/{colour}]{reason} ({timing}, "
+            f"  #{cand_id} {escape(label)}: [{colour}]{result.status.value}[/{colour}]{reason} ({timing}, "
             f"{result.wall_s:.1f} s)"
         )
         if self.progress is not None and self.task is not None:
@@ -177,7 +177,7 @@ def _banner(
     where = "the GPU" if device == "cuda" else "the CPU (no GPU: Triton interpreter, correctness only)"
     console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
     console.print(f"  proposer: {proposer}")
-    console.print(f"  LLM: {llm}")
+    console.print(f"  LLM: {escape(str(llm))}")
     from agent.evaluation.confine import isolation
 
     console.print(f"  isolation: {isolation().label}")
@@ -222,6 +222,9 @@ def run(
 ) -> None:
     """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
     starting kernel (and no --start) begins with the first stage, which needs --llm."""
+    checked(new_dir, run_dir, "--run-dir")  # before plan_run: finding the GPU imports torch
+    from agent.run_resume import ResumeError, find_resumable
+
     found = None
     if resume is not None:
         if problem is not None:
@@ -233,6 +236,17 @@ def run(
         options, problem, run_dir = found.options, found.problem, resume
     elif problem is None:
         raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
+    from agent.run_setup import ProblemRun, RunSetupError, check_llm, plan_run, run_one
+
+    try:
+        plan_run(options)  # the flags alone, refused before the problem's reference loads torch
+    except RunSetupError as e:
+        raise _fail(str(e)) from None
+    from agent.llm.client import EndpointFailed
+    from agent.pipeline import PipelineError, resume_point
+    from agent.problem import describe_shapes
+    from agent.store import Store
+
     spec = _load(problem, small_shapes)
     if start is not None:
         spec.kernel_path = start.resolve()
@@ -246,6 +260,7 @@ def run(
         raise _fail(str(e)) from None
     except EndpointFailed as e:
         raise _fail(str(e), 1) from None
+    checked(output_dir, run_dir, "--run-dir")
     device = _device()
     proposer_line, llm_line = plan.describe_proposer()
     _banner(
@@ -257,16 +272,19 @@ def run(
         proposer_line,
         llm_line,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
     if found is not None:
+        from agent.batch.hooks import replay_hooks
+        from agent.batch.resume import ReplayStore
+
         store: Store = ReplayStore(run_dir / Store.FILENAME, found.run_id)
         start_path, extra = found.start, {"hooks": replay_hooks(store), "run_id": found.run_id}
         console.print(f"  continuing run #{found.run_id}: what it recorded is replayed, not run again")
     else:
         store, start_path, extra = Store.open_dir(run_dir), resume_from or spec.kernel_path, {}
-    job = ProblemRun(plan, spec, start_path, store, run_dir, device, RichReporter(), str(problem), **extra)
+    reporter = RichReporter()
+    job = ProblemRun(plan, spec, start_path, store, run_dir, device, reporter, str(problem), **extra)
     if llm_note:
-        console.print(f"  LLM preflight: {llm_note}")
+        console.print(f"  LLM preflight: {escape(llm_note)}")
     console.print(
         f"  records: {run_dir / Store.FILENAME}; starting from "
         f"{start_path or 'the reference (the first stage writes a first version)'}"
@@ -275,7 +293,13 @@ def run(
     try:
         end = run_one(job)
     except KeyboardInterrupt:
-        console.print(f"interrupted; continue with: ncu-agent run --resume {run_dir}")
+        from agent.run_interrupt import save_interrupted
+
+        reporter.end()
+        runs = store.runs()  # run_one started the run and marked it interrupted
+        lines = save_interrupted(store, runs[-1]["id"], run_dir) if runs else ["interrupted before the start"]
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
         raise typer.Exit(130) from None
     if end.outcome is None:
         raise _fail(end.reason, 1)
@@ -287,6 +311,9 @@ def run(
 
 def _summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, device: str) -> None:
     """The run's history table, its notes, and the best kernel against the start."""
+    from agent.report.tables import history_table
+    from agent.run_setup import NOTHING_RAN, outcome_notes
+
     last, first = outcome.last, outcome.first
     notes = outcome_notes(outcome)
     console.print(history_table(store.history(run_id), title, last.best.cand_id if last else None))
@@ -296,7 +323,7 @@ def _summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, de
             "so they cannot be ranked; the starting kernel stays the best"
         )
     for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     if last is None or first is None:
         raise _fail(NOTHING_RAN, 1)
     evaluations = sum(o.evaluations for _, o, _ in outcome.stages if o is not None)
@@ -323,29 +350,42 @@ def check(
     seeds: Annotated[int, typer.Option(help="How many fresh input draws.")] = 3,
     timeout: Annotated[float | None, typer.Option(help="Seconds the check may take.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the result, no progress lines.")] = False,
     small_shapes: opt.SmallShapes = None,
 ) -> None:
-    """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
+    """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem, 3 when
+    the CPU cannot decide (a GPU-only branch)."""
+    from agent.cli_progress import PhaseLog
+    from agent.evaluation.verdicts import exit_code
 
+    phase = PhaseLog(quiet)
+    phase(f"loading the problem {problem} (imports torch and its reference)")
     spec = _load(problem, small_shapes)
+    from agent.evaluation.evaluate import evaluate
+    from agent.problem import describe_shapes
+    from agent.report.tables import HEADERS, result_cells
+
     device = _device()
+    where = "on the GPU, then timing" if device == "cuda" else "in Triton's interpreter (CPU: not timed)"
+    phase(f"static checks, then a worker: compile and compare on {seeds} input draws {where}")
     result = evaluate(spec, candidate.read_text(), device, seeds=tuple(range(seeds)), timeout_s=timeout)
+    phase(f"done: {result.status.value} in {result.wall_s:.1f} s of evaluation")
     if as_json:
         console.print_json(result.model_dump_json())
     else:
         colour = "green" if result.accepted else "red"
         console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
-        console.print(f"[{colour}]{result.status.value}[/{colour}] {result.reason}")
+        console.print(f"[{colour}]{result.status.value}[/{colour}] {escape(result.reason)}")
         for c in result.checks:
             if not c.passed or c.detail:
-                console.print(f"  {'ok ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
+                console.print(f"  {'ok ' if c.passed else 'FAIL'} {c.name}: {escape(c.detail)}")
         if result.timings and result.timings.skipped_reason:
-            console.print(f"  timing: {result.timings.skipped_reason}")
+            console.print(f"  timing: {escape(result.timings.skipped_reason)}")
         elif result.timings:
             console.print(
                 "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[5:], result_cells(result), strict=True))
             )
-    raise typer.Exit(0 if result.status == Status.ACCEPTED else 1)
+    raise typer.Exit(exit_code(result.status))
 
 
 @app.command()
@@ -353,12 +393,25 @@ def render(
     problem: ProblemArg,
     stage: Annotated[str, typer.Option(help="The stage whose prompt to render.")] = "micro",
     gpu: opt.Gpu = None,
-    metrics: Annotated[Path | None, typer.Option(help="ncu metrics as JSON (the seed's form).")] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            help="ncu metrics as JSON (the seed's form): `ncu-agent profile --report FILE --json` makes one.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     code: Annotated[
-        Path | None, typer.Option(help="Kernel source (default: the problem's starting kernel).")
+        Path | None,
+        typer.Option(
+            help="Kernel source (default: the problem's starting kernel).", exists=True, dir_okay=False
+        ),
     ] = None,
 ) -> None:
     """Print the prompt a stage would send for a problem."""
+    from agent.prompt.gpus import find_gpu, resolve_gpu
+    from agent.prompt.render import PromptContext, render_prompt
+    from agent.prompt.stages import load_stage
 
     spec = _load(problem)
     source_path = code or spec.kernel_path
@@ -400,6 +453,9 @@ def profile(
     out_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("runs/profiles"),
 ) -> None:
     """Profile one candidate with ncu, or print the metrics of an existing report (works without a GPU)."""
+    from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
+    from agent.profiling.read import ranked_rules, read_report, seed_json
+    from agent.profiling.target import ProfileCandidate
 
     try:
         mset = load_metric_set(metric_set)
@@ -408,8 +464,8 @@ def profile(
     if report is None:
         if candidate is None or problem is None:
             raise _fail("give a CANDIDATE and --problem, or --report FILE.ncu-rep")
+        checked(output_dir, out_dir, "--out-dir")
         spec = _load(problem)
-        out_dir.mkdir(parents=True, exist_ok=True)
         (result,) = profile_candidates(
             spec,
             [ProfileCandidate(source=candidate.read_text(), pinned_configs={})],
@@ -431,7 +487,7 @@ def profile(
         return
     console.print(profile_report_table(prof, shown))
     for line in ranked_rules(prof):
-        console.print(f"  - {line}")
+        console.print(f"  - {escape(line)}")
     console.print(f"report: {report}")
 
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.config import LoopPolicy
 from agent.evaluation.evaluate import evaluate
-from agent.llm.client import BudgetExhausted
 from agent.profiling.step import ProfileOutcome, profile_step
 from agent.prompt.facts import change_summary, problem_facts, standing
 from agent.prompt.gpus import GpuSpec
@@ -276,6 +275,8 @@ def _close_enough(best: Best, settings: LoopSettings) -> bool:
 
 
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
+    from agent.llm.client import BudgetExhausted  # imports openai: only a stage that runs needs it
+
     problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
     settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
     best = start

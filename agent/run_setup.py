@@ -14,21 +14,29 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import LoopPolicy, RunOptions
 from agent.evaluation.sandbox import WorkerPool
 from agent.first import NoFirstVersion
-from agent.llm.client import BudgetExhausted, ChatClient, EndpointFailed
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
 from agent.problem import ProblemSpec
-from agent.prompt.gpus import GpuSpec, find_gpu, resolve_gpu
+from agent.prompt.gpus import TARGET_ENV, GpuSpec, find_gpu, resolve_gpu
 from agent.prompt.stages import Stage, default_pipeline, load_stage
 from agent.proposers.base import Proposer, proposer_class
 from agent.proposers.search import SearchProposer
 from agent.store import Store
+
+if TYPE_CHECKING:
+    from agent.llm.client import ChatClient
+
+
+def _llm_budget_errors() -> tuple[type[BaseException], ...]:
+    from agent.llm.client import BudgetExhausted  # imports openai: only a run that starts needs it
+
+    return (BudgetExhausted,)
 
 
 class RunSetupError(ValueError):
@@ -86,7 +94,10 @@ def plan_run(options: RunOptions, api_key: str | None = None, *, has_kernel: boo
             )
     except (KeyError, ValueError, LLMConfigError) as e:
         raise RunSetupError(str(e)) from None
-    return RunPlan(options, stages, target or find_gpu("h200"), gpu_note, llm_settings)
+    target = target or find_gpu("h200")
+    # CPU workers answer Triton's device queries with this GPU's table (agent/evaluation/interpreter_shims.py)
+    os.environ[TARGET_ENV] = target.name
+    return RunPlan(options, stages, target, gpu_note, llm_settings)
 
 
 def check_llm(plan: RunPlan, notify: Callable[[str], None] | None = None) -> str | None:
@@ -155,7 +166,7 @@ class ProblemRun:
     hooks: Callable[[int], LoopHooks] = lambda run_id: LoopHooks()
     client: ChatClient | None = None  # the LLM proposer's client (None: one from the plan's settings)
     # Exceptions that end the run as "budget" with its best so far (an LLM budget; a batch's time limit).
-    budget_errors: tuple[type[BaseException], ...] = (BudgetExhausted,)
+    budget_errors: tuple[type[BaseException], ...] = field(default_factory=_llm_budget_errors)
     # Called with the end before the run's row is finished (a batch writes its outcome file first).
     before_finish: Callable[[RunEnd], None] = lambda end: None
 
@@ -176,6 +187,8 @@ def run_one(job: ProblemRun) -> RunEnd:
     one pool of warm workers, and finish the run: the one path of `ncu-agent run`, a batch's job and an
     experiment's unit. An interrupt finishes the run as "interrupted" and propagates; any other error
     ends it as "error" (the traceback goes to the reporter)."""
+    from agent.llm.client import EndpointFailed  # openai: loaded when a run starts, not for its flags
+
     plan, store = job.plan, job.store
     run_id = job.run_id
     if run_id is None:

@@ -40,7 +40,11 @@ def environ() -> Mapping[str, str]:
 
 
 def private(path: Path) -> None:
-    """Readable and writable by this user only: records and caches hold sources, replies and prompts that
-    no worker (another uid) should read, wherever the run directory is."""
+    """Make the SQLite database `path` readable and writable by this user only, before it is opened
+    (SQLite gives its -wal and -shm files the database's mode when it creates them): records and caches
+    hold sources, replies and prompts that no worker (another uid) should read, wherever they are."""
     with contextlib.suppress(OSError):
-        path.chmod(0o600)
+        path.touch(mode=0o600, exist_ok=True)
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if p.exists():
+                p.chmod(0o600)

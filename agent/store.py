@@ -60,12 +60,12 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = path
+        private(path)
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
-        private(path)  # SQLite gives its -wal and -shm files the database's mode
 
     @classmethod
     def open_dir(cls, run_dir: Path) -> Store:

@@ -378,12 +378,16 @@ def test_too_few_configs():
     assert rules("micro", L1, three) == set()
 
 
-def test_configs_that_are_not_a_literal_list():
+def test_configs_built_by_code_are_read_and_unevaluable_ones_are_not():
     comprehension = "@triton.autotune(\n    configs=[triton.Config({}, num_warps=w) for w in (4, 8, 16)],\n"
-    bad = edit(GOOD, PLAIN_AUTOTUNE, comprehension + "    key=['D'],\n)\n")
+    built = edit(GOOD, PLAIN_AUTOTUNE, comprehension + "    key=['D'],\n)\n")
+    assert "micro.literal-configs" not in rules("micro", L1, built)  # evaluated: 3 configs
+    unknown = "@triton.autotune(\n    configs=configs_from_a_file(),\n"
+    bad = edit(GOOD, PLAIN_AUTOTUNE, unknown + "    key=['D'],\n)\n")
     found = check_constraints(load_stage("micro"), L1, bad)
     assert [v.rule for v in found] == ["micro.literal-configs"]
-    assert "the autotune configs of l1_norm_kernel are not a literal list" in found[0].message
+    assert "the autotune configs of l1_norm_kernel are neither a literal list" in found[0].message
+    assert "NameError" in found[0].message
     assert rules("algorithmic", L1, bad) == set()  # a stage whose rules do not read configs lets it be
 
 

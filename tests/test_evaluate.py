@@ -208,10 +208,18 @@ def test_worker_env_drops_secrets():
             "db_password": "p",
             "AWS_REGION": "r",
             "HOME": "/root",
+            "TRITON_INTERPRET": "1",
+            "NCU_AGENT_API_KEY": "k",
+            "SOMETHING_NEW": "s",  # not on the allow-list: not passed on
         },
+        box=Path("/w/box"),
     )
-    assert set(env) == {"PATH", "HOME", "PYTHONPATH", "PYTHONUNBUFFERED", "EXTRA"}
-    assert env["PYTHONPATH"].split(":")[0] == str(Path(__file__).resolve().parent.parent)
+    assert set(env) == {
+        *("PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "EXTRA", "TRITON_INTERPRET"),
+        *("HOME", "TMPDIR", "XDG_CACHE_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "USER"),
+    }
+    assert env["HOME"] == "/w/box" and env["TRITON_CACHE_DIR"].startswith("/w/box/")
+    assert env["PYTHONPATH"] == str(Path(__file__).resolve().parent.parent)
     assert is_secret("ANTHROPIC_BASE_URL") and is_secret("GITHUB_TOKEN") and not is_secret("TRITON_INTERPRET")
 
 

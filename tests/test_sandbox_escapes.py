@@ -19,6 +19,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,8 +62,9 @@ def mode(request, monkeypatch):
     confine.isolation.cache_clear()
 
 
-def _secret_files(mark: str) -> tuple[Path, list[Path]]:
-    """A run's records and an LLM cache holding secrets, in a folder any user may enter."""
+def _secret_files(mark: str) -> tuple[Path, list[Path], list[Any]]:
+    """A run's records and an LLM cache holding secrets, in a folder any user may enter, open as in a
+    live run (their -wal files exist), with what closes them."""
     from agent.llm.cache import LLMCache
     from agent.store import Store
 
@@ -71,11 +73,13 @@ def _secret_files(mark: str) -> tuple[Path, list[Path]]:
     (base / "run").mkdir(mode=0o755)
     store = Store.open_dir(base / "run")
     store.start_run(f"RECORD-{mark}", "cpu", None, "search", None, {})
-    store.close()
     cache = LLMCache(base / "llm-cache.sqlite")
     cache._db().execute("CREATE TABLE leak(x)")
     cache._db().execute("INSERT INTO leak VALUES (?)", (f"CACHE-{mark}",))
-    return base, [base / "run" / "records.sqlite", base / "llm-cache.sqlite"]
+    files = [base / "run" / "records.sqlite", base / "llm-cache.sqlite"]
+    wal = [Path(f"{f}-wal") for f in files]  # where SQLite keeps the latest writes: the secrets too
+    assert all(w.exists() for w in wal)
+    return base, files + wal, [store.conn, cache._db()]
 
 
 def _listeners() -> tuple[socket.socket, socket.socket]:
@@ -133,7 +137,7 @@ def _attempts(log: str) -> dict[str, str]:
 def test_escapes_take_no_effect(mode, tmp_path):
     mark = f"escape_{uuid.uuid4().hex[:12]}"
     key = f"sk-fake-{mark}"
-    records, secret_files = _secret_files(mark)
+    records, secret_files, open_dbs = _secret_files(mark)
     udp, tcp = _listeners()
     pyc_before = FORGED_PYC.read_bytes() if FORGED_PYC.exists() else None
     escape = tmp_path / "escape.py"
@@ -162,7 +166,8 @@ def test_escapes_take_no_effect(mode, tmp_path):
         )
         tried = _attempts(escaped["log_tail"])
         assert set(tried) >= {"parent-environ", "any-environ", "tmp-file", "package-file", "forged-pyc"}
-        assert set(tried) >= {"udp", "tcp", "child", "fork", "read-0", "read-1"}, escaped["log_tail"]
+        reads = {f"read-{i}" for i in range(len(secret_files))}
+        assert set(tried) >= {"udp", "tcp", "child", "fork", *reads}, escaped["log_tail"]
         # reduced: the one that may succeed is a file in /tmp, removed and reported with the candidate
         allowed = {"tmp-file"} if mode == "reduced" else set()
         done_ones = {k for k, v in tried.items() if v.startswith("done")}
@@ -180,6 +185,8 @@ def test_escapes_take_no_effect(mode, tmp_path):
     finally:
         udp.close()
         tcp.close()
+        for db in open_dbs:
+            db.close()
         shutil.rmtree(records, ignore_errors=True)
 
 

@@ -6,7 +6,7 @@ from agent.problem import load_problem
 from agent.prompt.stages import load_stage
 from agent.proposers.base import ProposalContext
 from agent.proposers.search import SearchProposer
-from agent.records import EvalResult, Status
+from agent.records import EvalResult, Status, Timings, TimingStats
 from agent.source.stage_rules import check_constraints
 
 OCC = "sm__warps_active.avg.pct_of_peak_sustained_active"
@@ -54,7 +54,8 @@ def test_search_covers_the_micro_space_and_keeps_the_stage_rules(problem):
     ctx = _ctx(problem, {k: 1 for k in kernels})
     proposer = SearchProposer(stage, "exhaustive")
     proposals = proposer.propose(ctx)
-    assert len(proposals) == proposer.space_size(ctx) >= 8  # 4 warps x 2-3 stages per kernel
+    # 4 warps x 2-3 stages per kernel, and for a plain launch its autotune wrap
+    assert len(proposals) == proposer.space_size(ctx) >= 8
     assert proposer.propose(ctx) == []  # one step covers the space
     assert len({p.source for p in proposals}) == len(proposals)
     for p in proposals:
@@ -150,6 +151,26 @@ def _gain(ctx: ProposalContext, cand) -> ProposalContext:
     return ctx.model_copy(update={"parent_source": cand.source, "iteration": ctx.iteration + 1})
 
 
+def _timed(ctx: ProposalContext) -> ProposalContext:
+    """The parent as a GPU run sees it: timed, so a label may say what gave no gain."""
+    timings = Timings(candidate=TimingStats(times_ms=[1.0, 1.0, 1.0]))
+    return ctx.model_copy(update={"parent_result": ctx.parent_result.model_copy(update={"timings": timings})})
+
+
+def test_untimed_turn_back_claims_no_gain():
+    """On the CPU nothing is timed: turning back on an axis must not say the first way gave no gain."""
+    ctx = _ctx("fused_elementwise", {"bias_gelu_kernel": 1}, "tiling")
+    proposer = SearchProposer(load_stage("tiling"))
+    proposer.observe_profile({"bias_gelu_kernel": [{DRAM: 40.0}]})
+    labels = []
+    for _ in range(4):
+        (cand,) = proposer.propose(ctx)
+        labels.append(cand.label)
+        ctx = _no_gain(ctx, cand)
+    assert not any("gain" in label for label in labels), labels
+    assert any("the other way too (nothing timed)" in label for label in labels), labels
+
+
 def _no_gain(ctx: ProposalContext, cand) -> ProposalContext:
     ctx.tried_sources.add(cand.source)
     return ctx.model_copy(update={"iteration": ctx.iteration + 1})
@@ -158,7 +179,7 @@ def _no_gain(ctx: ProposalContext, cand) -> ProposalContext:
 def test_coordinate_tiling_search_follows_a_gain_and_turns_back_once():
     """fused_elementwise's BLOCK_SIZE sets its grid; with DRAM under-used, smaller blocks (more programs)
     come first. A gain goes on the same way; a miss after a gain ends the axis; a first miss turns back."""
-    ctx = _ctx("fused_elementwise", {"bias_gelu_kernel": 1}, "tiling")
+    ctx = _timed(_ctx("fused_elementwise", {"bias_gelu_kernel": 1}, "tiling"))
     proposer = SearchProposer(load_stage("tiling"))
     proposer.observe_profile({"bias_gelu_kernel": [{DRAM: 40.0}]})
     labels = []

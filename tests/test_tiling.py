@@ -194,16 +194,15 @@ def test_a_non_ascii_source_is_not_edited_and_says_why():
             "the grid repeats the literal 256",
         ),
         (
-            "        BLOCK = triton.next_power_of_2(n)\n"
+            "        BLOCK = 1 << (n - 1).bit_length()\n"
             "        scale_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK_SIZE=BLOCK)",
             "",
-            "`BLOCK` is computed at run time (`triton.next_power_of_2(n)`)",
+            "`BLOCK` is computed at run time (`1 << (n - 1).bit_length()`)",
         ),
         (
-            "        BLOCK = min(triton.next_power_of_2(n), 1024, 4096)\n"
-            "        scale_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK_SIZE=BLOCK)",
+            "        scale_kernel[(triton.cdiv(n, 256),)](x, out, n, BLOCK_SIZE=n // 4)",
             "",
-            "`BLOCK` is computed at run time (`min(triton.next_power_of_2(n), 1024, 4096)`)",
+            "`n // 4` is computed at run time",
         ),
         (
             "        BLOCK = 256\n"
@@ -219,13 +218,47 @@ def test_a_non_ascii_source_is_not_edited_and_says_why():
             "no power-of-two multiple of BLOCK_SIZE=1000 is allowed",
         ),
     ],
-    ids=["grid-repeats-literal", "computed", "two-caps", "assigned-twice", "not-a-power-of-two"],
+    ids=["grid-repeats-literal", "computed", "computed-inline", "assigned-twice", "not-a-power-of-two"],
 )
 def test_blocks_that_are_not_exposed_say_why(body, module, why):
     source = plain(body, module=module)
     s = space(source, "scale_kernel")
     assert not s.searchable and s.points() == [()]
     assert why in s.why_not()
+
+
+@pytest.mark.parametrize(
+    "body,scaled_x2,scaled_half",
+    [
+        (
+            "        BLOCK = triton.next_power_of_2(n)\n"
+            "        scale_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK_SIZE=BLOCK)",
+            "BLOCK = (triton.next_power_of_2(n)) * 2",
+            "BLOCK = max((triton.next_power_of_2(n)) // 2, 1)",
+        ),
+        (
+            "        scale_kernel[(triton.cdiv(n, 64),)](\n"
+            "            x, out, n, BLOCK_SIZE=max(triton.next_power_of_2(n), 64))",
+            "BLOCK_SIZE=(max(triton.next_power_of_2(n), 64)) * 2",
+            "BLOCK_SIZE=max((max(triton.next_power_of_2(n), 64)) // 2, 1)",
+        ),
+        (
+            "        BLOCK, warps = settings(n)\n"
+            "        scale_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, BLOCK_SIZE=BLOCK, num_warps=warps)",
+            "BLOCK, warps = settings(n)\n        BLOCK = BLOCK * 2\n",
+            "BLOCK, warps = settings(n)\n        BLOCK = max(BLOCK // 2, 1)\n",
+        ),
+    ],
+    ids=["next-power-of-2", "inline-call", "settings-helper"],
+)
+def test_a_run_time_block_moves_by_its_result(body, scaled_x2, scaled_half):
+    """A BLOCK size a call computes at run time is searched at the call's result, /4 to x4."""
+    s = space(plain(body), "scale_kernel")
+    assert [a.name for a in s.axes if a.kind == "block"] == ["BLOCK_SIZE"] and s.axes[0].runtime
+    assert sorted({p[0] for p in s.points()}) == [-2, -1, 0, 1, 2]
+    assert scaled_x2 in s.source(s.step(s.origin, 0, +1))  # type: ignore[arg-type]
+    assert scaled_half in s.source(s.step(s.origin, 0, -1))  # type: ignore[arg-type]
+    assert "BLOCK_SIZE=its result x2" in s.label(s.step(s.origin, 0, +1))  # type: ignore[arg-type]
 
 
 def test_a_capped_run_time_block_moves_its_cap(tmp_path):

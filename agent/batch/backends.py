@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.batch.gpu_slots import GPU_ENV, Slots
-from agent.batch.job import PARENT_ENV, problem_dir
 from agent.batch.key_channel import KEY_FILE_ENV, remove_key_file, write_key_file
+from agent.batch.outcome import PARENT_ENV, problem_dir
 
 OnExit = Callable[[str, int], bool]  # (problem, exit code) -> start it again?
 POLL_S = 0.2
@@ -63,7 +63,9 @@ def job_env(gpu: str | None, key_file: Path | None = None) -> dict[str, str]:
     from agent.secrets import environ
 
     env = dict(environ())
-    root = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding `agent`, not `agent/`
+    root = str(
+        Path(__file__).resolve().parents[2]
+    )  # the checkout, not agent/ (its secrets.py would shadow the stdlib)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env[PARENT_ENV] = str(os.getpid())
@@ -170,7 +172,9 @@ def run_ray(
     import ray
 
     if not ray.is_initialized():
-        root = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding `agent`, not `agent/`
+        root = str(
+            Path(__file__).resolve().parents[2]
+        )  # the checkout, not agent/ (its secrets.py would shadow the stdlib)
         env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     use_gpus = ray.cluster_resources().get("GPU", 0) >= 1

@@ -6,20 +6,18 @@ import importlib.util
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from agent import options as opt
-from agent.batch.driver import create_batch, run_batch
-from agent.batch.gpu_slots import parse_gpus
-from agent.batch.inputs import BatchConfig, BatchInputError, Budget, Execution, find_problems
-from agent.batch.summary import summary_tables
+from agent.cli_checks import checked, fail, new_dir
 from agent.config import RunOptions
-from agent.llm.client import EndpointFailed, endpoint_failed
-from agent.llm.settings import safe_url
-from agent.run_setup import RunPlan, RunSetupError, check_llm, plan_run
+
+if TYPE_CHECKING:  # imported when the command runs: help pages and refusals should not wait for them
+    from agent.batch.inputs import Budget, Execution
+    from agent.run_setup import RunPlan
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -72,6 +70,17 @@ def batch(
     options: RunOptions,
 ) -> None:
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
+    from agent.batch.gpu_slots import bad_gpu_ids, parse_gpus
+
+    checked(new_dir, out, "--out")
+    if gpus is not None and (bad := bad_gpu_ids(parse_gpus(gpus))):
+        raise fail(f"--gpus {gpus!r}: {', '.join(bad)} is not a GPU index (0,1,...) or a GPU-/MIG- UUID")
+    from agent.batch.driver import run_batch
+    from agent.batch.inputs import BatchConfig, BatchInputError, Budget
+    from agent.batch.summary import summary_tables
+    from agent.llm.client import EndpointFailed, endpoint_failed
+    from agent.run_setup import RunSetupError
+
     try:
         given = _where(backend, address, jobs, gpus)
         if resume is not None:
@@ -92,11 +101,9 @@ def batch(
             plan = _checked_plan(options)
             execution = _created(batch_dir, problems, options, budget, given)
     except (BatchInputError, RunSetupError, FileExistsError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     except EndpointFailed as e:  # what no retry fixes: no job starts
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        raise fail(str(e), 1) from None
     console.print(f"[bold]ncu-agent batch[/bold] {batch_dir}")
     settings = plan.llm_settings
     key = settings.api_key.get_secret_value() if plan.options.llm and settings.api_key else None
@@ -125,6 +132,9 @@ def _checked_plan(options: RunOptions) -> RunPlan:
     """The batch's plan, its LLM endpoint checked once before any job starts (EndpointFailed). The model
     the preflight found, and the endpoint unless its URL carries credentials, go to every job through
     batch.json (a Ray node has not the driver's environment); the key goes apart (batch/key_channel.py)."""
+    from agent.llm.settings import safe_url
+    from agent.run_setup import check_llm, plan_run
+
     plan = plan_run(options)  # bad stages or LLM settings fail here, not in every job
     note = check_llm(plan, console.print)
     if note:
@@ -138,6 +148,9 @@ def _checked_plan(options: RunOptions) -> RunPlan:
 
 def _where(backend: str | None, address: str | None, jobs: int | None, gpus: str | None) -> dict[str, Any]:
     """The execution settings given on the command line (absent ones: not given)."""
+    from agent.batch.gpu_slots import parse_gpus
+    from agent.batch.inputs import BatchInputError
+
     if backend not in (None, "local", "ray"):
         raise BatchInputError(f"--backend {backend!r}: choose local or ray")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -153,6 +166,8 @@ def _where(backend: str | None, address: str | None, jobs: int | None, gpus: str
 
 def _resumed(batch_dir: Path, given: dict[str, Any]) -> tuple[Path, Execution]:
     """A batch to finish: where it runs may change; what it runs may not."""
+    from agent.batch.inputs import BatchConfig, BatchInputError
+
     execution = BatchConfig.load(batch_dir).execution.model_copy(update=given)
     if execution.backend == "ray" and importlib.util.find_spec("ray") is None:
         raise BatchInputError("this batch runs on Ray, which is not installed: pip install 'ncu-agent[ray]'")
@@ -167,6 +182,9 @@ def _created(
     given: dict[str, Any],
 ) -> Execution:
     """A new batch directory for `problems` (paths, include, exclude, list file)."""
+    from agent.batch.driver import create_batch
+    from agent.batch.inputs import BatchConfig, Execution, find_problems
+
     paths, include, exclude, list_file = problems
     cfg = BatchConfig(
         inputs=list(paths),

@@ -25,7 +25,7 @@ from pathlib import Path
 from agent.batch.budget import BatchCounter, JobBudget, worker_evaluations
 from agent.batch.gpu_slots import Slots, host, visible_gpus
 from agent.batch.inputs import BatchConfig, Execution, Invocation, Invocations
-from agent.batch.job import (
+from agent.batch.outcome import (
     STOPPED,
     attempts,
     is_done,
@@ -125,7 +125,7 @@ def run_batch(
         if is_done(pdir):
             outcome = read_outcome(pdir)
             assert outcome is not None
-            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason[:100]}")
+            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason}")
             interim_summary(batch_dir, log)
             return False
         if spent := budget.batch_spent():  # stopped at the time limit: no second job

@@ -29,6 +29,11 @@ def parse_gpus(text: str | None) -> list[str]:
     return [g.strip() for g in (text or "").split(",") if g.strip()]
 
 
+def bad_gpu_ids(ids: list[str]) -> list[str]:
+    """The ids CUDA_VISIBLE_DEVICES would not take: it takes an index or a GPU-/MIG- UUID."""
+    return [g for g in ids if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
+
+
 def visible_gpus() -> list[str]:
     """The GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else every GPU torch sees."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:

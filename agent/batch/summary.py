@@ -34,7 +34,7 @@ from rich.table import Table
 from agent.batch.budget import worker_evaluations
 from agent.batch.gpu_slots import gpu_holds, overlaps
 from agent.batch.inputs import BatchConfig, Invocations, write_atomic
-from agent.batch.job import problem_dir, read_outcome
+from agent.batch.outcome import problem_dir, read_outcome
 from agent.records import EvalResult
 from agent.store import Store
 
@@ -97,6 +97,10 @@ class Overall(BaseModel):
     problems: int
     correct: int
     by_status: dict[str, int]
+    undecided: int = Field(
+        default=0,
+        description="Problems whose outcome is 'undecided' (the CPU cannot decide; counted as not correct).",
+    )
     fast_p: list[FastP]
     unmeasured: dict[str, int] = Field(description="Per baseline: correct problems without a speedup.")
     geomean_speedup: dict[str, Geomean]
@@ -269,6 +273,7 @@ def summarize(batch_dir: Path) -> BatchSummary:
         problems=len(rows),
         correct=sum(r.correct for r in rows),
         by_status=by_status,
+        undecided=by_status.get("undecided", 0),
         fast_p=fast_ps(rows),
         unmeasured=unmeasured,
         geomean_speedup={
@@ -386,6 +391,7 @@ def summary_tables(summary: BatchSummary) -> tuple[Table, Table]:
         f"{_x(g['eager'].value)} (n={g['eager'].n})" if timed else "not timed",
         f"{_x(g['compile'].value)} (n={g['compile'].n})" if timed else "not timed",
     )
-    rate = f"{o.evaluations_per_min:.1f}" if o.evaluations_per_min is not None else "-"
-    t2.add_row("evaluations / min", rate, f"{o.evaluations} in {o.wall_s / 60:.1f} min")
+    # Throughput is not a speedup: it goes under the table, not under the "vs" columns.
+    rate = f", {o.evaluations_per_min:.1f} a minute" if o.evaluations_per_min is not None else ""
+    t2.caption = f"{o.evaluations} evaluations in {o.wall_s / 60:.1f} min{rate}"
     return t, t2

@@ -7,6 +7,8 @@
 - Autotune under the interpreter: `@triton.autotune` benchmarks its configs, which the interpreter
   cannot do ("0 active drivers"). Under the interpreter each autotuned kernel instead runs the config
   selected by `select_config(k)`, so the evaluator can check every config for correctness in turn.
+- The rest of what the interpreter lacks (libdevice, float scalars' `.to()`, driver queries):
+  agent/evaluation/interpreter_shims.py.
 """
 
 from __future__ import annotations
@@ -76,7 +78,10 @@ def install() -> None:
 
     autotuner.Autotuner.__init__ = init
     if interpreting():
+        from agent.evaluation import interpreter_shims
+
         autotuner.Autotuner.run = _interpreted_autotune_run
+        interpreter_shims.install()  # libdevice, float scalars, driver queries: what real kernels use
     install.done = True  # type: ignore[attr-defined]
 
 

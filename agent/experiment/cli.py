@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from agent import options as opt
+from agent.cli_checks import checked, fail, new_dir
 from agent.config import RunOptions
-from agent.experiment.design import ExperimentConfig, ExperimentError, parse_arm
-from agent.experiment.units import create_experiment, run_experiment
 
 
 def experiment_command(
@@ -30,6 +28,8 @@ def experiment_command(
 ) -> Path:
     """Create (or find) the experiment directory for `ncu-agent experiment`; ExperimentError if it cannot."""
     from agent.batch.inputs import BatchInputError, find_problems
+    from agent.experiment.design import ExperimentConfig, ExperimentError, parse_arm
+    from agent.experiment.units import create_experiment
 
     if resume is not None:
         if problems or arms:
@@ -116,14 +116,17 @@ def experiment(
 ) -> None:
     """Compare arms (prompt templates, stage files, models, sampling settings) on the same problems, with
     paired statistics: interleaved, resumable, everything in the store (docs/experiments.md)."""
+    from pydantic import ValidationError
     from rich.console import Console
 
+    checked(new_dir, out, "--out")
+    from agent.experiment.design import ExperimentError
     from agent.experiment.findings import AnalysisOptions, analyze, terminal_report, write_results
     from agent.experiment.html import write_html
     from agent.experiment.stats import METRICS
+    from agent.experiment.units import run_experiment
 
     console = Console(width=None if sys.stdout.isatty() else 160)
-    err = Console(stderr=True)
     # The run options as `ncu-agent run` builds them, with the LLM always on and --llm-samples as its
     # samples (this command's --samples is runs per arm and problem).
     options = options.model_copy(
@@ -143,8 +146,7 @@ def experiment(
         notes = [] if analyze_only else run_experiment(exp_dir, log)
         results = analyze(exp_dir, analysis, notes)
     except (ExperimentError, ValidationError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise fail(str(e)) from None
     for item in terminal_report(results):
         console.print(item)
     written = [write_results(exp_dir, results)]

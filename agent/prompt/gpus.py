@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from functools import cache
@@ -137,3 +138,11 @@ def resolve_gpu(override: str | None = None) -> GpuSpec | None:
     if override:
         return find_gpu(override)
     return detect_gpu()
+
+
+TARGET_ENV = "NCU_AGENT_TARGET_GPU"  # set by a run (agent/run_setup.py) for its CPU workers
+
+
+def target_gpu() -> GpuSpec:
+    """The GPU a run targets, for code that stands in for it on the CPU (Triton's driver queries there)."""
+    return find_gpu(os.environ.get(TARGET_ENV) or "h200")

@@ -15,6 +15,12 @@ Strategies:
   num_stages axis around the best num_warps. 4 + 2 evaluations instead of the 12 of micro's space, and
   kernels one after another instead of the product of their spaces.
 - "exhaustive": every point of every kernel's space in one step (the reference the search is judged by).
+
+Before either, autotune configs built by code are written out as the literal list they evaluate to
+(agent/source/config_builders.py; pruned to the stage's most configs), and in a stage whose rules want
+autotune around the kernel (micro), a plain launch is first wrapped in an autotune of 3-6 configs around
+it (agent/source/autotune_wrap.py). A move that gives a launch the num_warps and num_stages it has already
+(Triton's defaults written out) is not a new candidate. When the search proposes nothing, `notes` says why.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from agent.prompt.stages import Stage
 from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, Proposer, last_metric
 from agent.proposers.tiling_search import MULTIPLIER_PARAMETER, TilingSearch
 from agent.records import Candidate, NcuMetrics
+from agent.source.autotune_wrap import wrapped
+from agent.source.config_builders import written_out
 from agent.source.variants import (
     LaunchMove,
     VariantError,
     apply_move,
     current_config,
+    launch_values,
     site_stages,
     stage_moves,
 )
@@ -39,7 +48,7 @@ from agent.source.variants import (
 @dataclass
 class _Phase:
     kernel: str
-    axis: str  # "warps" or "stages"
+    axis: str  # "wrap" (micro, a plain launch: autotune around it), "warps" or "stages"
 
 
 def warps_order(warps: list[int], current: int, metrics: dict | None, kernel: str) -> list[int]:
@@ -68,12 +77,17 @@ class SearchProposer(Proposer):
         self.phases: list[_Phase] | None = None
         self.metrics: dict | None = None
         self.tiling: TilingSearch | None = None
+        self._notes: list[str] = []
+        self._bases: dict[str, str] = {}
+        self._proposed = 0
         if self.mode == "tiling":
             self.tiling = TilingSearch(stage, strategy)
             return
         self.warps = self._allowed("num_warps")
         self.stages = self._allowed("num_stages")
-        self.max_delta = 1 if "num-stages" in stage.constraints.rule_ids() else max(self.stages)
+        rules = stage.constraints.rule_ids()
+        self.max_delta = 1 if "num-stages" in rules else max(self.stages)
+        self.wraps = "autotune-wraps-jit" in rules
 
     @staticmethod
     def search_mode(stage: Stage) -> str | None:
@@ -101,7 +115,21 @@ class SearchProposer(Proposer):
     @property
     def notes(self) -> list[str]:
         """What the search could not search, and why (the pipeline adds these to the stage's notes)."""
-        return self.tiling.notes if self.tiling is not None else []
+        return self.tiling.notes if self.tiling is not None else self._notes
+
+    def _note(self, text: str) -> None:
+        if text not in self._notes:
+            self._notes.append(text)
+
+    def base(self, ctx: ProposalContext) -> str:
+        """The parent with code-built autotune configs written out (at most the stage's number)."""
+        if ctx.parent_source not in self._bases:
+            most = self.stage.constraints.autotune_max_configs
+            source, done, failed = written_out(ctx.parent_source, most, ctx.parent_result.chosen_configs)
+            for n in done + failed:
+                self._note(n)
+            self._bases[ctx.parent_source] = source
+        return self._bases[ctx.parent_source]
 
     def _allowed(self, name: str) -> list[int]:
         for p in self.stage.parameters:
@@ -120,58 +148,101 @@ class SearchProposer(Proposer):
         out = []
         for k in sorted(ctx.parent_result.kernels_launched):
             try:
-                site_stages(ctx.parent_source, k)
-            except VariantError:
+                site_stages(self.base(ctx), k)
+            except VariantError as e:
+                self._note(f"{k} not varied: {e}")
                 continue
             out.append(k)
         return out
 
     def space(self, source: str, kernel: str) -> list[LaunchMove]:
-        return stage_moves(source, kernel, self.warps, self.stages, self.max_delta)
+        """The kernel's launch moves, but the one that leaves its launch as it is (Triton's defaults written
+        out would otherwise be evaluated again as if new)."""
+        moves = stage_moves(source, kernel, self.warps, self.stages, self.max_delta)
+        now = launch_values(source, kernel, "num_warps")
+        return [m for m in moves if not (m.stage_delta == 0 and now == {m.num_warps})]
 
     def space_size(self, ctx: ProposalContext) -> int:
         """Points of the whole space: the product over launched kernels (what an exhaustive sweep costs)."""
         if self.tiling is not None:
             return self.tiling.space_size(ctx)
         kernels = self.kernels_to_vary(ctx)
-        return math.prod(len(self.space(ctx.parent_source, k)) for k in kernels) if kernels else 0
+        base = self.base(ctx)
+        return (
+            math.prod(len(self.space(base, k)) + self._wrappable(base, k) for k in kernels) if kernels else 0
+        )
 
     def propose(self, ctx: ProposalContext) -> list[Candidate]:
         if self.tiling is not None:
             return self.tiling.propose(ctx)
+        out = self._propose(ctx)
+        self._proposed += len(out)
+        if not out and not self._proposed:  # a stage that proposes nothing says why
+            if not ctx.parent_result.kernels_launched:
+                self._note("the kernel it starts from launched no Triton kernel that could be varied")
+            elif self.kernels_to_vary(ctx):  # else each kernel's reason is noted already
+                self._note("every point of the launch space was tried already (in this or an earlier stage)")
+        return out
+
+    def _propose(self, ctx: ProposalContext) -> list[Candidate]:
         if self.strategy == "exhaustive":
             if self.phases == []:
                 return []
             self.phases = []
-            moves = [(k, m) for k in self.kernels_to_vary(ctx) for m in self.space(ctx.parent_source, k)]
-            return self._candidates(ctx, moves)
+            kernels = self.kernels_to_vary(ctx)
+            moves = [(k, m) for k in kernels for m in self.space(self.base(ctx), k)]
+            return self._wraps(ctx, kernels) + self._candidates(ctx, moves)
         if self.phases is None:
-            self.phases = [_Phase(k, axis) for k in self.kernels_to_vary(ctx) for axis in ("warps", "stages")]
+            axes = ("wrap", "warps", "stages") if self.wraps else ("warps", "stages")
+            self.phases = [_Phase(k, axis) for k in self.kernels_to_vary(ctx) for axis in axes]
         while self.phases:
             phase = self.phases.pop(0)
-            out = self._candidates(ctx, [(phase.kernel, m) for m in self._phase_moves(ctx, phase)])
+            if phase.axis == "wrap":
+                out = self._wraps(ctx, [phase.kernel])
+            else:
+                out = self._candidates(ctx, [(phase.kernel, m) for m in self._phase_moves(ctx, phase)])
             if out:
                 return out
         return []
 
+    def _wrappable(self, source: str, kernel: str) -> int:
+        """1 when the stage wraps plain launches and this kernel's can be wrapped, else 0."""
+        try:
+            return int(self.wraps and bool(wrapped(source, kernel, self.warps, self.stages)))
+        except VariantError:
+            return 0
+
+    def _wraps(self, ctx: ProposalContext, kernels: list[str]) -> list[Candidate]:
+        """Micro: each plain-launched kernel wrapped in an autotune around its launch (one candidate each)."""
+        if not self.wraps:
+            return []
+        out = []
+        for k in kernels:
+            try:
+                source, label = wrapped(self.base(ctx), k, self.warps, self.stages)
+            except VariantError:
+                continue  # autotuned already, or too few configs allowed: the moves below vary it
+            if source not in ctx.tried_sources:
+                out.append(ctx.search_candidate(source, label))
+        return out
+
     def _phase_moves(self, ctx: ProposalContext, phase: _Phase) -> list[LaunchMove]:
-        current = current_config(ctx.parent_source, phase.kernel).num_warps
-        moves = self.space(ctx.parent_source, phase.kernel)
+        current = current_config(self.base(ctx), phase.kernel).num_warps
+        moves = self.space(self.base(ctx), phase.kernel)
         if phase.axis == "warps":
             order = warps_order(self.warps, current, self.metrics, phase.kernel)
-            return [
-                LaunchMove(num_warps=w, stage_delta=0) for w in order if any(m.num_warps == w for m in moves)
-            ]
+            return [LaunchMove(num_warps=w, stage_delta=0) for w in order if LaunchMove(w, 0) in moves]
         return [m for m in moves if m.num_warps == current and m.stage_delta != 0]
 
     def _candidates(self, ctx: ProposalContext, moves: list[tuple[str, LaunchMove]]) -> list[Candidate]:
         out: list[Candidate] = []
-        seen = set(ctx.tried_sources)
+        base = self.base(ctx)
+        seen = {*ctx.tried_sources, ctx.parent_source}
         for kernel, move in moves:
-            source = apply_move(ctx.parent_source, kernel, move)
+            source = apply_move(base, kernel, move)
             if source in seen:
                 continue
             seen.add(source)
-            stages_now = set(site_stages(ctx.parent_source, kernel))
+            stages_now = set(site_stages(base, kernel))
             out.append(ctx.search_candidate(source, move.label(kernel, stages_now)))
         return out

@@ -127,6 +127,7 @@ class TilingSearch:
 
     def _note_unexposed(self, spaces: list[TilingSpace]) -> None:
         for s in spaces:
+            self.notes += [f"written out: {n}" for n in s.written if f"written out: {n}" not in self.notes]
             if not s.searchable:
                 self.notes.append(f"not searchable: {s.why_not()}")
             elif s.unexposed:
@@ -190,7 +191,11 @@ class TilingSearch:
                 continue
             walk.pending = (step, source)
             move = f"{axis.name} {'x2' if walk.direction > 0 else '/2'}"
-            why = " again" if walk.moved else ", the other way gave no gain" if walk.reversed else ""
+            # A label claims a gain (or its absence) only when the parent was timed (never on the CPU).
+            t = ctx.parent_result.timings
+            timed = t is not None and t.candidate is not None
+            other_way = ", the other way gave no gain" if timed else ", the other way too (nothing timed)"
+            why = " again" if walk.moved else other_way if walk.reversed else ""
             if not why and walk.why:
                 why = f" first: {walk.why}"
             return ctx.search_candidate(source, f"{space.label(step)} ({move}{why})")

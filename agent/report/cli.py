@@ -11,34 +11,23 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent.report.batch import batch_run_dirs, is_batch_dir
-from agent.report.data import is_run_dir, load_run_dir
-from agent.report.export import (
-    batch_table,
-    compare_table,
-    diff_text,
-    export_rows,
-    find_candidate,
-    to_csv,
-    to_json,
-)
-from agent.report.tables import history_table
-from agent.run_resume import mark_killed
-from agent.store import Store
+from agent.cli_checks import checked, fail, output_file
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
+    return fail(message, code)
 
 
 def show(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
 ) -> None:
     """Print a run's history table."""
+    from agent.report.tables import history_table
+    from agent.run_resume import mark_killed
+    from agent.store import Store
 
     if not (run_dir / Store.FILENAME).exists():
         raise _fail(f"{run_dir}: no {Store.FILENAME} (not a run directory)")
@@ -76,8 +65,12 @@ def report(
 
     from rich.progress import TimeRemainingColumn
 
+    from agent.report.batch import batch_run_dirs, is_batch_dir
+    from agent.report.data import is_run_dir
+    from agent.report.export import batch_table
     from agent.report.page import write_batch_report, write_run_report  # matplotlib: heavy
 
+    checked(output_file, out, "--out")
     try:
         if is_run_dir(path):
             page = write_run_report(path, out)
@@ -105,6 +98,9 @@ def diff(
     """Show the code diff of candidate A vs B, and their evaluations and ncu metrics side by side."""
     from rich.syntax import Syntax
 
+    from agent.report.data import is_run_dir, load_run_dir
+    from agent.report.export import compare_table, diff_text, find_candidate
+
     if not is_run_dir(run_dir):
         raise _fail(f"{run_dir}: no records.sqlite (not a run directory)")
     data = load_run_dir(run_dir)
@@ -127,9 +123,13 @@ def export(
     source: Annotated[bool, typer.Option("--source", help="Include each candidate's source.")] = False,
 ) -> None:
     """Export every candidate with its evaluation and ncu metrics (flattened) as CSV or JSON."""
+    from agent.report.batch import batch_run_dirs
+    from agent.report.data import is_run_dir
+    from agent.report.export import export_rows, to_csv, to_json
 
     if fmt not in ("csv", "json"):
         raise _fail(f"--format {fmt!r}: choose csv or json")
+    checked(output_file, out, "--out")
     if not is_run_dir(path) and not batch_run_dirs(path):
         raise _fail(f"{path}: neither a run directory (records.sqlite) nor a batch of run directories")
     rows = export_rows(path, include_source=source)

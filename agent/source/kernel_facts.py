@@ -1,5 +1,6 @@
 """What a kernel source says about its kernels, read from its AST: which `@jit` functions it launches,
-each kernel's *runs* (for an autotuned kernel, each `triton.Config` merged with the keywords of each
+each kernel's *runs* (for an autotuned kernel, each `triton.Config` (those code builds evaluated by
+agent/source/config_builders.py) merged with the keywords of each
 launch site; for a plain kernel, each launch site), the keyword values of each run (as text, resolved
 through the local assignments that reach the launch, and where readable as the set of ints they may
 take), the grids, and the model class. The stage rules (agent/source/stage_rules.py) compare these between a
@@ -11,6 +12,7 @@ import ast
 from dataclasses import dataclass
 from typing import Any
 
+from agent.source.config_builders import BuilderError, concrete_configs, literal_calls
 from agent.source.variants import (
     DEFAULT_NUM_STAGES,
     DEFAULT_NUM_WARPS,
@@ -20,7 +22,10 @@ from agent.source.variants import (
     launch_sites,
 )
 
-UNREADABLE = "the autotune configs of {kernel} are not a literal list of triton.Config(...); write them out"
+UNREADABLE = (
+    "the autotune configs of {kernel} are neither a literal list of triton.Config(...) nor code that "
+    "builds one here; write them out"
+)
 
 
 @dataclass(frozen=True)
@@ -171,12 +176,21 @@ def make_run(where: str, keywords: dict[str, Value]) -> Run:
     return Run(where, values, frozenset(keywords))
 
 
+def config_calls(tree: ast.Module, fn: ast.FunctionDef) -> list[ast.Call] | None:
+    """The triton.Config(...) calls of `fn`'s autotune (None without one): those of a literal list, or of
+    the list the code that builds them evaluates to. Raises BuilderError when that cannot be evaluated."""
+    try:
+        return autotune_configs(fn)
+    except VariantError:
+        return literal_calls(tree, concrete_configs(tree, fn) or ())
+
+
 def kernel_runs(res: Resolver, fn: ast.FunctionDef, sites: list[ast.Call]) -> list[Run] | str:
     site_kw = [{k.arg: res.value(k.value) for k in s.keywords if k.arg} for s in sites]
     try:
-        configs = autotune_configs(fn)
-    except VariantError:
-        return UNREADABLE.format(kernel=fn.name)
+        configs = config_calls(res.tree, fn)
+    except BuilderError as e:
+        return f"{UNREADABLE.format(kernel=fn.name)} ({e})"
     if configs is None:
         return [
             make_run(f"the launch of {fn.name} at line {s.lineno}", kw)

@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from agent.source.anticheat_rules import TENSOR_COMPUTE, TORCH_ALLOWED
-from agent.source.kernel_facts import Facts, Run, facts
+from agent.source.kernel_facts import Facts, Run, config_calls, facts
 from agent.source.variants import (
     DEFAULT_NUM_STAGES,
     DEFAULT_NUM_WARPS,
-    autotune_configs,
     decorator_name,
     dotted_name,
 )
@@ -257,18 +256,27 @@ def _rule_autotune_wraps_jit(ctx: _Ctx) -> Iterator[str]:
 
 
 def _rule_config_count(ctx: _Ctx) -> Iterator[str]:
-    """Every launched autotuned kernel has between the stage's min and max configs."""
+    """Every launched autotuned kernel has between the stage's min and max configs; more where the parent
+    runs more BLOCK-size combinations than the max (a stage that keeps BLOCK sizes must keep them all)."""
     lo = ctx.stage.constraints.autotune_min_configs
     hi = ctx.stage.constraints.autotune_max_configs
     for k in ctx.cand_kernels():
         runs = ctx.cand.runs[k]
         if isinstance(runs, str):
             continue  # literal-configs says it
-        configs = autotune_configs(ctx.cand.kernels[k])
+        configs = config_calls(ctx.cand.tree, ctx.cand.kernels[k])
         n = len(configs) if configs is not None else None
-        if n is not None and ((lo is not None and n < lo) or (hi is not None and n > hi)):
-            most = hi if hi is not None else "any number of"
-            yield f"{k} has {n} autotune configs; use {lo if lo is not None else 1} to {most}"
+        combos = len({r.blocks for r in ctx.parent_runs(k)})
+        most = max(hi, combos) if hi is not None else None
+        if n is not None and ((lo is not None and n < lo) or (most is not None and n > most)):
+            upper = (
+                "any number"
+                if most is None
+                else f"{most}"
+                if most == hi
+                else f"{most} (the BLOCK-size combinations it runs now)"
+            )
+            yield f"{k} has {n} autotune configs; use {lo if lo is not None else 1} to {upper}"
 
 
 def _rule_original_config(ctx: _Ctx) -> Iterator[str]:

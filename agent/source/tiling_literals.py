@@ -1,6 +1,6 @@
 """Finding, in a kernel's source, the integer literals a tiling space moves (agent/source/tiling_space.py):
-literals, names and `self.` attributes bound once to one, capped run-time blocks, what a grid reads, and
-the names multiplying the SM count in a grid."""
+literals, names and `self.` attributes bound once to one, capped run-time blocks, blocks a call computes
+at run time (`ScaledSlot`), what a grid reads, and the names multiplying the SM count in a grid."""
 
 from __future__ import annotations
 
@@ -35,6 +35,32 @@ class Slot:
         return self.start, self.end, self.text.replace("{}", str(value))
 
 
+RUNTIME_ONE = 4  # a run-time BLOCK size's own value, on the axis' scale: 1..16 is its result /4..x4
+RUNTIME_ALLOWED = (1, 2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class ScaledSlot(Slot):
+    """A BLOCK size computed at run time (`triton.next_power_of_2(n)`, a settings helper's result): the
+    edit multiplies or divides the expression's result by a power of two. `name` set: the value comes from
+    a tuple assignment (`BLOCK, num_warps = settings(n)`), and a statement scaling the name follows it."""
+
+    expr: str = ""
+    name: str = ""
+    indent: str = ""
+
+    def edit(self, value: int) -> tuple[int, int, str]:
+        if self.name:
+            return self.start, self.end, f"\n{self.indent}{self.name} = {_scale_text(self.name, value)}"
+        return self.start, self.end, _scale_text(f"({self.expr})", value)
+
+
+def _scale_text(expr: str, value: int) -> str:
+    if value >= RUNTIME_ONE:
+        return f"{expr} * {value // RUNTIME_ONE}"
+    return f"max({expr} // {RUNTIME_ONE // value}, 1)"
+
+
 class LiteralFinder:
     """Reads a source for the integer literals a tiling space can move."""
 
@@ -59,8 +85,9 @@ class LiteralFinder:
 
     # ---- a name or self.attribute bound once to an integer literal
 
-    def named_literal(self, node: ast.expr) -> tuple[Slot, str] | str:
-        """(the literal's slot, the name) for a name bound once to an int literal, else why not."""
+    def named_literal(self, node: ast.expr, runtime: bool = False) -> tuple[Slot, str] | str:
+        """(the literal's slot, the name) for a name bound once to an int literal (or, with `runtime`, to a
+        call computing it at run time), else why not."""
         text = ast.unparse(node)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
             cls = self.up(node, ast.ClassDef)
@@ -85,17 +112,21 @@ class LiteralFinder:
                 return f"`{node.id}` is a parameter of {getattr(scope, 'name', 'a lambda')}"
             stores = [n for n in scope_nodes(scope) if _stores_name(n, node.id)]
             if stores:
-                return self._single_literal(stores, text)
+                return self._single_literal(stores, text, runtime)
         stores = [n for n in scope_nodes(self.tree) if _stores_name(n, node.id)]
-        return self._single_literal(stores, text)
+        return self._single_literal(stores, text, runtime)
 
-    def _single_literal(self, stores: list[ast.AST], text: str) -> tuple[Slot, str] | str:
+    def _single_literal(
+        self, stores: list[ast.AST], text: str, runtime: bool = False
+    ) -> tuple[Slot, str] | str:
         stores = [s for s in stores if isinstance(getattr(s, "ctx", None), ast.Store)]
         if not stores:
             return f"`{text}` is not assigned in this source"
         if len(stores) > 1:
             return f"`{text}` is assigned {len(stores)} times"
         assign = self.parent.get(id(stores[0]))
+        if isinstance(assign, ast.Tuple):  # BLOCK, num_warps = settings(n)
+            assign = self.parent.get(id(assign))
         value = getattr(assign, "value", None)
         single = (isinstance(assign, ast.Assign) and len(assign.targets) == 1) or isinstance(
             assign, ast.AnnAssign
@@ -104,15 +135,31 @@ class LiteralFinder:
             return self.slot(value, value.value), text
         if single and (cap := _cap(value)) is not None:  # min(<run-time value>, 4096): the cap moves
             return self.slot(cap, cap.value), text
+        if runtime and isinstance(value, ast.Call):  # next_power_of_2(n), a settings helper: its result moves
+            return self.runtime_slot(value, assign, stores[0]), text
         shown = ast.unparse(value) if isinstance(value, ast.expr) else "not a plain assignment"
         return f"`{text}` is computed at run time (`{shown}`)"
 
-    def literal_or_named(self, node: ast.expr) -> tuple[Slot, str | None] | str:
+    def runtime_slot(self, value: ast.Call, assign: ast.AST | None, store: ast.AST) -> ScaledSlot:
+        """The slot scaling a run-time BLOCK size: the expression itself, or after a tuple assignment."""
+        start, end = node_span(self.pos, value)
+        if isinstance(assign, ast.Assign) and isinstance(assign.targets[0], ast.Tuple):
+            at = node_span(self.pos, assign)[1]
+            name = store.id  # type: ignore[attr-defined]
+            return ScaledSlot(
+                at, at, RUNTIME_ONE, expr=ast.unparse(value), name=name, indent=" " * assign.col_offset
+            )
+        return ScaledSlot(start, end, RUNTIME_ONE, expr=ast.unparse(value))
+
+    def literal_or_named(self, node: ast.expr, runtime: bool = False) -> tuple[Slot, str | None] | str:
+        """The slot of a BLOCK value; with `runtime`, also one computed at run time by a call."""
         if isinstance(node, ast.Constant) and type(node.value) is int:
             return self.slot(node, node.value), None
         if isinstance(node, ast.Name | ast.Attribute):
-            found = self.named_literal(node)
+            found = self.named_literal(node, runtime)
             return found if isinstance(found, str) else (found[0], found[1])
+        if runtime and isinstance(node, ast.Call):
+            return self.runtime_slot(node, None, node), None
         return f"`{ast.unparse(node)}` is computed at run time"
 
     # ---- what a grid expression reads

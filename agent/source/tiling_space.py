@@ -15,6 +15,12 @@ What is exposed, per kernel launched as `kernel[grid](...)`:
   `BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096)`): the cap is the literal that moves. The block
   is the smaller of the two, so moving the cap above what the expression gives changes nothing; the
   search then measures no gain and goes on.
+- any other run-time block given by a call (`triton.next_power_of_2(n)`, `max(...)`, a settings helper such
+  as Liger's `BLOCK_SIZE, num_warps = calculate_settings(n)`), as a launch keyword or a name bound once:
+  the call's result is what moves, multiplied or divided by a power of two (`ScaledSlot`: the expression
+  wrapped, or a statement scaling the name after a tuple assignment), from /4 to x4.
+- autotune configs that code builds (a function, a comprehension) are first written out as the literal
+  list they give (agent/source/config_builders.py); `TilingSpace.base` is that source.
 Any other value computed at run time is not exposed, and the space says why (`TilingSpace.unexposed`).
 
 An axis is one such parameter over all its literals (every config of an autotune list, every launch). A
@@ -32,12 +38,20 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from itertools import product
 
+from agent.source.config_builders import written_out
 from agent.source.kernel_facts import config_meta
-from agent.source.tiling_literals import LiteralFinder, Slot, is_name
+from agent.source.tiling_literals import (
+    RUNTIME_ALLOWED,
+    RUNTIME_ONE,
+    LiteralFinder,
+    ScaledSlot,
+    Slot,
+    is_name,
+)
 from agent.source.variants import (
     VariantError,
     apply_edits,
@@ -76,6 +90,19 @@ class Axis:
     def base(self) -> tuple[int, ...]:
         return tuple(s.value for s in self.slots)
 
+    @property
+    def runtime(self) -> bool:
+        """A BLOCK size computed at run time: its values are factors of the result (RUNTIME_ONE: as is)."""
+        return any(isinstance(s, ScaledSlot) for s in self.slots)
+
+    def shown(self, values: tuple[int, ...]) -> str:
+        if not self.runtime:
+            return "/".join(map(str, values))
+        v = values[0]
+        if v == RUNTIME_ONE:
+            return "its result"
+        return f"its result x{v // RUNTIME_ONE}" if v > RUNTIME_ONE else f"its result /{RUNTIME_ONE // v}"
+
     def values(self, shift: int) -> tuple[int, ...] | None:
         """The axis' values at `shift`; None when one is not allowed (shift 0: the base, always)."""
         if shift == 0:
@@ -101,6 +128,7 @@ class TilingSpace:
     # else all of them); its num_warps follows their shifts. None where one of its BLOCK sizes is not exposed.
     links: tuple[tuple[int, ...] | None, ...] = ()
     unexposed: tuple[str, ...] = ()
+    written: tuple[str, ...] = ()  # code-built autotune configs written out as a literal list in `base`
 
     @property
     def origin(self) -> Point:
@@ -163,7 +191,7 @@ class TilingSpace:
 
     def label(self, point: Point) -> str:
         vals = self.values(point) or []
-        parts = [f"{a.name}={'/'.join(map(str, v))}" for a, v in zip(self.axes, vals, strict=True)]
+        parts = [f"{a.name}={a.shown(v)}" for a, v in zip(self.axes, vals, strict=True)]
         return f"{self.kernel}: {' '.join(parts)}"
 
     def variants(self) -> dict[str, str]:
@@ -205,6 +233,20 @@ def tiling_space(
     """The tiling space of `kernel` in `source`. `blocks`: the stage's BLOCK parameter patterns and their
     allowed values; `warps` / `multipliers`: allowed num_warps / programs per SM (None: not searched).
     Raises UnknownKernel when the kernel is not there or never launched as kernel[grid](...)."""
+    base, written, failed = written_out(source)  # code-built autotune configs: the literal list they give
+    space = _tiling_space(base, kernel, blocks, warps, multipliers)
+    mine = tuple(n for n in written if n.startswith(f"{kernel}: "))
+    why = tuple(n for n in failed if n.startswith(f"{kernel}: "))
+    return replace(space, written=mine, unexposed=space.unexposed + why)
+
+
+def _tiling_space(
+    source: str,
+    kernel: str,
+    blocks: dict[str, tuple[int, ...]],
+    warps: tuple[int, ...] | None,
+    multipliers: tuple[int, ...] | None,
+) -> TilingSpace:
     tree = parse_source(source)
     kernels = find_kernels(tree)
     if kernel not in kernels:
@@ -286,8 +328,13 @@ def _launch_runs(
         found: dict[str, tuple[Slot, str | None] | str] = {}
         for kw in site.keywords:
             if kw.arg and block_allowed(kw.arg, blocks):
-                lit = f.literal_or_named(kw.value)
-                if not isinstance(lit, str) and lit[1] is None and lit[0].value in grid.ints:
+                lit = f.literal_or_named(kw.value, runtime=True)
+                if (
+                    not isinstance(lit, str)
+                    and lit[1] is None
+                    and not isinstance(lit[0], ScaledSlot)
+                    and lit[0].value in grid.ints
+                ):
                     lit = (
                         f"the grid repeats the literal {lit[0].value}, so a change would not reach it "
                         f"(bind it to one name: {kw.arg.upper()} = {lit[0].value})"
@@ -314,7 +361,12 @@ def _block_axes(
         slots = list(dict.fromkeys(e[0] for e in entries))  # type: ignore[index]
         bound = {e[1] for e in entries if e[1]}  # type: ignore[index]
         feeds = name in grid.strings or bool(bound & grid.names)
-        axis = Axis(BLOCK, name, tuple(slots), block_allowed(name, blocks) or (), feeds)
+        runtime = [isinstance(sl, ScaledSlot) for sl in slots]
+        if any(runtime) and not all(runtime):
+            reasons.append(f"{kernel}: {name} is computed at run time in one launch and not in another")
+            continue
+        allowed = RUNTIME_ALLOWED if any(runtime) else block_allowed(name, blocks) or ()
+        axis = Axis(BLOCK, name, tuple(slots), allowed, feeds)
         if axis.shifts() == [0]:
             reasons.append(f"{kernel}: no power-of-two multiple of {name}={_values(axis.base)} is allowed")
             continue

@@ -116,6 +116,20 @@ def _int_kw(call: ast.Call, name: str) -> int | None:
     return None
 
 
+def launch_values(source: str, kernel: str, name: str) -> set[int] | None:
+    """The values every config / launch of `kernel` gives `name` (Triton's default where absent); None when
+    one is computed at run time (it may be anything there)."""
+    sites, _ = _sites(source, kernel)
+    default = DEFAULT_NUM_WARPS if name == "num_warps" else DEFAULT_NUM_STAGES
+    out = set()
+    for s in sites:
+        kw = next((k.value for k in s.keywords if k.arg == name), None)
+        if kw is not None and not (isinstance(kw, ast.Constant) and type(kw.value) is int):
+            return None
+        out.add(kw.value if kw is not None else default)  # type: ignore[union-attr]
+    return out
+
+
 def current_config(source: str, kernel: str) -> LaunchConfig:
     """The kernel's current (num_warps, num_stages): the most common value over its configs or launches."""
     sites, _ = _sites(source, kernel)
