@@ -16,6 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agent import options as opt
 from agent.cli_checks import checked, fail, new_dir, output_dir
 from agent.config import RunOptions
+from agent.evaluation.torch_policy import describe as describe_policy
+from agent.evaluation.torch_policy import merged
 
 # The modules below import torch, triton, openai or matplotlib (seconds on a small machine): each command
 # imports them after checking its flags, so help pages and refusals answer at once.
@@ -248,6 +250,7 @@ def run(
     from agent.store import Store
 
     spec = _load(problem, small_shapes)
+    spec.allow_torch = merged(spec.allow_torch, options.allow_torch)
     if start is not None:
         spec.kernel_path = start.resolve()
     run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -352,15 +355,18 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the result, no progress lines.")] = False,
     small_shapes: opt.SmallShapes = None,
+    allow_torch: opt.AllowTorch = None,
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem, 3 when
     the CPU cannot decide (a GPU-only branch)."""
     from agent.cli_progress import PhaseLog
     from agent.evaluation.verdicts import exit_code
 
+    allowed = opt.allow_torch_flag(allow_torch)
     phase = PhaseLog(quiet)
     phase(f"loading the problem {problem} (imports torch and its reference)")
     spec = _load(problem, small_shapes)
+    spec.allow_torch = merged(spec.allow_torch, allowed)
     from agent.evaluation.evaluate import evaluate
     from agent.problem import describe_shapes
     from agent.report.tables import HEADERS, result_cells
@@ -375,6 +381,7 @@ def check(
     else:
         colour = "green" if result.accepted else "red"
         console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
+        console.print(f"  torch ops allowed: {describe_policy(spec.allow_torch)}")
         console.print(f"[{colour}]{result.status.value}[/{colour}] {escape(result.reason)}")
         for c in result.checks:
             if not c.passed or c.detail:

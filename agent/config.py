@@ -33,6 +33,11 @@ class RunOptions(LoopPolicy):
     gpu: str | None = Field(default=None, description="Target GPU for prompts; None: the detected one.")
     metric_set: str | None = Field(default=None, description="ncu metric set; None: each stage's.")
     search: str = Field(default="coordinate", description="Search strategy: coordinate or exhaustive.")
+    allow_torch: list[str] = Field(
+        default_factory=list,
+        description="Torch ops candidates may keep outside their Triton kernels, on top of the problem's "
+        "allow_torch (agent.evaluation.torch_policy); empty: the strict contract.",
+    )
     llm: bool = False
     llm_config: Path | None = None
     llm_overrides: dict[str, Any] = Field(

@@ -38,6 +38,26 @@ SmallShapes = Annotated[
         "[small_shapes], else derived from the file's size constants)."
     ),
 ]
+AllowTorch = Annotated[
+    str | None,
+    typer.Option(
+        "--allow-torch",
+        help="Torch ops candidates may keep outside their Triton kernels, comma-separated (conv2d,linear,"
+        "matmul,...; docs/kernelbench.md), on top of the problem's allow_torch; default: none (strict).",
+    ),
+]
+
+
+def allow_torch_flag(value: str | None) -> list[str]:
+    """The names of `--allow-torch`, checked; exit 2 naming the known ones otherwise."""
+    from agent.cli_checks import fail
+    from agent.evaluation.torch_policy import PolicyError, parse_names
+
+    try:
+        return parse_names(value)
+    except PolicyError as e:
+        raise fail(str(e)) from None
+
 
 # The shared flags: name -> its typer annotation. RunOptions fields take their default from the model;
 # the LLM flags (LLM_FLAGS) default to None: not given, so the config file or the environment decides.
@@ -52,6 +72,7 @@ FLAGS: dict[str, Any] = {
     "min_gain": Annotated[float, typer.Option(help=_help("min_gain"))],
     "no_gain_tries": Annotated[int, typer.Option(help=_help("no_gain_tries"))],
     "roofline_target": Annotated[float, typer.Option(help=_help("roofline_target"))],
+    "allow_torch": AllowTorch,
     "llm": Annotated[
         bool, typer.Option("--llm", help="Propose with the LLM endpoint instead of the search.")
     ],
@@ -79,7 +100,7 @@ FLAGS: dict[str, Any] = {
 
 
 def _default(name: str) -> Any:
-    if name in RunOptions.model_fields and name not in ("stages", "llm_config"):
+    if name in RunOptions.model_fields and name not in ("stages", "llm_config", "allow_torch"):
         return RunOptions.model_fields[name].default
     return False if name in ("no_cache", "no_api_key") else None
 
@@ -92,10 +113,12 @@ def options_from(flags: dict[str, Any]) -> RunOptions:
     stages: str | None = flags.pop("stages", None)
     no_cache: bool = flags.pop("no_cache", False)
     no_api_key: bool = flags.pop("no_api_key", False)
+    allow_torch = allow_torch_flag(flags.pop("allow_torch", None))
     llm = {LLM_FLAGS[k]: flags.pop(k) for k in list(flags) if k in LLM_FLAGS}
     return RunOptions(
         stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         llm_config=config.resolve() if config else None,
+        allow_torch=allow_torch,
         llm_overrides={
             **llm,
             "use_cache": False if no_cache else None,

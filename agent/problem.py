@@ -98,6 +98,7 @@ def _load_folder(folder: Path) -> ProblemSpec:
         "flops": data.pop("flops", None),
         "atol": tol.get("atol"),
         "rtol": tol.get("rtol"),
+        "allow_torch": _allow_torch(toml_path, data.pop("allow_torch", [])),
     }
     if data:
         raise ProblemError(toml_path, f"unknown keys {sorted(data)}")
@@ -105,6 +106,18 @@ def _load_folder(folder: Path) -> ProblemSpec:
         return ProblemSpec(reference_path=reference, kernel_path=kernel, **fields)
     except ValidationError as e:
         raise ProblemError(toml_path, f"invalid fields: {e}") from None
+
+
+def _allow_torch(toml_path: Path, names: object) -> list[str]:
+    """`allow_torch = ["conv2d", ...]`: the problem's torch-op policy (agent.evaluation.torch_policy)."""
+    from agent.evaluation.torch_policy import PolicyError, parse_names
+
+    if not isinstance(names, list):
+        raise ProblemError(toml_path, f"allow_torch is a list of op names (got {names!r})")
+    try:
+        return parse_names(names)
+    except PolicyError as e:
+        raise ProblemError(toml_path, str(e)) from None
 
 
 def describe_shapes(spec: ProblemSpec, small: bool) -> str:

@@ -49,6 +49,11 @@ class ProblemSpec(BaseModel):
     flops: str | None = Field(
         default=None, description="Python expression over the module globals giving the FLOPs of one call."
     )
+    allow_torch: list[str] = Field(
+        default_factory=list,
+        description="Torch ops a candidate may keep outside its Triton kernels (agent.evaluation.torch_policy); "
+        "empty: the strict contract.",
+    )
 
 
 class TensorInfo(BaseModel):
@@ -203,6 +208,9 @@ class EvalResult(BaseModel):
     shapes: dict[str, int | float] = Field(
         default_factory=dict,
         description="Module globals set for this evaluation (the small shapes); empty: the file's own sizes.",
+    )
+    allow_torch: list[str] = Field(
+        default_factory=list, description="The torch-op policy it was judged under; empty: strict."
     )
     wall_s: float = 0.0
     phases_s: dict[str, float] = Field(

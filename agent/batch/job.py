@@ -41,6 +41,7 @@ from agent.batch.resume import ReplayStore
 from agent.evaluation.sandbox import die_with_parent
 from agent.llm.client import BudgetExhausted
 from agent.loop import LoopHooks
+from agent.evaluation.torch_policy import merged
 from agent.problem import ProblemError, load_problem
 from agent.run_setup import NEEDS_LLM, ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store
@@ -91,6 +92,7 @@ def _run(
     run_id = row["id"] if row else None
     try:
         spec = load_problem(entry.path)
+        spec.allow_torch = merged(spec.allow_torch, cfg.run.allow_torch)
     except ProblemError as e:
         return finish(pdir, base.model_copy(update={"reason": str(e), "run_id": run_id}), store)
     if spec.kernel_path is None and not cfg.run.llm:

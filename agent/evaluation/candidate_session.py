@@ -78,11 +78,16 @@ class CandidateSession:
     def file(self) -> str | None:
         return getattr(self.module, "__file__", None)
 
-    def load(self, source: str) -> None:
+    def load(self, source: str, allow_torch: list[str] | None = None) -> None:
+        """Import the candidate; `allow_torch`: the torch-op policy its calls are guarded under (set on
+        every load: a reused worker keeps no earlier candidate's policy)."""
         from agent.evaluation import guards as runtime_guards
         from agent.evaluation import triton_hooks
         from agent.evaluation.candidate import CandidateError, load_candidate
+        from agent.evaluation.torch_policy import guard_ops
         from agent.problem import source_hash
+
+        runtime_guards.set_allowed_ops(guard_ops(allow_torch or []))
 
         triton_hooks.STATE.autotuners.clear()
         triton_hooks.STATE.modules.clear()
@@ -244,8 +249,8 @@ class InProcessRunner:
     def __init__(self, device: str, workdir: Path, watch: Any):
         self.session = CandidateSession(device, workdir, watch)
 
-    def load(self, source: str) -> None:
-        self.session.load(source)
+    def load(self, source: str, allow_torch: list[str] | None = None) -> None:
+        self.session.load(source, allow_torch)
 
     def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> str:
         self.session.build(key, seed, init_inputs, state_dict)
@@ -291,9 +296,10 @@ class RemoteRunner:
         self.count += 1
         return self.dir / f"{stem}_{self.count}.pt"
 
-    def load(self, source: str) -> None:
+    def load(self, source: str, allow_torch: list[str] | None = None) -> None:
         self.dir = self.worker.new_dir()
-        self._request(Load(dir=str(self.dir), source=source, device=self.device), Done)
+        load = Load(dir=str(self.dir), source=source, device=self.device, allow_torch=allow_torch or [])
+        self._request(load, Done)
 
     def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> str:
         import torch

@@ -58,7 +58,7 @@ def static_result(problem: ProblemSpec, source: str) -> EvalResult | None:
     from agent.source import anticheat as static_checks
     from agent.source.anticheat_rules import EVIDENCE_ONLY
 
-    report = static_checks.check_source(source, [problem.reference_path.stem])
+    report = static_checks.check_source(source, [problem.reference_path.stem], problem.allow_torch)
     if report.syntax_error:
         return None  # the worker reports it as a compile error, with the line
     if report.missing_modelnew:
@@ -82,7 +82,7 @@ def static_evidence(problem: ProblemSpec, source: str) -> list[Check]:
     from agent.source import anticheat as static_checks
     from agent.source.anticheat_rules import EVIDENCE_ONLY
 
-    report = static_checks.check_source(source, [problem.reference_path.stem])
+    report = static_checks.check_source(source, [problem.reference_path.stem], problem.allow_torch)
     found = [v for v in report.ranked() if v.rule in EVIDENCE_ONLY]
     return [
         Check(
@@ -164,6 +164,7 @@ def evaluate(
     result.device = device
     result.interpreter = cpu
     result.shapes = dict(problem.small_shapes) if (cpu if small is None else small) else {}
+    result.allow_torch = list(problem.allow_torch)
     result.isolation = isolation().label
     result.wall_s = _time.perf_counter() - start
     return result

@@ -127,7 +127,7 @@ class Judge(ExtraDraws):
                 return self._result(Status.CRASHED, f"the problem's reference failed: {e}")
         try:
             with self._phase("load"):
-                self.runner.load(self.req.candidate_source)
+                self.runner.load(self.req.candidate_source, self.req.problem.allow_torch)
             for i, seed in enumerate(self.req.seeds or [0]):
                 with self._phase(f"seed {seed}"):
                     self._check_seed(i, seed)

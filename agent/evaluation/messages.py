@@ -21,6 +21,7 @@ class Load(BaseModel):
     dir: str
     source: str
     device: str
+    allow_torch: list[str] = []  # the torch-op policy's names (agent.evaluation.torch_policy)
 
 
 class Build(BaseModel):

@@ -116,7 +116,7 @@ class _Server:
         workdir = Path(cmd.dir)
         os.chdir(workdir)
         self.session = CandidateSession(cmd.device, workdir)
-        self.session.load(cmd.source)
+        self.session.load(cmd.source, cmd.allow_torch)
         return Done()
 
     def build(self, cmd: Build) -> Done:

@@ -46,17 +46,21 @@ from agent.source.anticheat_rules import (
     StaticReport,
     Violation,
 )
+from agent.evaluation.torch_policy import allowed_python
 from agent.source.variants import scope_nodes
 
 
-def check_source(source: str, reference_names: Iterable[str] = ()) -> StaticReport:
+def check_source(
+    source: str, reference_names: Iterable[str] = (), allow_torch: Iterable[str] = ()
+) -> StaticReport:
     """Check a candidate's source. `reference_names`: module names the problem's reference goes by
-    (e.g. the reference file's stem), besides the usual `reference`."""
+    (e.g. the reference file's stem), besides the usual `reference`. `allow_torch`: the torch-op policy's
+    names (agent.evaluation.torch_policy), whose callables the forward path may call."""
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
         return StaticReport(syntax_error=f"syntax error at line {e.lineno}: {e.msg}")
-    return _Checker(tree, set(reference_names)).run()
+    return _Checker(tree, set(reference_names), allowed_python(allow_torch)).run()
 
 
 # --- the checker -------------------------------------------------------------------------------------
@@ -89,8 +93,9 @@ def _decorator_base(dec: ast.expr) -> ast.expr:
 
 
 class _Checker:
-    def __init__(self, tree: ast.Module, reference_names: set[str]):
+    def __init__(self, tree: ast.Module, reference_names: set[str], allowed: frozenset[str] = frozenset()):
         self.tree = tree
+        self.allowed = allowed  # callables the torch-op policy allows in the forward path
         self.reference_modules = {"reference", *reference_names}
         self.found: dict[tuple[str, int, str], Violation] = {}
         self.aliases: dict[str, str] = {}
@@ -503,7 +508,11 @@ class _Checker:
         for node in ast.walk(root):
             if isinstance(node, ast.Call):
                 self._forward_call(node, layers, cached, params)
-            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+            elif (
+                isinstance(node, ast.BinOp)
+                and isinstance(node.op, ast.MatMult)
+                and "torch.matmul" not in self.allowed
+            ):
                 self.flag("torch-compute", node, "uses the @ operator (a torch matmul)")
             elif isinstance(node, ast.Global | ast.Nonlocal):
                 self.flag(
@@ -522,7 +531,9 @@ class _Checker:
         func = node.func
         canon = self.resolve(func)
         if canon and canon.startswith("torch.") and not self.banned(canon):
-            if canon.startswith("torch.Tensor."):
+            if canon in self.allowed:
+                ok = True
+            elif canon.startswith("torch.Tensor."):
                 ok = canon.split(".")[2] in TENSOR_ALLOWED
             else:
                 ok = canon in TORCH_ALLOWED or canon.startswith(TORCH_ALLOWED_PREFIXES)
@@ -535,13 +546,19 @@ class _Checker:
                 )
         elif isinstance(func, ast.Attribute) and canon is None:
             receiver = self.resolve(func.value)
-            if receiver is None and func.attr in TENSOR_COMPUTE:
+            allowed = f"torch.Tensor.{func.attr}" in self.allowed
+            if receiver is None and func.attr in TENSOR_COMPUTE and not allowed:
                 self.flag(
                     "torch-compute",
                     node,
                     f"calls .{func.attr}() in the forward path (tensor compute outside Triton)",
                 )
-            if isinstance(func.value, ast.Name) and func.value.id == "self" and func.attr in layers:
+            if (
+                isinstance(func.value, ast.Name)
+                and func.value.id == "self"
+                and func.attr in layers
+                and layers[func.attr] not in self.allowed
+            ):
                 self.flag(
                     "torch-compute",
                     node,
@@ -627,7 +644,7 @@ class _Checker:
         if not canon or not canon.startswith("torch.") or self.banned(canon):
             return
         leaf = canon.rsplit(".", 1)[-1]
-        if canon in TORCH_ALLOWED:
+        if canon in TORCH_ALLOWED or canon in self.allowed:
             return
         if leaf in TORCH_REF_COMPUTE or (canon.startswith(TORCH_MODULE_PREFIXES) and leaf[:1].islower()):
             self.flag("torch-compute", node, f"refers to {canon} in the forward path (torch compute)")
