@@ -51,8 +51,8 @@ class ProblemSpec(BaseModel):
     )
     allow_torch: list[str] = Field(
         default_factory=list,
-        description="Torch ops a candidate may keep outside its Triton kernels (agent.evaluation.torch_policy); "
-        "empty: the strict contract.",
+        description="Torch ops a candidate may keep outside its Triton kernels "
+        "(agent.evaluation.torch_policy); empty: the strict contract.",
     )
 
 

@@ -22,7 +22,7 @@ from agent.source.anticheat import check_source
 HERE = Path(__file__).resolve().parent
 LEVEL2 = HERE / "kernelbench_problems" / "conv_bias_relu.py"
 
-_EPILOGUE = '''
+_EPILOGUE = """
 import torch
 import torch.nn as nn
 import triton
@@ -30,19 +30,18 @@ import triton.language as tl
 
 
 @triton.jit
-def _bias_relu(y_ptr, b_ptr, out_ptr, HW, n, BLOCK: tl.constexpr):
+def _bias_relu(y_ptr, b_ptr, out_ptr, HW, CO, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     c = (offs // HW) % CO
     y = tl.load(y_ptr + offs, mask=mask) + tl.load(b_ptr + c, mask=mask)
     tl.store(out_ptr + offs, tl.maximum(y, 0.0), mask=mask)
-'''
+"""
 
 # conv in torch (allowed by conv2d), bias + ReLU fused in the candidate's Triton kernel.
 HONEST = (
-    _EPILOGUE.replace("% CO", "% CO_")
-    .replace("HW, n, BLOCK", "HW, CO_, n, BLOCK")
-    + '''
+    _EPILOGUE
+    + """
 
 class ModelNew(nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size):
@@ -53,16 +52,18 @@ class ModelNew(nn.Module):
     def forward(self, x):
         y = self.conv(x)
         out = torch.empty_like(y)
-        n = y.numel()
-        _bias_relu[(triton.cdiv(n, 256),)](y, self.bias, out, y.shape[2] * y.shape[3], y.shape[1], n, BLOCK=256)
+        n, hw = y.numel(), y.shape[2] * y.shape[3]
+        _bias_relu[(triton.cdiv(n, 256),)](y, self.bias, out, hw, y.shape[1], n, BLOCK=256)
         return out
-'''
+"""
 )
+# The same epilogue in place, on the conv's output: honest (the kernel changes what conv2d returned).
+IN_PLACE = HONEST.replace("out = torch.empty_like(y)", "out = y")
 # The same, with the ReLU left to torch: relu is not allowed by conv2d.
 TORCH_RELU = HONEST.replace("        return out\n", "        return torch.relu(out)\n")
 
 # A conv-only problem: with conv2d allowed, torch can do all the work; a kernel must still produce it.
-CONV_ONLY = '''
+CONV_ONLY = """
 import torch
 import torch.nn as nn
 
@@ -82,8 +83,8 @@ def get_inputs():
 
 def get_init_inputs():
     return [3, 4, 3]
-'''
-_DECOY_HEAD = '''
+"""
+_DECOY_HEAD = """
 import torch
 import torch.nn as nn
 import triton
@@ -101,9 +102,11 @@ class ModelNew(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c, co, k)
         self.first = [True]
-'''
+"""
 # The kernel runs on the first call only; later calls are the conv alone.
-DECOY_FIRST_CALL = _DECOY_HEAD + '''
+DECOY_FIRST_CALL = (
+    _DECOY_HEAD
+    + """
     def forward(self, x):
         y = self.conv(x)
         if self.first[0]:
@@ -112,15 +115,30 @@ DECOY_FIRST_CALL = _DECOY_HEAD + '''
             _copy[(triton.cdiv(y.numel(), 256),)](y, out, y.numel(), BLOCK=256)
             return out
         return y
-'''
+"""
+)
 # The kernel runs on every call, on a scratch buffer; the output is the conv's.
-DECOY_SCRATCH = _DECOY_HEAD + '''
+DECOY_SCRATCH = (
+    _DECOY_HEAD
+    + """
     def forward(self, x):
         y = self.conv(x)
         scratch = torch.empty(16, device=x.device)
         _copy[(1,)](scratch, scratch, 16, BLOCK=16)
         return y
-'''
+"""
+)
+
+# The kernel gets the conv's output on every call and writes nothing into it.
+DECOY_NO_WRITE = (
+    _DECOY_HEAD
+    + """
+    def forward(self, x):
+        y = self.conv(x)
+        _copy[(triton.cdiv(y.numel(), 256),)](y, y, 0, BLOCK=256)
+        return y
+"""
+)
 
 
 def _check(problem: Path, source: str, allow: list[str]) -> object:
@@ -133,6 +151,8 @@ def test_conv_kept_in_torch_is_accepted_only_when_allowed() -> None:
     allowed = _check(LEVEL2, HONEST, ["conv2d"])
     assert allowed.status.value in ("accepted", "undecided"), allowed.reason
     assert allowed.allow_torch == ["conv2d"]
+    in_place = _check(LEVEL2, IN_PLACE, ["conv2d"])
+    assert in_place.status.value in ("accepted", "undecided"), in_place.reason
     strict = _check(LEVEL2, HONEST, [])
     assert strict.status.value == "cheating" and strict.rule == "torch-compute", strict.reason
     assert strict.allow_torch == []
@@ -153,7 +173,9 @@ def test_an_op_outside_the_policy_is_still_rejected() -> None:
     assert "relu" in run_time.reason
 
 
-@pytest.mark.parametrize("source", [DECOY_FIRST_CALL, DECOY_SCRATCH], ids=["first-call", "scratch"])
+@pytest.mark.parametrize(
+    "source", [DECOY_FIRST_CALL, DECOY_SCRATCH, DECOY_NO_WRITE], ids=["first-call", "scratch", "no-write"]
+)
 def test_allowed_ops_never_stand_in_for_the_candidates_kernels(tmp_path: Path, source: str) -> None:
     problem = tmp_path / "conv_only.py"
     problem.write_text(CONV_ONLY)
@@ -223,10 +245,16 @@ def _r(*shape: int) -> torch.Tensor:
     return torch.randn(*shape)
 
 
-# Each name's calls, at the ranks a candidate uses (inputs made outside the mode).
+# Each name's calls, at the ranks a candidate uses (inputs made outside the mode): what the guard sees.
 _CALLS = {
-    "conv1d": lambda: [(F.conv1d, _r(1, 2, 7), _r(3, 2, 3), _r(3)), (nn_call("Conv1d", 2, 3, 3), _r(1, 2, 7))],
-    "conv2d": lambda: [(F.conv2d, _r(1, 2, 5, 5), _r(3, 2, 3, 3)), (nn_call("Conv2d", 2, 3, 3), _r(1, 2, 5, 5))],
+    "conv1d": lambda: [
+        (F.conv1d, _r(1, 2, 7), _r(3, 2, 3), _r(3)),
+        (nn_call("Conv1d", 2, 3, 3), _r(1, 2, 7)),
+    ],
+    "conv2d": lambda: [
+        (F.conv2d, _r(1, 2, 5, 5), _r(3, 2, 3, 3)),
+        (nn_call("Conv2d", 2, 3, 3), _r(1, 2, 5, 5)),
+    ],
     "conv3d": lambda: [(F.conv3d, _r(1, 2, 3, 3, 3), _r(3, 2, 2, 2, 2))],
     "conv_transpose1d": lambda: [(F.conv_transpose1d, _r(1, 2, 5), _r(2, 3, 3))],
     "conv_transpose2d": lambda: [(nn_call("ConvTranspose2d", 2, 3, 3), _r(1, 2, 5, 5))],
@@ -246,7 +274,10 @@ _CALLS = {
     "bmm": lambda: [(torch.bmm, _r(2, 4, 5), _r(2, 5, 3))],
     "addmm": lambda: [(torch.addmm, _r(3), _r(4, 5), _r(5, 3))],
     "baddbmm": lambda: [(torch.baddbmm, _r(2, 4, 3), _r(2, 4, 5), _r(2, 5, 3))],
-    "embedding": lambda: [(F.embedding, torch.tensor([1, 2]), _r(4, 3)), (nn_call("Embedding", 4, 3), torch.tensor([1]))],
+    "embedding": lambda: [
+        (F.embedding, torch.tensor([1, 2]), _r(4, 3)),
+        (nn_call("Embedding", 4, 3), torch.tensor([1])),
+    ],
     "layer_norm": lambda: [(F.layer_norm, _r(2, 4), (4,)), (nn_call("LayerNorm", 4), _r(2, 4))],
 }
 
@@ -266,3 +297,33 @@ def test_the_aten_table_is_what_dispatch_sees(grad: bool) -> None:
                 fn(*args)
             seen |= mode.ops
         assert seen - STRICT_ALLOWED == allowed_aten_ops([name]), name
+
+
+def test_batch_records_and_summarizes_the_policy(tmp_path: Path) -> None:
+    from agent.batch.driver import create_batch, run_batch
+    from agent.batch.inputs import BatchConfig, Budget, find_problems
+    from agent.batch.summary import summary_tables
+    from agent.config import RunOptions
+
+    folder = tmp_path / "conv_bias_relu"
+    folder.mkdir()
+    shutil.copy(LEVEL2, folder / "reference.py")
+    (folder / "kernel.py").write_text(HONEST)
+    bad = CliRunner().invoke(
+        app, ["batch", str(folder), "--allow-torch", "relu", "--out", str(tmp_path / "b")]
+    )
+    assert bad.exit_code == 2 and "unknown torch op relu" in bad.output, bad.output
+    cfg = BatchConfig(
+        inputs=[str(folder)],
+        problems=find_problems([str(folder)], [], [], None),
+        run=RunOptions(stages=["micro"], max_iterations=1, allow_torch=["conv2d"]),
+        budget=Budget(problem_evaluations=1),
+    )
+    create_batch(tmp_path / "batch", cfg)
+    summary = run_batch(tmp_path / "batch", log=lambda _: None)
+    (row,) = summary.problems
+    assert row.correct and row.allow_torch == ["conv2d"], row
+    assert any("torch ops allowed outside the Triton kernels: conv2d" in n for n in summary.overall.notes)
+    table, _ = summary_tables(summary)
+    assert "torch ops" in [c.header for c in table.columns]
+    assert "conv2d" in (tmp_path / "batch" / "summary.csv").read_text()

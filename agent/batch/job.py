@@ -39,9 +39,9 @@ from agent.batch.outcome import (
 )
 from agent.batch.resume import ReplayStore
 from agent.evaluation.sandbox import die_with_parent
+from agent.evaluation.torch_policy import merged
 from agent.llm.client import BudgetExhausted
 from agent.loop import LoopHooks
-from agent.evaluation.torch_policy import merged
 from agent.problem import ProblemError, load_problem
 from agent.run_setup import NEEDS_LLM, ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store

@@ -35,6 +35,7 @@ from agent.batch.budget import worker_evaluations
 from agent.batch.gpu_slots import gpu_holds, overlaps
 from agent.batch.inputs import BatchConfig, Invocations, write_atomic
 from agent.batch.outcome import problem_dir, read_outcome
+from agent.evaluation.torch_policy import describe as describe_policy
 from agent.records import EvalResult
 from agent.store import Store
 
@@ -66,6 +67,10 @@ class ProblemRow(BaseModel):
     )
     reason: str = ""
     level: str | None = Field(default=None, description="The KernelBench level folder it came from.")
+    allow_torch: list[str] = Field(
+        default_factory=list,
+        description="Torch ops its kernels were allowed to leave to PyTorch (agent.evaluation.torch_policy).",
+    )
     first_correct: str | None = Field(
         default=None, description="'stage:iteration' of its first correct version (0: the starting kernel)."
     )
@@ -225,6 +230,8 @@ def problem_row(batch_dir: Path, name: str) -> ProblemRow:
         start = _result(store.conn, outcome.start_id)
         row.best_id = outcome.best_id
         row.correct = outcome.status in ("done", "budget") and best is not None and best.accepted
+        judged = best or start
+        row.allow_torch = list(judged.allow_torch) if judged is not None else []
         if start is not None and start.timings and start.timings.candidate:
             row.start_ms = start.timings.candidate.median_ms
         t = best.timings if best is not None else None
@@ -245,6 +252,7 @@ def summarize(batch_dir: Path) -> BatchSummary:
     rows = [problem_row(batch_dir, p.name) for p in cfg.problems]
     for r, p in zip(rows, cfg.problems, strict=True):
         r.level = level_of(p.path)
+        r.allow_torch = r.allow_torch or list(cfg.run.allow_torch)
     wall = Invocations.load(batch_dir).wall_s
     evaluations = sum(r.evaluations for r in rows)
     by_status: dict[str, int] = {}
@@ -259,6 +267,9 @@ def summarize(batch_dir: Path) -> BatchSummary:
             "no speedup was measured (a CPU batch: the interpreter is not timed): fast_p for p > 0 "
             "and the geometric means are not measured"
         )
+    policies = sorted({describe_policy(r.allow_torch) for r in rows})
+    if policies != ["strict"]:
+        notes.append(f"torch ops allowed outside the Triton kernels: {'; '.join(policies)}")
     unfinished = by_status.get("pending", 0) + by_status.get("running", 0)
     if unfinished:
         notes.append(f"{unfinished} problems have not finished: resume the batch to finish them")
@@ -308,6 +319,8 @@ def _cell(v: object) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.6g}"
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
     return str(v)
 
 
@@ -363,7 +376,7 @@ def summary_tables(summary: BatchSummary) -> tuple[Table, Table]:
     """Per problem, and overall (with a row per KernelBench level when there are levels)."""
     t = Table(title=f"batch {summary.batch_dir}")
     cols = ("problem", "status", "correct", "first correct", "best ms", "vs eager", "vs compile", "roofline")
-    for col in (*cols, "evals"):
+    for col in (*cols, "evals", "torch ops"):
         t.add_column(col, justify="left" if col in ("problem", "status", "first correct") else "right")
     for r in summary.problems:
         t.add_row(
@@ -376,6 +389,7 @@ def summary_tables(summary: BatchSummary) -> tuple[Table, Table]:
             _x(r.speedup_compile),
             f"{r.pct_roofline:.1f}%" if r.pct_roofline is not None else "-",
             str(r.evaluations),
+            describe_policy(r.allow_torch),
         )
     o = summary.overall
     timed = any(r.speedup_eager is not None or r.speedup_compile is not None for r in summary.problems)

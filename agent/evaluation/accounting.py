@@ -16,7 +16,8 @@
   input), and the thread's CPU time outside launches (numpy over tensor memory grows with the input);
   the judge compares both across input sizes (`agent.evaluation.judge`).
 - Each launch records its grid (an empty grid does no work) and the storages of its tensor arguments,
-  so an output no non-empty launch of the candidate's kernels received is reported.
+  so an output no non-empty launch of the candidate's kernels received is reported. An argument that an
+  op of a torch-op policy made (`agent.evaluation.torch_policy`) counts only if the launch changed it.
 """
 
 from __future__ import annotations
@@ -167,6 +168,10 @@ class WorkReport:
     launches: list[Launch] = field(default_factory=list)
     launch_s: float = 0.0  # thread CPU time inside launches
     host_s: float = 0.0  # thread CPU time of the call outside launches
+    # Storages a torch op of the policy's (beyond the strict set) returned to the candidate: a launch
+    # covers such an output only if it changes it (a kernel handed the op's result and writing nothing
+    # is a decoy).
+    made_by_torch: set[int] = field(default_factory=set)
 
 
 class WorkMeter(TorchDispatchMode):
@@ -186,6 +191,10 @@ class WorkMeter(TorchDispatchMode):
             if not op_allowed(name, args, result, self.allowed):
                 self.report.computed[name] += 1
                 self.report.sites.setdefault(name, site(frame))
+            elif name not in STRICT_ALLOWED:
+                self.report.made_by_torch |= _storages(
+                    result if isinstance(result, tuple | list) else [result]
+                )
         return result
 
 
@@ -199,6 +208,27 @@ def _storages(values: Iterable[Any]) -> set[int]:
             with contextlib.suppress(Exception):
                 out.add(v.untyped_storage().data_ptr())
     return out
+
+
+def _snapshots(report: WorkReport, values: list[Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the launch's tensor arguments that a policy op made (outside the meter)."""
+    if not report.made_by_torch:
+        return []
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        return [
+            (v, v.detach().clone())
+            for v in values
+            if isinstance(v, torch.Tensor) and _storages([v]) <= report.made_by_torch
+        ]
+
+
+def _unchanged(snaps: list[tuple[torch.Tensor, torch.Tensor]]) -> set[int]:
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        return {s for v, before in snaps if torch.equal(v, before) for s in _storages([v])}
 
 
 def _programs(grid: Any) -> int | None:
@@ -215,6 +245,7 @@ def launch_boundary(original: Any, entry: bool) -> Any:
     def launch(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
         report = METER[-1] if METER else None
         record: Launch | None = None
+        snaps: list[tuple[torch.Tensor, torch.Tensor]] = []
         if report is not None and entry and not kwargs.get("warmup", False):
             fn = getattr(self, "fn", None)
             record = Launch(
@@ -224,6 +255,7 @@ def launch_boundary(original: Any, entry: bool) -> Any:
                 storages=_storages([*args, *kwargs.values()]),
             )
             report.launches.append(record)
+            snaps = _snapshots(report, [*args, *kwargs.values()])
             grid = kwargs.get("grid")
             if callable(grid):
 
@@ -243,6 +275,8 @@ def launch_boundary(original: Any, entry: bool) -> Any:
             TRUST.depth -= 1
             if report is not None and TRUST.depth == 0:
                 report.launch_s += time.thread_time() - start
+            if record is not None and snaps:
+                record.storages -= _unchanged(snaps)
 
     TRUST.boundary_codes.add(launch.__code__)
     launch._ncu_agent_guard = True  # type: ignore[attr-defined]

@@ -165,6 +165,7 @@ def run_unit(
 ) -> UnitOutcome:
     """One (arm, problem, sample), from nothing: an unfinished earlier attempt is removed first."""
     from agent.batch.hooks import FileReporter
+    from agent.evaluation.torch_policy import merged
     from agent.loop import LoopHooks
     from agent.problem import ProblemError, load_problem
     from agent.prompt.render import template_dirs
@@ -185,6 +186,7 @@ def run_unit(
     store = Store.open_dir(udir)
     try:
         spec = load_problem(entry.path)
+        spec.allow_torch = merged(spec.allow_torch, plan.options.allow_torch)
         if spec.kernel_path is None:
             raise ProblemError(entry.path, "no starting Triton kernel: an experiment starts from one")
         job = ProblemRun(

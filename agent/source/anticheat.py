@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable
 
+from agent.evaluation.torch_policy import allowed_python
 from agent.source.anticheat_rules import (
     BANNED_PREFIXES,
     BUILTIN_RULES,
@@ -46,7 +47,6 @@ from agent.source.anticheat_rules import (
     StaticReport,
     Violation,
 )
-from agent.evaluation.torch_policy import allowed_python
 from agent.source.variants import scope_nodes
 
 
