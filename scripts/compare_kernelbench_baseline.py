@@ -2,10 +2,11 @@
 
     python scripts/compare_kernelbench_baseline.py BATCH_DIR/summary.json .kernelbench/timing [--out F.json]
 
-TIMING_DIR holds `<HW>__baseline_time_torch.json` and `<HW>__baseline_time_torch_compile_inductor_default`
-`.json` (scripts/fetch_kernelbench.sh copies them); only entries whose `hardware` names an H100 or H200 count. Both
-ratios are eager_ms / compile_ms (> 1: torch.compile is faster). Prints the Spearman rank correlation over the
-problems both sides timed, and every problem whose two ratios differ by more than 2x. KernelBench timed with
+TIMING_DIR holds, per hardware, `<HW>__baseline_time_torch.json` and
+`<HW>__baseline_time_torch_compile_inductor_default.json` (scripts/fetch_kernelbench.sh copies them); only
+entries whose `hardware` names an H100 or H200 count. Both ratios are eager_ms / compile_ms (> 1:
+torch.compile is faster). Prints the Spearman rank correlation over the problems both sides timed, and every
+problem whose two ratios differ by more than 2x. KernelBench timed with
 wall clock over 100 trials and another torch version, so only ranks and large gaps are worth reading.
 """
 
