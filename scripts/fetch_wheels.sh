@@ -11,7 +11,7 @@ PKGS=(pydantic==2.13.4 pydantic_core==2.46.4 annotated-types==0.7.0 typing-inspe
       openai==3.57.0 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 jiter==0.19.0 distro==1.9.0
       sniffio==1.3.1 tenacity==9.2.1 idna==3.20 h11==0.16.0 pyseccomp==0.1.2 ncu-report==2026.3.1)
 PLAT=()
-for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 any; do
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_25_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 any; do
   PLAT+=(--platform "$p")
 done
 mkdir -p .whl .oldrev
@@ -27,5 +27,6 @@ else
 fi
 OLD=${OLD_COMMIT:-1dc3a4c}
 git archive --format=tar.gz -o ".oldrev/$OLD.tar.gz" "$OLD"
+git rev-parse HEAD > .oldrev/HEAD  # the commit measured, printed by the env step
 ls .whl .oldrev
 du -sh .whl .oldrev

@@ -55,7 +55,7 @@ step() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
 if has env; then
   step env
   mkdir -p "$OUT/env"
-  { date -u; cat .kernelbench/COMMIT 2>/dev/null; cat .git-commit 2>/dev/null
+  { date -u; echo "commit $(cat .oldrev/HEAD 2>/dev/null) kernelbench $(cat .kernelbench/COMMIT 2>/dev/null)"
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
     python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
     python3 -c "from agent.evaluation import confine; print('bwrap', confine.bwrap_path(), 'isolation', confine.isolation())"
