@@ -353,8 +353,10 @@ def check(
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the result, no progress lines.")] = False,
     small_shapes: opt.SmallShapes = None,
 ) -> None:
-    """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem."""
+    """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem, 3 when
+    the CPU cannot decide (a GPU-only branch)."""
     from agent.cli_progress import PhaseLog
+    from agent.evaluation.verdicts import exit_code
 
     phase = PhaseLog(quiet)
     phase(f"loading the problem {problem} (imports torch and its reference)")
@@ -383,7 +385,7 @@ def check(
             console.print(
                 "  " + "  ".join(f"{h}={v}" for h, v in zip(HEADERS[5:], result_cells(result), strict=True))
             )
-    raise typer.Exit(0 if result.accepted else 1)
+    raise typer.Exit(exit_code(result.status))
 
 
 @app.command()

@@ -26,6 +26,7 @@ class Status(StrEnum):
     TIMEOUT = "timeout"  # the worker ran past its time limit and was killed
     INCORRECT = "incorrect"  # wrong values, shape, dtype, unwritten outputs...
     CHEATING = "cheating"  # the work was not done by the candidate's Triton kernels
+    UNDECIDED = "undecided"  # the CPU cannot decide (a GPU-only branch): not accepted; the GPU check decides
 
 
 class ProblemSpec(BaseModel):

@@ -13,6 +13,7 @@ from triton.language.extra.cuda import libdevice as cuda_libdevice
 from agent.evaluation import interpreter_shims, triton_hooks
 from agent.evaluation.verdicts import CPU_RULE, candidate_line, classify, describe
 from agent.prompt.gpus import TARGET_ENV, target_gpu
+from agent.records import Status
 
 pytestmark = pytest.mark.skipif(not triton_hooks.interpreting(), reason="the shims are for the interpreter")
 triton_hooks.install()
@@ -121,8 +122,8 @@ def _asm(x_ptr, BLOCK: tl.constexpr):
 def test_what_cannot_run_is_undecided_and_points_at_the_kernel_line():
     with pytest.raises(Exception) as info:
         _asm[(1,)](torch.zeros(4), BLOCK=4)
-    _status, rule = classify(info.value)
-    assert rule == CPU_RULE
+    status, rule = classify(info.value)
+    assert rule == CPU_RULE and status == Status.UNDECIDED
     _line, name, text = candidate_line(info.value, __file__)  # type: ignore[misc]
     assert name == "_asm" and "inline_asm_elementwise" in text
     assert "inline_asm_elementwise" in describe(info.value, __file__)

@@ -236,7 +236,7 @@ class ModelNew(nn.Module):
         ("def f(frame):\n    return frame.f_back.f_locals\n", "frame-peeking"),
         ("exec('x = 1')\n", "code-generator"),
         ("f = eval('lambda: 1')\n", "code-generator"),
-        ("import importlib\n", "code-generator"),
+        ("import importlib.machinery\n", "code-generator"),
         ("m = __import__('os')\n", "code-generator"),
         ("f = torch.compile(lambda x: x)\n", "code-generator"),
         ("from torch import compile as c\n", "code-generator"),

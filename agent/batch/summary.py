@@ -97,6 +97,10 @@ class Overall(BaseModel):
     problems: int
     correct: int
     by_status: dict[str, int]
+    undecided: int = Field(
+        default=0,
+        description="Problems whose outcome is 'undecided' (the CPU cannot decide; counted as not correct).",
+    )
     fast_p: list[FastP]
     unmeasured: dict[str, int] = Field(description="Per baseline: correct problems without a speedup.")
     geomean_speedup: dict[str, Geomean]
@@ -269,6 +273,7 @@ def summarize(batch_dir: Path) -> BatchSummary:
         problems=len(rows),
         correct=sum(r.correct for r in rows),
         by_status=by_status,
+        undecided=by_status.get("undecided", 0),
         fast_p=fast_ps(rows),
         unmeasured=unmeasured,
         geomean_speedup={

@@ -49,6 +49,7 @@ class CallResult:
     checks: list[Check]  # guard findings: torch-compute, side-stream, threads, tensor-subclass, tamper
     aliasing: list[tuple[int, int]]
     max_configs: int = 1
+    work: dict[str, float] | None = None  # host_ms (thread CPU time outside launches), ops (the candidate's)
 
 
 class CandidateSession:
@@ -123,7 +124,9 @@ class CandidateSession:
         self.models[key] = model
         return model
 
-    def call(self, key: str, inputs: list[Any], where: str, config: int = 0) -> CallResult:
+    def call(
+        self, key: str, inputs: list[Any], where: str, config: int = 0, poison: bool = True
+    ) -> CallResult:
         import torch
         import torch.utils.deterministic
 
@@ -139,8 +142,10 @@ class CandidateSession:
         det = torch.are_deterministic_algorithms_enabled()
         warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         fill = torch.utils.deterministic.fill_uninitialized_memory
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = True  # torch.empty now holds NaN
+        # Poisoned calls (torch.empty holds NaN) and plain ones are drawn by the judge in secret, so the flags
+        # tell the candidate nothing about which calls are checked.
+        torch.use_deterministic_algorithms(poison, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = poison
         triton_hooks.start_recording()
         try:
             with torch.no_grad(), runtime_guards.guarded(report, self.device, self.thread_baseline):
@@ -149,11 +154,25 @@ class CandidateSession:
                 torch.cuda.synchronize()  # asynchronous errors surface here, inside the check
         except BaseException as e:
             status, rule = classify(e)
+            if rule is None and report.threads:  # starting a process or thread failed (the sandbox blocks it)
+                raise Rejected(
+                    Status.CHEATING,
+                    f"threads failed ({where}): {report.threads[0]}; then it raised {describe(e, self.file)}",
+                    "threads",
+                ) from None
             raise Rejected(
                 status, f"{where}: the candidate raised {describe(e, self.file)}{exit_note(rule)}", rule
             ) from None
         finally:
             launches = triton_hooks.stop_recording()
+            if (
+                torch.utils.deterministic.fill_uninitialized_memory,
+                torch.are_deterministic_algorithms_enabled(),
+            ) != (
+                poison,
+                poison,
+            ):
+                report.tamper.append("the candidate changed the deterministic-algorithms or poisoning flags")
             torch.use_deterministic_algorithms(det, warn_only=warn_only)
             torch.utils.deterministic.fill_uninitialized_memory = fill
         outs = flatten_outputs(out)
@@ -171,7 +190,7 @@ class CandidateSession:
                 if subclassed
                 else "outputs are plain torch.Tensor",
             ),
-            *report.checks(),
+            *report.checks(plain, self.module.__name__),
             self.watch.check(),
         ]
         modules = triton_hooks.launch_modules()
@@ -184,6 +203,7 @@ class CandidateSession:
             checks=checks,
             aliasing=verify.aliased([o for o in plain if o is not None], inputs),
             max_configs=triton_hooks.max_configs(),
+            work={"host_ms": report.work.host_s * 1e3, "ops": float(report.work.ops)},
         )
 
     def clean(self) -> tuple[bool, str]:
@@ -203,6 +223,9 @@ class CandidateSession:
         return True, ""
 
     def unload(self) -> None:
+        from agent.evaluation import guards as runtime_guards
+
+        runtime_guards.end_candidate()
         if self.module is not None:
             sys.modules.pop(self.module.__name__, None)
         self.module = None
@@ -228,8 +251,10 @@ class InProcessRunner:
         self.session.build(key, seed, init_inputs, state_dict)
         return self.session.weights
 
-    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
-        return self.session.call(key, inputs, where, config)  # the judge passes the very objects
+    def call(
+        self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True
+    ) -> CallResult:
+        return self.session.call(key, inputs, where, config, poison)  # the judge passes the very objects
 
     def model(self, key: str) -> Any:
         return self.session.models[key]
@@ -279,13 +304,25 @@ class RemoteRunner:
         )
         return self._request(Build(key=key, seed=seed, path=str(path)), Done).note
 
-    def call(self, key: str, inputs: list[Any], mode: str, config: int, where: str) -> CallResult:
+    def call(
+        self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True
+    ) -> CallResult:
         import torch
 
         src, dst = self._path("inputs"), self._path("outputs")
-        torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
+        if mode != "again":  # "again": the worker calls with the very tensors it holds, untouched
+            torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
         reply = self._request(
-            Call(key=key, inputs=str(src), outputs=str(dst), mode=mode, config=config, where=where), Called
+            Call(
+                key=key,
+                inputs=str(src),
+                outputs=str(dst),
+                mode=mode,
+                config=config,
+                where=where,
+                poison=poison,
+            ),
+            Called,
         )
         try:
             data = torch.load(dst, weights_only=True, map_location=self.device)
@@ -305,6 +342,7 @@ class RemoteRunner:
             checks=reply.checks,
             aliasing=reply.aliasing,
             max_configs=reply.max_configs,
+            work=reply.work,
         )
 
     def model(self, key: str) -> Any:

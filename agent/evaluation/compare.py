@@ -529,6 +529,8 @@ _AGENT_MODULES = (
     "agent.evaluation.candidate_session",
     "agent.evaluation.worker",
     "agent.evaluation.guards",
+    "agent.evaluation.accounting",
+    "agent.evaluation.draws",
     "agent.evaluation.triton_hooks",
     "agent.problem",
     "agent.evaluation.candidate",
@@ -642,6 +644,7 @@ class TamperWatch:
             "deterministic algorithms": torch.are_deterministic_algorithms_enabled,
             "fill_uninitialized_memory": lambda: torch.utils.deterministic.fill_uninitialized_memory,
             "torch function modes": _function_modes,
+            "global nn.Module hooks": _global_hooks,
             TRITON_ENV: triton_environment,
         }
         for flag, read in flags.items():
@@ -676,6 +679,14 @@ def triton_environment() -> str:
     import os
 
     return str(sorted((k, v) for k, v in os.environ.items() if "TRITON" in k))
+
+
+def _global_hooks() -> str:
+    """Hooks registered for every nn.Module (a forward hook there also runs on the reference's Model)."""
+    from torch.nn.modules import module
+
+    names = [n for n in vars(module) if n.startswith("_global_") and n.endswith("hooks")]
+    return ", ".join(f"{n}: {len(getattr(module, n))}" for n in sorted(names))
 
 
 def _function_modes() -> str:

@@ -53,14 +53,17 @@ def default_device() -> str:
 
 
 def static_result(problem: ProblemSpec, source: str) -> EvalResult | None:
-    """The verdict of the static checks alone, or None when they let the candidate through."""
+    """The verdict of the static checks alone, or None when they let the candidate through (findings the
+    run time decides, `EVIDENCE_ONLY`, are for `static_evidence`)."""
     from agent.source import anticheat as static_checks
+    from agent.source.anticheat_rules import EVIDENCE_ONLY
 
     report = static_checks.check_source(source, [problem.reference_path.stem])
     if report.syntax_error:
         return None  # the worker reports it as a compile error, with the line
     if report.missing_modelnew:
         return EvalResult(status=Status.COMPILE_ERROR, reason="defines no `ModelNew` class")
+    report.violations = [v for v in report.violations if v.rule not in EVIDENCE_ONLY]
     if report.violations:
         return EvalResult(
             status=Status.CHEATING,
@@ -72,6 +75,23 @@ def static_result(problem: ProblemSpec, source: str) -> EvalResult | None:
             ],
         )
     return None
+
+
+def static_evidence(problem: ProblemSpec, source: str) -> list[Check]:
+    """Static findings the run time decides, shown with the verdict as warnings (`static-evidence`)."""
+    from agent.source import anticheat as static_checks
+    from agent.source.anticheat_rules import EVIDENCE_ONLY
+
+    report = static_checks.check_source(source, [problem.reference_path.stem])
+    found = [v for v in report.ranked() if v.rule in EVIDENCE_ONLY]
+    return [
+        Check(
+            name="static-evidence",
+            passed=True,
+            detail=f"warning: line {v.line}: {v.rule}: {v.message} (decided at run time)",
+        )
+        for v in found[:8]
+    ]
 
 
 def evaluate(
@@ -98,6 +118,7 @@ def evaluate(
     cpu = device == "cpu"
     start = _time.perf_counter()
     result = static_result(problem, source) if static else None
+    decided_statically = result is not None
     if result is None:
         request = EvalRequest(
             problem=problem,
@@ -136,12 +157,35 @@ def evaluate(
                 gpu=not cpu,
             )
             result = to_result(outcome, limit)
+    if static and not decided_statically:
+        result.checks += static_evidence(problem, source)
+    if cpu and result.status == Status.ACCEPTED:
+        result = _undecided_on_cpu(result, source)
     result.device = device
     result.interpreter = cpu
     result.shapes = dict(problem.small_shapes) if (cpu if small is None else small) else {}
     result.isolation = isolation().label
     result.wall_s = _time.perf_counter() - start
     return result
+
+
+def _undecided_on_cpu(result: EvalResult, source: str) -> EvalResult:
+    """An accepted CPU result becomes UNDECIDED when a device or interpreter branch does other work in the
+    arm the CPU never runs."""
+    from agent.evaluation.verdicts import undecided
+
+    found = undecided(source)
+    if found is None:
+        return result
+    reason, checks = found
+    return result.model_copy(
+        update={
+            "status": Status.UNDECIDED,
+            "reason": reason,
+            "rule": "device-branch",
+            "checks": result.checks + checks,
+        }
+    )
 
 
 def _harness_failed(result: EvalResult) -> bool:

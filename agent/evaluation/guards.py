@@ -1,21 +1,20 @@
 """Run-time guards for the process that runs candidate code (used by `agent.evaluation.candidate_session`).
 
 During every candidate call (`guarded`):
-- `ComputeGuard`, a TorchFunctionMode, sees every torch function, tensor method and operator the
-  candidate's Python code calls. Ops called from Triton's or PyTorch's own code (Triton's launcher and
-  interpreter read tensor metadata, autotuning allocates) are attributed to them, not to the candidate:
-  the guard walks the Python stack past torch's frames to the first caller. Candidate-side calls must be
-  allocation, metadata, views, fills or same-dtype copies (`ALLOWED_OPS`); anything else is recorded
-  as `torch-compute` with the op's name (a decoy Triton kernel beside torch work, a mean in torch and
-  the division in Triton, a cast to fp16 in torch...).
+- `accounting.WorkMeter`, a TorchDispatchMode, sees every ATen op at every depth and attributes it by
+  the code on the stack (`agent.evaluation.accounting`): the candidate's ops must be in the allowed set
+  (allocation, views, fills, same-dtype copies by default; `set_allowed_ops` plugs in another policy),
+  anything else is `torch-compute` with the op's name. Each launch's grid and tensor arguments are
+  recorded: an output no non-empty launch of the candidate's kernels received is `launch-covers-output`.
 - Every Triton launch is checked against the stream that was current when the call began: a launch
   on another stream is `side-stream` (on the GPU; the CPU has no streams).
-- Threads started by candidate code (threading or _thread), at any time, and candidate threads still
-  alive after a call are `threads`. (Torch function modes are per thread: work in a thread is
-  invisible to the compute guard, so threads are refused outright.)
+- Threads and child processes started by candidate code (any route: audit events, thread starts), at
+  any time, candidate threads still alive after a call, and child processes of the worker alive after
+  a call are `threads`. (Dispatch modes are per thread: work in a thread is invisible to the meter, so
+  threads are refused outright.)
 - exec/eval/compile and torch.compile called from the candidate's file, at any time, are
   `code-generator` (torch.compile then hands back its argument uncompiled: no generated code runs).
-- Torch function modes left behind and poisoning switched off inside the call are `tamper`.
+- Torch function or dispatch modes removed or left behind are `tamper`.
 
 The guard runs in the candidate's own process, so a candidate that knows about it could try to switch
 it off; the static checks (`agent.source.anticheat`) reject the means (torch._C, torch.overrides, frame
@@ -28,72 +27,51 @@ import contextlib
 import os
 import sys
 import threading
-from collections import Counter
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode, resolve_name
 
+from agent.evaluation import accounting
+from agent.evaluation.accounting import WorkReport
 from agent.records import Check
 
-_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-_THIS_FILE = os.path.abspath(__file__)
-
-
-def _triton_dir() -> str:
-    import triton
-
-    return os.path.dirname(triton.__file__) + os.sep
-
-
-_TRITON_DIR = _triton_dir()
-
-_FACTORIES = (
-    "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like tensor as_tensor arange "
-    "is_tensor is_floating_point is_complex numel result_type promote_types can_cast as_strided reshape "
-    "flatten t transpose permute squeeze unsqueeze narrow select split chunk movedim swapaxes unbind "
-    "view_as_real view_as_complex broadcast_shapes"
+_CHILD_EVENTS = frozenset(
+    [
+        "os.fork",
+        "os.forkpty",
+        "os.system",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+        "os.startfile",
+        "subprocess.Popen",
+        "pty.spawn",
+        "_thread.start_new_thread",
+    ]
 )
-_TENSOR_METHODS = (
-    "size stride numel dim ndimension nelement element_size is_contiguous data_ptr storage_offset "
-    "untyped_storage is_floating_point is_complex get_device view view_as reshape reshape_as contiguous "
-    "expand expand_as permute transpose t unsqueeze squeeze flatten unflatten narrow select as_strided "
-    "unbind split chunk movedim swapaxes new_empty new_zeros new_ones new_full new_empty_strided "
-    "new_tensor zero_ fill_ clone detach requires_grad_ item __len__ __repr__ __format__ __index__ "
-    "__int__ __float__ __bool__ __hash__ __iter__ __reduce_ex__ __deepcopy__ is_set_to dim_order "
-    "__setstate__ __getstate__ storage __array_priority__"
-)
-ALLOWED_OPS = {f"torch.{n}" for n in _FACTORIES.split()} | {
-    f"torch.Tensor.{n}" for n in _TENSOR_METHODS.split()
-}
-_SAME_DTYPE = "to cuda cpu type type_as float double half bfloat16 int long short bool char byte"
-# Allowed when the result keeps the input's dtype (a device or layout move, not a cast).
-_SAME_DTYPE_OPS = {f"torch.Tensor.{n}" for n in _SAME_DTYPE.split()}
 
 
 @dataclass
 class GuardReport:
     """What the guards saw during one candidate call."""
 
-    torch_ops: Counter[str] = field(default_factory=Counter)
-    op_sites: dict[str, str] = field(default_factory=dict)
+    work: WorkReport = field(default_factory=WorkReport)
     side_streams: list[str] = field(default_factory=list)
     threads: list[str] = field(default_factory=list)
     generated: list[str] = field(default_factory=list)
     tamper: list[str] = field(default_factory=list)
 
-    def record_op(self, name: str, frame: Any) -> None:
-        self.torch_ops[name] += 1
-        if name not in self.op_sites and frame is not None:
-            self.op_sites[name] = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-
-    def checks(self) -> list[Check]:
+    def checks(self, outputs: list[Any], module: str) -> list[Check]:
+        work = self.work
         ops = ", ".join(
-            f"{name} x{n}" + (f" (at {self.op_sites[name]})" if name in self.op_sites else "")
-            for name, n in self.torch_ops.most_common(6)
+            f"{name} x{n}" + (f" (at {work.sites[name]})" if name in work.sites else "")
+            for name, n in work.computed.most_common(6)
         )
+        uncovered = accounting.uncovered_outputs(work, outputs, module)
+        empty = accounting.empty_launches(work, module)
         out = [
             Check(
                 name="code-generator",
@@ -102,10 +80,20 @@ class GuardReport:
             ),
             Check(
                 name="torch-compute",
-                passed=not self.torch_ops,
+                passed=not work.computed,
                 detail=f"torch ops outside Triton kernels did work: {ops}"
-                if self.torch_ops
+                if work.computed
                 else "no torch compute ops outside Triton kernels",
+            ),
+            Check(
+                name="launch-covers-output",
+                passed=not uncovered,
+                detail=f"{', '.join(uncovered)} reached no launch of the candidate's kernels with a "
+                "non-empty grid"
+                + (f" (empty grid: {', '.join(empty)})" if empty else "")
+                + ": a kernel must write every output"
+                if uncovered
+                else "every output went to a launch of the candidate's kernels",
             ),
             Check(
                 name="side-stream",
@@ -117,7 +105,9 @@ class GuardReport:
             Check(
                 name="threads",
                 passed=not self.threads,
-                detail="; ".join(self.threads) if self.threads else "no threads started by the candidate",
+                detail="; ".join(self.threads)
+                if self.threads
+                else "no threads or processes started by the candidate",
             ),
         ]
         if self.tamper:
@@ -129,87 +119,27 @@ class GuardReport:
 class _State:
     installed: bool = False
     active: bool = False
+    watching: bool = False  # a candidate is loaded in this process
     report: GuardReport | None = None
     cuda: bool = False
     stream: int | None = None
     candidate_files: set[str] = field(default_factory=set)
     started_threads: list[str] = field(default_factory=list)
     generated: list[str] = field(default_factory=list)
+    allowed: frozenset[str] = accounting.STRICT_ALLOWED
+    children: set[int] = field(default_factory=set)  # child processes before the candidate
 
 
 STATE = _State()
 
 
-def _trusted_file(filename: str) -> bool:
-    return filename.startswith(_TRITON_DIR) or filename == _THIS_FILE
+def set_allowed_ops(names: frozenset[str]) -> None:
+    """The ATen op names a candidate may call outside its kernels (a torch-op policy plugs in here;
+    default: `accounting.STRICT_ALLOWED`)."""
+    STATE.allowed = frozenset(names)
 
 
-def caller(frame: Any) -> Any:
-    """The first frame outside torch's own code, or None when that caller is trusted (Triton, the guard)."""
-    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
-        frame = frame.f_back
-    if frame is None or _trusted_file(frame.f_code.co_filename):
-        return None
-    return frame
-
-
-def op_name(func: Any) -> str:
-    try:
-        name = resolve_name(func)
-    except Exception:
-        name = None
-    return name or getattr(func, "__qualname__", None) or repr(func)
-
-
-def _shares_storage(a: Any, b: Any) -> bool:
-    try:
-        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-    except Exception:
-        return False
-
-
-def allowed(name: str, args: tuple, result: Any) -> bool:
-    if name in ALLOWED_OPS or name.endswith(".__get__"):
-        return True
-    self = args[0] if args else None
-    if name in _SAME_DTYPE_OPS:
-        return not isinstance(result, torch.Tensor) or (
-            isinstance(self, torch.Tensor) and result.dtype == self.dtype
-        )
-    if name == "torch.Tensor.copy_":
-        src = args[1] if len(args) > 1 else None
-        return not isinstance(src, torch.Tensor) or (
-            isinstance(self, torch.Tensor) and src.dtype == self.dtype
-        )
-    if name == "torch.Tensor.__setitem__":
-        value = args[2] if len(args) > 2 else None
-        return not isinstance(value, torch.Tensor) or (
-            isinstance(self, torch.Tensor) and value.dtype == self.dtype
-        )
-    if name == "torch.Tensor.__getitem__":  # a view; advanced indexing gathers (compute)
-        return not isinstance(result, torch.Tensor) or _shares_storage(result, self)
-    return False
-
-
-class ComputeGuard(TorchFunctionMode):
-    """Records torch ops called by candidate-side Python code that are not allocation, views or copies."""
-
-    def __init__(self, report: GuardReport):
-        super().__init__()
-        self.report = report
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        frame = caller(sys._getframe(1))
-        result = func(*args, **kwargs)
-        if frame is not None:
-            name = op_name(func)
-            if not allowed(name, args, result):
-                self.report.record_op(name, frame)
-        return result
-
-
-def _wrap_launch(cls: Any) -> None:
+def _wrap_launch(cls: Any, entry: bool = True) -> None:
     original = cls.run
     if getattr(original, "_ncu_agent_guard", False):
         return
@@ -224,8 +154,31 @@ def _wrap_launch(cls: Any) -> None:
                 )
         return _original(self, *args, **kwargs)
 
-    run._ncu_agent_guard = True  # type: ignore[attr-defined]
-    cls.run = run
+    cls.run = accounting.launch_boundary(run, entry)
+
+
+def _audit(event: str, args: tuple) -> None:
+    """Child processes and threads started by candidate code, by any route (audit events are raised by
+    the interpreter itself); Triton's own compiler processes run inside a launch and are not counted."""
+    if not STATE.watching or event not in _CHILD_EVENTS:
+        return
+    frame = accounting.candidate_frame(sys._getframe(1))
+    if frame is None:
+        return
+    what = "a thread" if event.startswith("_thread") else "a child process"
+    STATE.started_threads.append(f"the candidate started {what} ({event}) at {accounting.site(frame)}")
+
+
+def _children() -> set[int]:
+    """Child processes of this process (all its threads), from /proc."""
+    out: set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out |= {int(p) for p in f.read().split()}
+    except OSError:
+        pass
+    return out
 
 
 def _thread_site() -> str | None:
@@ -320,15 +273,19 @@ def install() -> None:
     `agent.evaluation.triton_hooks.install()` and before any candidate is imported."""
     if STATE.installed:
         return
-    from triton.runtime import jit
+    from triton.runtime import autotuner, jit
 
     _wrap_launch(jit.JITFunction)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         from triton.runtime import interpreter
 
         _wrap_launch(interpreter.InterpretedFunction)
+    # The autotuner and heuristics run inside a launch; the callbacks they call are not trusted code.
+    _wrap_launch(autotuner.Autotuner, entry=False)
+    _wrap_launch(autotuner.Heuristics, entry=False)
     _wrap_threads()
     _wrap_generators()
+    sys.addaudithook(_audit)
     STATE.installed = True
 
 
@@ -337,6 +294,13 @@ def begin_candidate(candidate_file: str) -> None:
     STATE.candidate_files = {os.path.abspath(candidate_file)}
     STATE.started_threads.clear()
     STATE.generated.clear()
+    accounting.snapshot_trusted()
+    STATE.children = _children()
+    STATE.watching = True
+
+
+def end_candidate() -> None:
+    STATE.watching = False
 
 
 def baseline_threads() -> set[int]:
@@ -361,6 +325,12 @@ def candidate_threads_alive(baseline: set[int]) -> list[str]:
     return out
 
 
+def _dispatch_modes() -> list[Any]:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return list(_get_current_dispatch_mode_stack())
+
+
 def _mode_stack_depth() -> int:
     try:
         return len(torch.overrides._get_current_function_mode_stack())
@@ -371,32 +341,38 @@ def _mode_stack_depth() -> int:
 @contextlib.contextmanager
 def guarded(report: GuardReport, device: str, thread_baseline: set[int]) -> Iterator[None]:
     """Run the body (one candidate call) under the guards; findings go to `report`."""
-    import torch.utils.deterministic
-
     depth = _mode_stack_depth()
     STATE.report = report
     STATE.cuda = device == "cuda"
     STATE.stream = torch.cuda.current_stream().cuda_stream if STATE.cuda else None
     STATE.active = True
-    mode = ComputeGuard(report)
+    accounting.METER.append(report.work)
+    start = time.thread_time()
     try:
-        with mode:
+        meter = accounting.WorkMeter(report.work, STATE.allowed)
+        with meter:
             yield
-            if not torch.utils.deterministic.fill_uninitialized_memory:
-                report.tamper.append(
-                    "the candidate switched off fill_uninitialized_memory (output poisoning)"
-                )
+            if meter not in _dispatch_modes():
+                report.tamper.append("the candidate removed the judge's dispatch mode")
     finally:
+        report.work.host_s = max(0.0, time.thread_time() - start - report.work.launch_s)
+        accounting.METER.clear()
         STATE.active = False
         STATE.report = None
         if _mode_stack_depth() != depth:
             report.tamper.append("the candidate left a torch function mode active")
             while _mode_stack_depth() > depth:
                 torch._C._pop_torch_function_stack()
-        # Any thread the candidate started, at any time (import, __init__, this call), and any still alive.
-        found = STATE.started_threads + candidate_threads_alive(thread_baseline)
+        # Any thread or process the candidate started, at any time (import, __init__, this call), and any
+        # still alive.
+        found = STATE.started_threads + candidate_threads_alive(thread_baseline) + _new_children()
         report.threads += [t for t in found if t not in report.threads]
         report.generated += [g for g in STATE.generated if g not in report.generated]
+
+
+def _new_children() -> list[str]:
+    new = sorted(_children() - STATE.children)
+    return [f"child process {pid} of the worker is alive after the call" for pid in new]
 
 
 def threads_started_so_far() -> list[str]:

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.evaluation import draws
+from agent.evaluation.judge_draws import ExtraDraws, kernel_check, match_check
 from agent.evaluation.verdicts import Ledger, Rejected, describe
 from agent.problem import build_model
 from agent.records import Check, EvalRequest, EvalResult, Status, Timings
@@ -48,10 +51,9 @@ CHEATING_CHECKS = (
     "torch-compute",
     "no-triton-kernel",
     "result-cache",
+    "launch-covers-output",
+    "host-compute",
 )
-WARNING_SKIPPED = "warning: not checked: "
-# The other value distributions, x * scale + shift for floating inputs, tried in order.
-DISTRIBUTIONS = ((100.0, 3.0), (4.0, 1.0))
 
 
 # --- building the problem's side (the judge) -------------------------------------------------------
@@ -71,7 +73,7 @@ def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
 # --- the judge --------------------------------------------------------------------------------------
 
 
-class Judge:
+class Judge(ExtraDraws):
     """Decides on one candidate, with the reference on its side and the candidate behind a runner."""
 
     def __init__(self, request: EvalRequest, runner: Any, ref_module: Any = None):
@@ -90,6 +92,13 @@ class Judge:
         self.rule: str | None = None
         self.phases: dict[str, float] = {}
         self.retuned: list[Any] = []
+        self.rng = (
+            secrets.SystemRandom()
+        )  # which calls are poisoned, how many calls: the candidate can't know
+        self.samples: list[draws.Sample] = []
+        self.small_calls: list[float] = []  # seconds of each candidate call at the small shape
+        self.calls = 0
+        self.started = time.monotonic()
 
     @property
     def interpreting(self) -> bool:
@@ -127,9 +136,16 @@ class Judge:
                     # extra draws check at this shape (agent/evaluation/retune.py).
                     with self._phase("retune"):
                         self._retune(*self.last)
+            if self.last is not None:
+                with self._phase("repeated calls"):
+                    self._repeat()
             if self.req.extra_checks:
                 with self._phase("extra draws"):
                     self._extra_checks()
+                with self._phase("larger draws"):
+                    self._larger_draws()
+                self.ledger.add("work", draws.scaling_check(self.samples))
+                self._stop_on_failure()
             self.ledger.add("inputs", Check(name="input-draws", passed=True, detail="; ".join(self.draws)))
             timings = self._time()
         except Rejected as r:
@@ -154,6 +170,12 @@ class Judge:
 
     # --- drawing and building ---
 
+    @property
+    def call_s(self) -> float | None:
+        """The median candidate call at the small shape (the first ones compile and autotune), to bound
+        the larger draws."""
+        return statistics.median(self.small_calls) if self.small_calls else None
+
     def _draw(self, module: Any, label: str) -> list[Any]:
         from agent.problem import ProblemError
 
@@ -176,11 +198,33 @@ class Judge:
         self.ledger.add(f"seed {seed}", Check(name="weights", passed=True, detail=how or "not reported"))
         return model
 
-    def _call(self, key: str, inputs: list[Any], config: int, where: str, mode: str) -> CallResult:
+    def _call(
+        self, key: str, inputs: list[Any], config: int, where: str, mode: str, poison: bool | None = None
+    ) -> CallResult:
         """mode: "new" (inputs the candidate has not seen), "same" (the very tensors of its last call, holding
-        the values sent), "refresh" (those tensors, refilled in place with new values)."""
+        the values sent), "refresh" (those tensors, refilled in place with new values). `poison`: whether
+        torch.empty holds NaN in this call (drawn at random when not given)."""
+        import torch
+
+        poison = self.rng.random() < 0.5 if poison is None else poison
+        start = time.perf_counter()
         with self._phase("of which: candidate calls"):
-            return self.runner.call(key, inputs, mode, config, where)
+            result = self.runner.call(key, inputs, mode, config, where, poison)
+        spent = time.perf_counter() - start
+        if key == "main":
+            self.small_calls.append(spent)
+        self.calls += 1
+        work = result.work or {}
+        self.samples.append(
+            draws.Sample(
+                where=where.split(", call")[0],
+                elements=sum(x.numel() for x in inputs if isinstance(x, torch.Tensor)),
+                out_bytes=sum(o.nbytes for o in result.outputs if isinstance(o, torch.Tensor)),
+                host_ms=float(work.get("host_ms", 0.0)),
+                ops=float(work.get("ops", 0.0)),
+            )
+        )
+        return result
 
     def _reference(self, model: Any, inputs: list[Any], where: str) -> list[Any]:
         import torch
@@ -221,7 +265,8 @@ class Judge:
         from agent.evaluation import compare as verify
 
         pristine = verify.clone_inputs(inputs)
-        c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same")
+        poison = self.rng.random() < 0.5  # one call of the two poisoned, which one drawn in secret
+        c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same", poison)
         changed1 = verify.changed_inputs(c1.inputs_after, pristine)
         if self.runner.in_process:
             verify.restore_inputs(inputs, pristine, changed1)
@@ -229,7 +274,7 @@ class Judge:
         ref_changed = verify.changed_inputs(inputs, pristine)
         verify.restore_inputs(inputs, pristine, ref_changed)
         self.ref_mutates |= bool(ref_changed)
-        c2 = self._call("main", inputs, config, f"{where}, call 2", "same")
+        c2 = self._call("main", inputs, config, f"{where}, call 2", "same", not poison)
         changed2 = verify.changed_inputs(c2.inputs_after, pristine)
         if self.runner.in_process:
             verify.restore_inputs(inputs, pristine, changed2)
@@ -239,17 +284,7 @@ class Judge:
         for call, c in (("call 1", c1), ("call 2", c2)):
             self._guard_checks(f"{where}, {call}", c)
         for call, c in (("call 1", c1), ("call 2", c2)):
-            add(
-                f"{where}, {call}",
-                Check(
-                    name="no-triton-kernel",
-                    passed=bool(c.own_kernels),
-                    detail=f"launched {', '.join(c.own_kernels)}"
-                    if c.own_kernels
-                    else "no Triton kernel defined in the candidate ran in forward"
-                    + (f" (other kernels: {', '.join(sorted(c.launches))})" if c.launches else ""),
-                ),
-            )
+            add(f"{where}, {call}", kernel_check(c))
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
             self.kernels = dict(c2.launches)
         ref_aliases = bool(verify.aliased(refs, inputs))
@@ -298,133 +333,15 @@ class Judge:
                 [Check(name="values", passed=False, detail=f"could not compare: {describe(e)}")]
             )
 
-    # --- extra draws: result caches, another value distribution, another shape ---
-
-    def _extra_checks(self) -> None:
-        if self.ref_mutates:
-            self._skip("result-cache", "the reference changes its inputs, so extra draws are not made")
-            return
-        assert self.last is not None
-        model, _, inputs = self.last
-        # 1. New values written into the very tensors of the last call (same objects, same pointers).
-        import torch
-
-        new = self._draw(self.ref_module, "result-cache, same tensors")
-        for x, n in zip(inputs, new, strict=True):
-            if isinstance(x, torch.Tensor):
-                x.copy_(n)
-        del new
-        self._extra(
-            "result-cache", model, "main", inputs, "same input tensors refilled with new values", refresh=True
-        )
-        # 2. Fresh tensors (new objects, new values).
-        fresh = self._draw(self.ref_module, "result-cache, new tensors")
-        self._extra("result-cache", model, "main", fresh, "new input tensors with new values")
-        del fresh
-        # 3. Another value distribution (floating inputs only): the first of DISTRIBUTIONS on which the
-        #    reference stays finite (x * 100 + 3 overflows an fp16 matmul, for one).
-        self._other_distribution(model)
-        # 4. Another shape.
-        self._other_shape()
-
-    def _other_distribution(self, model: Any) -> None:
-        import torch
-
-        for scale, shift in DISTRIBUTIONS:
-            what = f"floating inputs drawn as x * {scale:g} + {shift:g}"
-            scaled = self._draw(self.ref_module, f"other-distribution x * {scale:g} + {shift:g}")
-            floats = [t for t in scaled if isinstance(t, torch.Tensor) and t.is_floating_point()]
-            if not floats:
-                self._skip("other-distribution", "no floating inputs")
-                return
-            for t in floats:
-                t.mul_(scale).add_(shift)
-            refs = self._reference(model, scaled, what)
-            if all(bool(torch.isfinite(r).all()) for r in refs if r.is_floating_point()):
-                self._extra("other-distribution", model, "main", scaled, what, refs=refs)
-                return
-            del scaled, floats, refs
-        self._skip("other-distribution", "the reference is not finite on any of the scaled distributions")
-
-    def _extra(
-        self,
-        name: str,
-        model: Any,
-        key: str,
-        inputs: list[Any],
-        what: str,
-        refresh: bool = False,
-        refs: list[Any] | None = None,
-    ) -> None:
-        if refs is None:
-            refs = self._reference(model, inputs, what)
-        c = self._call(key, inputs, 0, f"{name} ({what})", "refresh" if refresh else "new")
-        self._guard_checks(f"{name} ({what})", c)
-        if not c.own_kernels:
-            self.ledger.add(
-                f"{name} ({what})",
-                Check(
-                    name="no-triton-kernel",
-                    passed=False,
-                    detail="no Triton kernel defined in the candidate ran",
-                ),
-            )
-        cmp = self._compare(c.outputs, refs)
-        failed = [ch for ch in cmp.checks if not ch.passed]
-        self.ledger.add(
-            what,
-            Check(
-                name=name,
-                passed=not failed,
-                detail=f"{failed[0].name}: {failed[0].detail}"
-                if failed
-                else f"outputs match the reference ({what})",
-            ),
-        )
-        self._stop_on_failure()
-
-    def _skip(self, name: str, why: str) -> None:
-        self.ledger.add("extra draws", Check(name=name, passed=True, detail=f"{WARNING_SKIPPED}{why}"))
-
-    def _alt_shapes(self) -> dict[str, int | float] | None:
-        spec = self.req.problem
-        if not spec.small_shapes:
-            return None
-        if not self.req.small:
-            return dict(spec.small_shapes)  # the full-size run: the small shapes are the other shape
-        alt: dict[str, int | float] = {}
-        for k, v in spec.small_shapes.items():
-            alt[k] = v + v // 3 + 1 if isinstance(v, int) and not isinstance(v, bool) and v > 0 else v
-        return alt if alt != dict(spec.small_shapes) else None
-
-    def _other_shape(self) -> None:
-        from agent.problem import ProblemError, load_reference
-
-        alt = self._alt_shapes()
-        if alt is None:
-            self._skip("other-shape", "the problem names no shape globals to vary (small_shapes)")
-            return
-        what = ", ".join(f"{k}={v}" for k, v in alt.items())
-        try:
-            module = load_reference(self.req.problem, small=False)
-            for k, v in alt.items():
-                setattr(module, k, v)
-            seed = (self.req.seeds or [0])[0]
-            model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
-            inputs = self._draw(module, f"other-shape {what}")
-            refs = self._reference(model, inputs, f"other shape {what}")
-        except (ProblemError, Rejected) as e:
-            self._skip("other-shape", f"the reference fails at {what} ({e})")
-            return
-        self.runner.build("alt", seed, init_inputs, model.state_dict())
-        self._extra("other-shape", model, "alt", inputs, what, refs=refs)
-
     def _stop_on_failure(self) -> None:
         failures = self.ledger.failures()
         if not failures:
             return
         cheat = [(w, c) for w, c in failures if c.name in CHEATING_CHECKS]
-        where, check = (cheat or failures)[0]
+        # An unwritten element shows as the poison in the poisoned call and as stale memory (wrong values)
+        # in the plain one: "written" says why.
+        unwritten = [(w, c) for w, c in failures if c.name == "written"]
+        where, check = (cheat or unwritten or failures)[0]
         self.rule = check.name
         raise Rejected(
             Status.CHEATING if cheat else Status.INCORRECT,
@@ -456,9 +373,10 @@ class Judge:
                     watch = getattr(getattr(self.runner, "session", None), "watch", None)
                     if watch is not None and verify.triton_environment() != env:
                         watch.accept([verify.TRITON_ENV])  # torch.compile's own settings, not the candidate's
+            sampler = _TimedSampler(new_model, self.rng)
             with self._phase("timing"):
                 t = timing.time_models(
-                    new_model,
+                    sampler,
                     model,
                     inputs,
                     reps=self.req.timing_reps,
@@ -471,7 +389,23 @@ class Judge:
             raise Rejected(Status.CRASHED, f"while timing: {describe(e)}") from None
         t.retuned = self.retuned
         self.ledger.add("timing", timing.plausibility(t))
+        self._check_timed(model, inputs, sampler)
         return t
+
+    def _check_timed(self, model: Any, inputs: list[Any], sampler: _TimedSampler) -> None:
+        """Outputs of timed calls drawn at random, against the reference: a candidate honest only while
+        checked is wrong here."""
+        from agent.problem import flatten_outputs
+
+        if not sampler.kept:
+            return
+        refs = self._reference(model, inputs, "timed calls")
+        for i, out in sampler.kept:
+            comparison = self._compare(flatten_outputs(out), refs)
+            self.ledger.add(
+                f"timed call {i}", match_check("timed-calls", comparison, "matches the reference")
+            )
+        self._stop_on_failure()
 
     def _retune(self, model: Any, new_model: Any, inputs: list[Any]) -> None:
         """Re-choose each autotuned kernel's config by the judge's own timing (`agent.evaluation.retune`)."""
@@ -517,6 +451,24 @@ class Judge:
             return float(eval(expr, {}, dict(vars(self.ref_module))))
         except Exception:
             return None
+
+
+class _TimedSampler:
+    """The candidate as the timing loop calls it; keeps the outputs of up to 3 calls drawn at random."""
+
+    def __init__(self, model: Any, rng: Any, keep: int = 3, chance: float = 0.05):
+        self.model, self.rng, self.keep, self.chance = model, rng, keep, chance
+        self.calls = 0
+        self.kept: list[tuple[int, Any]] = []
+
+    def __call__(self, *args: Any) -> Any:
+        from agent.problem import flatten_outputs
+
+        out = self.model(*args)
+        self.calls += 1
+        if len(self.kept) < self.keep and self.rng.random() < self.chance:
+            self.kept.append((self.calls, [o.clone() for o in flatten_outputs(out)]))
+        return out
 
 
 def _max(a: float | None, b: float | None) -> float | None:

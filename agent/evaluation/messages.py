@@ -35,7 +35,9 @@ class Build(BaseModel):
 class Call(BaseModel):
     """Call model `key` on the inputs saved at `inputs`; outputs and inputs after the call go to `outputs`.
     `mode` "same" or "refresh": fill the tensors of the previous call (same data pointers) with these
-    values; anything else: the loaded tensors as they are."""
+    values; "again": call with the tensors of the previous call untouched (nothing is loaded); anything
+    else: the loaded tensors as they are. `poison`: deterministic algorithms and NaN-filled torch.empty
+    on for this call (the judge draws it)."""
 
     op: Literal["call"] = "call"
     key: str
@@ -44,6 +46,7 @@ class Call(BaseModel):
     mode: str
     config: int = 0
     where: str
+    poison: bool = True
 
 
 class Finish(BaseModel):
@@ -97,6 +100,9 @@ class Called(Done):
     checks: list[Check]
     aliasing: list[tuple[int, int]]
     max_configs: int = 1
+    work: dict[
+        str, float
+    ] = {}  # host_ms: the thread's CPU time outside launches; ops: the candidate's ATen ops
 
 
 class Finished(Done):

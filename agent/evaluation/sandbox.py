@@ -154,6 +154,20 @@ def _limits(address_space: int | None, parent: int, file_bytes: int = MAX_FILE_B
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
 
+def _death_signal(rc: int | None) -> str | None:
+    """The signal a worker died from: Popen's negative code, or bwrap's 128 + signal for the boxed child
+    (bwrap exits with that status when the process it started was killed by a signal)."""
+    if rc is None:
+        return None
+    number = -rc if rc < 0 else rc - 128 if 128 < rc < 128 + 65 else None
+    if number is None:
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _kill_group(pid: int) -> None:
     # The worker leads its own session, so its group id is its pid; children it left behind die too.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -238,12 +252,7 @@ def run_worker(
                 proc.wait()
         wall = time.perf_counter() - start
         rc = proc.returncode
-        sig = None
-        if rc is not None and rc < 0:
-            try:
-                sig = signal.Signals(-rc).name
-            except ValueError:
-                sig = f"signal {-rc}"
+        sig = _death_signal(rc)
         result_json, forged = None, False
         if not timed_out and res_path.exists():
             with contextlib.suppress(OSError):
@@ -375,14 +384,14 @@ class WorkerProcess:
             ready, _, _ = select.select([self.resp_r], [], [], min(left, 1.0))
             if not ready:
                 if self.proc.poll() is not None:
-                    raise WorkerFault("died", self._end())
+                    raise WorkerFault("died", self._end(died=True))
                 continue
             try:
                 chunk = os.read(self.resp_r, 1 << 20)
             except BlockingIOError:
                 continue
             if not chunk:
-                raise WorkerFault("died", self._end())
+                raise WorkerFault("died", self._end(died=True))
             self._buf += chunk
             if len(self._buf) > MAX_REPLY_BYTES:
                 raise WorkerFault("forged", self._end(forged=True))
@@ -398,21 +407,18 @@ class WorkerProcess:
             raise WorkerFault("forged", self._end(forged=True))
         return reply
 
-    def _end(self, timed_out: bool = False, forged: bool = False) -> WorkerOutcome:
+    def _end(self, timed_out: bool = False, forged: bool = False, died: bool = False) -> WorkerOutcome:
         """Kill it (and all it spawned) and say how it ended."""
-        if self.proc.poll() is None:
-            _kill_group(self.proc.pid)
-        else:
-            _kill_group(self.proc.pid)  # children it left behind
+        if died:
+            # A worker that died on its own (its pipe closed) may still be unwinding: under bwrap the box's
+            # init reports the signal only once it exits, and killing it first would hide the signal.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=2)
+        _kill_group(self.proc.pid)  # whatever it left behind
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         rc = self.proc.returncode
-        sig = None
-        if rc is not None and rc < 0 and not timed_out:
-            try:
-                sig = signal.Signals(-rc).name
-            except ValueError:
-                sig = f"signal {-rc}"
+        sig = None if timed_out else _death_signal(rc)
         out, err = self.tails()
         self._dead = WorkerOutcome(
             returncode=rc,

@@ -15,6 +15,33 @@ COMPILE_ERRORS = {"CompilationError", "OutOfResources", "PTXASError"}
 EXIT_EXCEPTIONS = {"SystemExit", "KeyboardInterrupt", "GeneratorExit"}
 
 
+# Exit codes of `ncu-agent check`, defined here only: accepted 0, rejected 1, bad usage 2 (the CLI's own),
+# and 3 when the CPU cannot decide (`Status.UNDECIDED`: a branch on the device or the interpreter whose
+# arms do different work; the GPU check decides).
+EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
+
+
+def exit_code(status: Status) -> int:
+    if status == Status.ACCEPTED:
+        return EXIT_ACCEPTED
+    return EXIT_UNDECIDED if status == Status.UNDECIDED else EXIT_REJECTED
+
+
+def undecided(source: str) -> tuple[str, list[Check]] | None:
+    """(reason, checks) when the CPU cannot decide on `source` (device-branch findings), else None."""
+    from agent.source.device_branches import device_branches
+
+    found = device_branches(source)
+    if not found:
+        return None
+    reason = (
+        "the CPU cannot decide: a branch on the device or the interpreter does different work in the arm "
+        f"the CPU check never runs ({found[0].text()}); the GPU check decides"
+    )
+    checks = [Check(name="device-branch", passed=False, detail=b.text()) for b in found[:4]]
+    return reason, checks
+
+
 class Rejected(Exception):
     """Stops the evaluation with a status (raised from anywhere below `Judge.run`)."""
 
@@ -89,9 +116,9 @@ def _compile_error_line(e: BaseException, candidate_file: str) -> tuple[int, str
     return line, name, lines[line - 1].strip() if 0 < line <= len(lines) else ""
 
 
-# Until the judge has a status of its own for it, a kernel the CPU interpreter cannot run is reported as
-# crashed, with the reason saying so; this is the one place that maps it.
-CPU_UNDECIDED = Status.CRASHED
+# A kernel the CPU interpreter cannot run is neither right nor wrong there: the CPU cannot decide (exit 3),
+# and the GPU check decides. This is the one place that maps interpreter limits to that verdict.
+CPU_UNDECIDED = Status.UNDECIDED
 CPU_RULE = "cpu-interpreter"
 CPU_NOTE = " (the CPU interpreter cannot run this, so the CPU cannot decide; the GPU run will)"
 

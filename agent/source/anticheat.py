@@ -30,6 +30,7 @@ from agent.source.anticheat_rules import (
     CACHE_DECORATORS,
     DYNAMIC_ATTRS,
     FRAME_ATTRS,
+    IMPORTLIB_ALLOWED,
     NN_CONTAINERS,
     OS_PREFIX_RULES,
     REFERENCE_NAMES,
@@ -129,6 +130,12 @@ class _Checker:
         return None
 
     def banned(self, name: str) -> str | None:
+        if name in IMPORTLIB_ALLOWED or any(
+            name.startswith(f"{a}.") for a in IMPORTLIB_ALLOWED if a != "importlib"
+        ):
+            return (
+                None  # importing installed packages by name (version checks); nothing loaded from elsewhere
+            )
         parts = name.split(".")
         for i in range(len(parts), 0, -1):
             rule = BANNED_PREFIXES.get(".".join(parts[:i]))

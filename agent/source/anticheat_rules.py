@@ -43,6 +43,15 @@ def _words(text: str) -> list[str]:
 
 # --- tables ------------------------------------------------------------------------------------------
 
+# importlib's parts that import installed packages by name or read their metadata (version checks):
+# allowed; the rest of importlib (loading from a path, reload, loaders) stays a code-generator.
+IMPORTLIB_ALLOWED = frozenset(
+    {"importlib", "importlib.metadata", "importlib.import_module", "importlib.util.find_spec"}
+)
+# Static findings the run-time accounting decides (torch ops, caches, fallbacks and what a computed name
+# resolves to are all seen when they run): shown with the verdict as evidence, never a rejection alone.
+EVIDENCE_ONLY = frozenset({"torch-compute", "result-cache", "try-except", "dynamic-access"})
+
 # Module (or dotted prefix) -> rule, for imports and for any resolved name under it.
 BANNED_PREFIXES: dict[str, str] = {
     "importlib": "code-generator",

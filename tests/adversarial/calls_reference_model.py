@@ -1,6 +1,6 @@
 # exploit: imports the problem's reference Model and calls it, beside a decoy kernel
 # expect: reference-import cheating
-# runtime-cpu: torch-compute cheating
+# runtime-cpu: rejected (in the sandbox the problem folder is not there to import; without it, torch-compute)
 # runtime-gpu: torch-compute cheating
 
 import torch

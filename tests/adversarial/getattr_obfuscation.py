@@ -1,5 +1,5 @@
 # exploit: reaches torch.mean through getattr with a computed name, so no call to it appears in the source
-# expect: dynamic-access cheating
+# expect: torch-compute cheating
 # runtime-cpu: torch-compute cheating
 # runtime-gpu: torch-compute cheating
 

@@ -1,5 +1,5 @@
 # exploit: a Triton path that fails on these shapes, caught by try/except, falling back to torch
-# expect: try-except cheating
+# expect: torch-compute cheating
 # runtime-cpu: torch-compute cheating
 # runtime-gpu: torch-compute cheating
 

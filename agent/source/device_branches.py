@@ -1,0 +1,89 @@
+"""Branches on the device or on Triton's interpreter whose arms do different work.
+
+The CPU check runs one arm only (`x.is_cuda` is False there, `TRITON_INTERPRET` is set), so a candidate
+whose other arm does other work cannot be judged on the CPU: the verdict is "the CPU cannot decide"
+(`Status.UNDECIDED`, exit 3), and the GPU check decides. Arms that differ only in values (a block size
+per device, a device name) or in device queries and synchronisation do the same work and are no finding.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+# What a test reads to be a branch on the device or the interpreter.
+_DEVICE_WORDS = ("is_cuda", "is_cpu", "device.type", "cuda.is_available", "TRITON_INTERPRET", "interpret")
+# Calls that are not work: device queries, synchronisation, metadata, errors, messages.
+_NOT_WORK = (
+    "torch.cuda.",
+    "torch.xpu.",
+    "torch.device",
+    "torch.Size",
+    "getattr",
+    "hasattr",
+    "isinstance",
+    "len",
+    "int",
+    "float",
+    "str",
+    "print",
+    "warnings.warn",
+    "os.environ.get",
+    "os.getenv",
+    "triton.cdiv",
+    "triton.next_power_of_2",
+    "min",
+    "max",
+)
+
+
+@dataclass(frozen=True)
+class DeviceBranch:
+    line: int
+    test: str
+    only_one: str  # work one arm does and the other does not
+
+    def text(self) -> str:
+        return f"line {self.line}: `if {self.test}` runs `{self.only_one}` in one arm only"
+
+
+def _kernel_nodes(tree: ast.AST) -> set[ast.AST]:
+    out: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in node.decorator_list):
+            out |= set(ast.walk(node))
+    return out
+
+
+def _work(stmts: list[ast.stmt]) -> set[str]:
+    """Calls that do work, and returned values, in a branch arm."""
+    found: set[str] = set()
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if not name.startswith(_NOT_WORK) and not name.endswith((".synchronize", ".is_available")):
+                    found.add(name)
+            elif isinstance(node, ast.Return) and node.value is not None:
+                found.add(f"return {ast.unparse(node.value)}")
+    return found
+
+
+def device_branches(source: str) -> list[DeviceBranch]:
+    """Every `if` on the device or the interpreter (outside Triton kernels) whose arms do different work."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    kernels = _kernel_nodes(tree)
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If) or node in kernels:
+            continue
+        test = ast.unparse(node.test)
+        if not any(word in test for word in _DEVICE_WORDS):
+            continue
+        differs = _work(node.body) ^ _work(node.orelse)
+        if differs:
+            out.append(DeviceBranch(line=node.lineno, test=test, only_one=sorted(differs)[0]))
+    return out

@@ -1,0 +1,32 @@
+"""Honest: a helper method that happens to be called `softmax` (a name, not a torch op)."""
+
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def l1_rows(x_ptr, out_ptr, D, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    acc = 0.0
+    for start in range(0, D, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        acc += tl.sum(tl.abs(tl.load(x_ptr + row * D + offs, mask=offs < D, other=0.0)), axis=0)
+    mean = acc / D
+    for start in range(0, D, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < D
+        x = tl.load(x_ptr + row * D + offs, mask=mask, other=0.0)
+        tl.store(out_ptr + row * D + offs, x / mean, mask=mask)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.softmax(x)
+
+    def softmax(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        l1_rows[(x.shape[0],)](x, out, x.shape[1], BLOCK=1024)
+        return out
