@@ -1,4 +1,4 @@
-"""What the sandbox adds per warm evaluation on the CPU: `python scripts/bench_sandbox_cost.py N`.
+"""What the sandbox adds per warm evaluation: `python scripts/bench_sandbox_cost.py N [DEVICE]` (cpu, cuda).
 
 tests/candidates/simple_l1.py (one seed, no autotune) in a warm worker with bwrap and one without
 (NCU_AGENT_SANDBOX=off), N pairs interleaved; then the per-candidate work the sandbox adds in the parent,
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = load_problem(str(ROOT / "kernels" / "l1_norm"))
 SOURCE = (ROOT / "tests" / "candidates" / "simple_l1.py").read_text()
 FAKE_UID = 2_000_001
+DEVICE = sys.argv[2] if len(sys.argv) > 2 else "cpu"
 
 
 def _mode(mode: str) -> None:
@@ -35,7 +36,7 @@ def _mode(mode: str) -> None:
 
 def _timed(pool: WorkerPool) -> tuple[float, EvalResult]:
     start = time.perf_counter()
-    result = evaluate(PROBLEM, SOURCE, "cpu", seeds=(0,), time=False, pool=pool)
+    result = evaluate(PROBLEM, SOURCE, DEVICE, seeds=(0,), time=False, pool=pool)
     return time.perf_counter() - start, result
 
 

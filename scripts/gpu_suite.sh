@@ -1,47 +1,166 @@
 #!/usr/bin/env bash
 # Everything ncu-agent measures on a GPU, in one call of the device tool (or on any CUDA machine):
 #   bash scripts/gpu_suite.sh [STEP...]
-# steps: env tests run sweep profcost fixtures llm compare stability evalcost (the default: all of these), and
-# pipeline (the default pipeline over every bundled problem) and gpus (the same capped batch on GPU 0, then
-# on GPUs 0 and 1: a two-GPU machine), which are asked for by name.
-# Knobs: GPU_TESTS (test files for the tests step), STABILITY_PROBLEMS, STABILITY_ARGS (--baselines),
-# EVALCOST_N, PIPELINE_PROBLEMS, PIPELINE_GPUS (0,1), PIPELINE_SECONDS, PIPELINE_RESUME, PIPELINE_DIR,
-# PIPELINE_MINUTES (the batch's --time-limit), GPUS_SETS, GPUS_MAX_EVALS.
-# Installs what the GPU machine lacks from wheels carried in .whl/ (scripts/fetch_wheels.sh makes them),
-# writes logs and results under $OUT (default /tmp/ncu-agent-gpu), packed into $OUT/results.tar.gz.
+# The default, in order of priority (docs/measurements.md "GPU runs planned" splits them over device calls):
+#   env kernelbench sandbox judge evalrate memgrowth
+#   kernelbench: KernelBench level 1 (.kernelbench/, scripts/fetch_kernelbench.sh) through `batch --llm`
+#     against the scripted endpoint; fast_p summary, and eager/compile ratios against KernelBench's own.
+#   sandbox: the escape tests on the GPU, and the cost per warm evaluation with and without bwrap.
+#   judge: the adversarial and real-world corpora through the GPU path; timing spread and do_bench.
+#   evalrate: warm evaluations/min of full-size L1-norm candidates at OLD_COMMIT (.oldrev/) and at HEAD.
+#   memgrowth: the warm worker's GPU memory per evaluation, parallel compile on and off.
+#   multigpu (by name, on nvidia-h200-x2): the kernelbench batch on GPU 0, then on GPUs 0,1.
+# Older steps, by name: tests run sweep profcost fixtures llm compare stability evalcost pipeline gpus.
+# Each new step writes small raw outputs under $OUT/<step>/; the older ones under $OUT/work.
+# Knobs: KB_PROBLEMS (a folder of KernelBench files, default .kernelbench/level1), KB_REPLIES (the scripted
+# model's first versions: NAME.py or NAME/N.py per problem), KB_STAGES, KB_ITERS, KB_MINUTES, KB_MAX_EVALS,
+# SANDBOX_N, EVALRATE_N, OLD_COMMIT, MEMGROWTH_N, GPU_TESTS, STABILITY_PROBLEMS, STABILITY_ARGS, EVALCOST_N,
+# PIPELINE_PROBLEMS, PIPELINE_GPUS, PIPELINE_SECONDS, PIPELINE_RESUME, PIPELINE_DIR, PIPELINE_MINUTES,
+# GPUS_SETS, GPUS_MAX_EVALS.
+# Installs what the GPU machine lacks from .whl/ (scripts/fetch_wheels.sh): the wheels into the interpreter's
+# own site-packages (a worker's PYTHONPATH is the repo alone, and inside bwrap only system paths are bound,
+# so a --target folder would not be seen by workers), bubblewrap's .deb unpacked under /tmp/bwrap when the
+# machine has no `bwrap`. Results are packed into $OUT/results.tar.gz.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/ncu-agent-gpu}
 mkdir -p "$OUT/work"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+export PYTHONPATH=$ROOT
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  # Once per wheel set, under a lock: a second suite started beside this one (another GPU) must neither
-  # reinstall into the directory this one imports from nor import from a half-written one.
-  SITE=/tmp/site-$(ls .whl/*.whl | xargs -n1 basename | sort | sha256sum | cut -c1-12)
+  # Once per wheel set, under a lock: a second suite started beside this one (another GPU) must not import
+  # from a half-installed set.
+  MARK=/tmp/ncu-agent-wheels-$(ls .whl/*.whl | xargs -n1 basename | sort | sha256sum | cut -c1-12)
   (
     flock 9
-    if [ ! -f "$SITE/.complete" ]; then
-      rm -rf "$SITE"
-      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
-        && touch "$SITE/.complete"
+    if [ ! -f "$MARK" ]; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl \
+        || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+          --break-system-packages .whl/*.whl
+      [ $? -eq 0 ] && touch "$MARK"
     fi
   ) 9>/tmp/ncu-agent-site.lock
-  [ -f "$SITE/.complete" ] || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=$SITE:$ROOT
-else
-  export PYTHONPATH=$ROOT
+  [ -f "$MARK" ] || { echo "wheel install failed"; exit 1; }
 fi
-STEPS=${*:-env tests run sweep profcost fixtures llm compare stability evalcost}
+if ! command -v bwrap >/dev/null && ls .whl/bubblewrap_*.deb >/dev/null 2>&1; then
+  # Unpacked aside, never over /: the sandbox finds it on PATH (agent/evaluation/confine.py bwrap_path).
+  dpkg -x "$(ls .whl/bubblewrap_*.deb | head -1)" /tmp/bwrap && export PATH=/tmp/bwrap/usr/bin:$PATH
+fi
+STEPS=${*:-env kernelbench sandbox judge evalrate memgrowth}
 W=$OUT/work
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 step() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
 
 if has env; then
   step env
-  { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+  mkdir -p "$OUT/env"
+  { date -u; echo "commit $(cat .oldrev/HEAD 2>/dev/null) kernelbench $(cat .kernelbench/COMMIT 2>/dev/null)"
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
     python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-    ncu --version | tail -1; } 2>&1 | tee "$W/env.txt"
+    python3 -c "from agent.evaluation import confine; print('bwrap', confine.bwrap_path(), 'isolation', confine.isolation())"
+    python3 -c "import pydantic, openai, pyseccomp, ncu_report; print('wheels ok')"
+    ncu --version | tail -1; } 2>&1 | tee "$OUT/env/env.txt"
+fi
+
+# A KernelBench batch through `batch --llm` against the scripted endpoint on loopback: kb_batch OUTDIR GPUS
+# [extra batch args]. The batch lives under /tmp (records with .ncu-rep files are large); its summary, log
+# and a tarball of the records without .ncu-rep files go to OUTDIR.
+kb_batch() {
+  local out=$1 gpus=$2; shift 2
+  local kb=${KB_PROBLEMS:-.kernelbench/level1} port=$((8770 + RANDOM % 100))
+  local d=/tmp/ncu-agent-kb-${gpus//,/-}
+  [ -d "$kb" ] || { echo "no $kb: run scripts/fetch_kernelbench.sh here and carry .kernelbench"; return 1; }
+  mkdir -p "$out"
+  rm -rf "$d" "$d.cache"
+  python3 -m agent.llm.scripted --port "$port" --references "$kb" \
+    --replies "${KB_REPLIES:-tests/kernelbench_l1_replies}" > "$out/scripted_llm.log" 2>&1 &
+  local llm=$!
+  sleep 2
+  # Empty Triton and inductor caches: a one-GPU and a two-GPU batch start equally cold.
+  OPENAI_API_KEY=unused NCU_AGENT_LLM_CACHE="$d.cache/llm.sqlite" TRITON_CACHE_DIR="$d.cache/triton" \
+    TORCHINDUCTOR_CACHE_DIR="$d.cache/inductor" timeout "${KB_SECONDS:-560}" \
+    python3 -m agent batch "$kb" --llm --model scripted --base-url "http://127.0.0.1:$port/v1" --samples 1 \
+    --stages "${KB_STAGES:-first,micro}" --max-iterations "${KB_ITERS:-2}" --time-limit "${KB_MINUTES:-8}" \
+    --gpus "$gpus" --out "$d" "$@" > "$out/batch.log" 2>&1
+  echo "batch exit $?"
+  kill "$llm"
+  tail -40 "$out/batch.log"
+  cp "$d"/summary* "$out/" 2>/dev/null
+  tar -czf "$out/records.tar.gz" --exclude='*.ncu-rep' --exclude='*.sqlite-wal' -C /tmp "$(basename "$d")"
+  rm -rf "$d.cache"
+}
+
+if has kernelbench; then
+  step "KernelBench level 1: batch --llm (scripted), fast_p, eager/compile against KernelBench's timings"
+  kb_batch "$OUT/kernelbench" 0
+  python3 scripts/compare_kernelbench_baseline.py "$OUT/kernelbench/summary.json" .kernelbench/timing \
+    --out "$OUT/kernelbench/baseline_compare.json" 2>&1 | tee "$OUT/kernelbench/baseline_compare.txt"
+fi
+
+if has sandbox; then
+  step "the sandbox on the GPU: escape tests, and its cost per warm evaluation"
+  mkdir -p "$OUT/sandbox"
+  python3 -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/test_sandbox_escapes.py 2>&1 \
+    | tee "$OUT/sandbox/escape_tests.log" | tail -25
+  python3 scripts/bench_sandbox_cost.py "${SANDBOX_N:-6}" cuda 2>&1 | tee "$OUT/sandbox/cost_cuda.txt"
+fi
+
+if has judge; then
+  step "the judge on the GPU: adversarial and real-world corpora, timing spread and do_bench"
+  mkdir -p "$OUT/judge"
+  python3 -m pytest -q -p no:cacheprovider -m "gpu or not gpu" -rs tests/test_adversarial.py \
+    tests/test_realcode.py 2>&1 | tee "$OUT/judge/corpus_tests.log" | tail -40
+  python3 scripts/bench_stability.py --baselines ${STABILITY_PROBLEMS:-kernels/l1_norm kernels/matmul_fp16 kernels/softmax} \
+    --runs 5 --out "$OUT/judge/stability.json" 2>&1 | tee "$OUT/judge/stability.log" | tail -12
+  rm -rf "$OUT/judge/stability_tmp"
+fi
+
+if has evalrate; then
+  # Both trees in the same call, old first (the machine's clocks and caches as alike as one call allows);
+  # each with its own Triton/inductor caches so neither reuses the other's compiled kernels.
+  OLD=${OLD_COMMIT:-1dc3a4c}
+  step "warm evaluations/min, full-size L1 norm: $OLD, then HEAD"
+  mkdir -p "$OUT/evalrate"
+  if [ -f ".oldrev/$OLD.tar.gz" ]; then
+    rm -rf "/tmp/old-$OLD" && mkdir -p "/tmp/old-$OLD" && tar -xzf ".oldrev/$OLD.tar.gz" -C "/tmp/old-$OLD"
+    (cd "/tmp/old-$OLD" && PYTHONPATH=$PWD TRITON_CACHE_DIR=/tmp/er-old/triton TORCHINDUCTOR_CACHE_DIR=/tmp/er-old/ind \
+      python3 scripts/bench_eval_cost.py kernels/l1_norm --n "${EVALRATE_N:-6}" --out "$OUT/evalrate/$OLD.json") \
+      2>&1 | tee "$OUT/evalrate/$OLD.log" | tail -12
+  else
+    echo "no .oldrev/$OLD.tar.gz: run scripts/fetch_wheels.sh here and carry .oldrev"
+  fi
+  TRITON_CACHE_DIR=/tmp/er-head/triton TORCHINDUCTOR_CACHE_DIR=/tmp/er-head/ind \
+    python3 scripts/bench_eval_cost.py kernels/l1_norm --n "${EVALRATE_N:-6}" --out "$OUT/evalrate/head.json" \
+    2>&1 | tee "$OUT/evalrate/head.log" | tail -12
+fi
+
+if has memgrowth; then
+  # The worker's memory_allocated() growth check (agent/evaluation/worker.py _GpuMemory) names the GiB in
+  # the reason a worker is replaced, which bench_eval_cost records; nvidia-smi samples each process's
+  # GPU memory (allocator reserve included) every 500 ms beside it.
+  for pc in 1 0; do
+    step "warm worker GPU memory, NCU_AGENT_PARALLEL_COMPILE=$pc"
+    mkdir -p "$OUT/memgrowth"
+    nvidia-smi --query-compute-apps=timestamp,pid,used_memory --format=csv,noheader -lms 500 \
+      > "$OUT/memgrowth/smi_pc$pc.csv" 2>&1 &
+    SMI=$!
+    NCU_AGENT_PARALLEL_COMPILE=$pc python3 scripts/bench_eval_cost.py kernels/l1_norm --n "${MEMGROWTH_N:-8}" \
+      --out "$OUT/memgrowth/evalcost_pc$pc.json" 2>&1 | tee "$OUT/memgrowth/evalcost_pc$pc.log" | tail -8
+    kill "$SMI"
+  done
+fi
+
+if has multigpu; then
+  # The same KernelBench batch on GPU 0, then on GPUs 0 and 1; compare evaluations_per_min, the correct
+  # column and gpu_overlaps of the two summaries.
+  for g in ${GPUS_SETS:-0 0,1}; do
+    step "KernelBench batch on GPUs $g (--max-evaluations ${KB_MAX_EVALS:-4})"
+    kb_batch "$OUT/multigpu/gpus_${g//,/-}" "$g" --max-evaluations "${KB_MAX_EVALS:-4}"
+    python3 -c "import json,sys; o=json.load(open(sys.argv[1]))['overall']; print({k: o[k] for k in \
+('problems', 'correct', 'evaluations', 'wall_s', 'evaluations_per_min', 'gpu_overlaps')})" \
+      "$OUT/multigpu/gpus_${g//,/-}/summary.json"
+  done
 fi
 
 if has tests; then
@@ -155,5 +274,5 @@ if has gpus; then
   done
 fi
 
-tar -czf "$OUT/results.tar.gz" -C "$OUT" work
+tar -czf "$OUT/results.tar.gz" --exclude=results.tar.gz -C "$OUT" .
 ls -la "$OUT/results.tar.gz"
