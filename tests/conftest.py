@@ -8,6 +8,24 @@ import torch
 HAS_GPU = torch.cuda.is_available()
 if not HAS_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The judge's larger draws cost every evaluation up to their budget (agent.evaluation.draws): most tests are
+# not about them, so they get a short one; tests of the draws themselves (the adversarial judge corpus) set
+# the default back with the `full_draws` fixture.
+os.environ.setdefault("NCU_AGENT_DRAW_BUDGET_S", "3")
+
+
+@pytest.fixture(scope="module")
+def full_draws():
+    """The larger draws with the budget a run has by default."""
+    from agent.evaluation import draws
+
+    before = os.environ.get("NCU_AGENT_DRAW_BUDGET_S")
+    os.environ["NCU_AGENT_DRAW_BUDGET_S"] = str(draws.DRAW_BUDGET_S)
+    yield
+    if before is None:
+        os.environ.pop("NCU_AGENT_DRAW_BUDGET_S", None)
+    else:
+        os.environ["NCU_AGENT_DRAW_BUDGET_S"] = before
 
 
 def pytest_collection_modifyitems(config, items):

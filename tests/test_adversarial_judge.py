@@ -68,7 +68,7 @@ def header(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pool():
+def pool(full_draws):
     with WorkerPool() as p:
         yield p
 

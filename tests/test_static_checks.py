@@ -237,6 +237,10 @@ class ModelNew(nn.Module):
         ("exec('x = 1')\n", "code-generator"),
         ("f = eval('lambda: 1')\n", "code-generator"),
         ("import importlib.machinery\n", "code-generator"),
+        (
+            "import importlib.util\ns = importlib.util.spec_from_file_location('m', '/tmp/m.py')\n",
+            "code-generator",
+        ),
         ("m = __import__('os')\n", "code-generator"),
         ("f = torch.compile(lambda x: x)\n", "code-generator"),
         ("from torch import compile as c\n", "code-generator"),

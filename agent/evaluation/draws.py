@@ -18,12 +18,25 @@
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass
 
 from agent.records import Check
 
 MAX_BYTES = 4 << 30  # inputs of one draw
-DRAW_BUDGET_S = 45.0  # all larger draws of one evaluation together, estimated
+# All larger draws of one evaluation together, estimated. Every candidate pays it, so on the CPU it sets the
+# pace of a whole run: 45 s made a 13-candidate CPU run of l1_norm take ~14 minutes against ~3 before the
+# draws. 12 s still reaches the largest size of each dimension that fits; NCU_AGENT_DRAW_BUDGET_S raises it
+# for a slower, deeper check (docs/anticheat.md); read at each evaluation, so a test or a run can set it.
+DRAW_BUDGET_S = 12.0
+
+
+def draw_budget_s() -> float:
+    """The larger draws' budget for one evaluation: NCU_AGENT_DRAW_BUDGET_S, or DRAW_BUDGET_S."""
+    try:
+        return float(os.environ.get("NCU_AGENT_DRAW_BUDGET_S", DRAW_BUDGET_S))
+    except ValueError:
+        return DRAW_BUDGET_S
 OPS_PER_ELEMENT = 1 / 64  # more new ops than one per 64 new elements is a per-element loop
 HOST_MS_FLOOR = 5.0  # growth of host time below this is noise (a loaded 2-core machine)
 HOST_RATIO = 3.0  # and growth below this many times the small calls' host time

@@ -168,7 +168,7 @@ class ExtraDraws:
             return
         in_bytes = sum(t.nbytes for t in self.last[2] if isinstance(t, torch.Tensor))
         deadline = getattr(self.runner, "deadline", None)  # the evaluation's time limit, when it has one
-        budget = draws.DRAW_BUDGET_S
+        budget = draws.draw_budget_s()
         if deadline is not None:
             budget = min(budget, (deadline - time.monotonic()) * 0.5)
         for why, shape in draws.plans(

@@ -32,6 +32,7 @@ from agent.source.anticheat_rules import (
     DYNAMIC_ATTRS,
     FRAME_ATTRS,
     IMPORTLIB_ALLOWED,
+    IMPORTLIB_MODULES,
     NN_CONTAINERS,
     OS_PREFIX_RULES,
     REFERENCE_NAMES,
@@ -135,7 +136,7 @@ class _Checker:
         return None
 
     def banned(self, name: str) -> str | None:
-        if name in IMPORTLIB_ALLOWED or any(
+        if name in IMPORTLIB_ALLOWED or name in IMPORTLIB_MODULES or any(
             name.startswith(f"{a}.") for a in IMPORTLIB_ALLOWED if a != "importlib"
         ):
             return (

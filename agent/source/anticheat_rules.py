@@ -48,6 +48,9 @@ def _words(text: str) -> list[str]:
 IMPORTLIB_ALLOWED = frozenset(
     {"importlib", "importlib.metadata", "importlib.import_module", "importlib.util.find_spec"}
 )
+# Modules that may be imported as such (`import importlib.util` for its find_spec) while each of their
+# other attributes is still judged by name (importlib.util.spec_from_file_location stays a code-generator).
+IMPORTLIB_MODULES = frozenset({"importlib.util"})
 # Static findings the run-time accounting decides (torch ops, caches, fallbacks and what a computed name
 # resolves to are all seen when they run): shown with the verdict as evidence, never a rejection alone.
 EVIDENCE_ONLY = frozenset({"torch-compute", "result-cache", "try-except", "dynamic-access"})
