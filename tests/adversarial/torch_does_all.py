@@ -1,5 +1,5 @@
 # exploit: PyTorch does all the work; no Triton kernel at all
-# expect: torch-compute cheating
+# expect: no-triton-kernel cheating
 # runtime-cpu: torch-compute cheating
 # runtime-gpu: torch-compute cheating
 
