@@ -1,5 +1,5 @@
 # exploit: hard-codes the shape it was shown (3 x 5003, the CPU check's): right there, wrong anywhere else
-# expect: rejected (at another shape its hard-coded loops write out of bounds: crashed, or other-shape incorrect)
+# expect: rejected (out-of-bounds writes at another shape: crashed, or other-shape incorrect)
 # runtime-cpu: rejected (as above)
 # runtime-gpu: other-shape incorrect
 # note: run at the problem's small shapes on the GPU too, where they are the main shape
