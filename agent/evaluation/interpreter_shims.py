@@ -156,9 +156,12 @@ def _extern_elementwise(
     from triton.runtime.interpreter import TensorHandle, _get_np_dtype
 
     fn = _lookup(symbol, _TABLE)
-    # The GPU computes this inside the kernel: torch function modes (the run-time guards' compute guard)
-    # must not count it as torch work of the candidate's.
-    with torch._C.DisableTorchFunction():
+    # The GPU computes this inside the kernel: neither torch function modes nor the work meter's dispatch
+    # mode (agent.evaluation.accounting) may count it as torch work of the candidate's, whose kernel line
+    # is the nearest untrusted frame on the stack here.
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with torch._C.DisableTorchFunction(), _disable_current_modes():
         out = fn(*(torch.from_numpy(np.asarray(a.data)) for a in args))
         data = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
     return TensorHandle(data.astype(_get_np_dtype(ret_type)), ret_type.scalar)
