@@ -57,9 +57,12 @@ def test_starting_kernel_is_accepted(l1):
         "device",
         "output-count",
     } <= names
-    # seed 0 under each of the 5 autotune configs, seeds 1 and 2 under config 0; two calls each
+    # the values: seed 0 under each of the 5 autotune configs, seeds 1 and 2 under config 0; two calls each
+    values = next(c for c in result.checks if c.name == "values")
+    assert values.detail.startswith("14 passed")
+    # and a Triton kernel ran in every call, the judge's repeated calls and extra draws too (50 to 66 in all)
     no_triton = next(c for c in result.checks if c.name == "no-triton-kernel")
-    assert no_triton.detail.startswith("14 passed")
+    assert int(no_triton.detail.split()[0]) >= 14 + 16
     assert result.interpreter and result.device == "cpu"
     assert result.timings is not None and result.timings.candidate is None
     assert "no GPU" in (result.timings.skipped_reason or "")
