@@ -179,6 +179,28 @@ def test_device_branches_only_when_the_arms_do_different_work():
     assert [b.line for b in found] == [9]
 
 
+def test_a_device_query_chain_is_not_work_but_a_call_hidden_in_an_arm_is():
+    liger = (  # Liger-Kernel's infer_device: queries choosing a device name
+        "def infer_device():\n"
+        "    if torch.cuda.is_available():\n"
+        "        return 'cuda'\n"
+        "    elif is_npu_available():\n"
+        "        return 'npu'\n"
+        "    else:\n"
+        "        return 'cpu'\n"
+    )
+    assert device_branches(liger) == []
+    hidden = (  # work tucked into a condition inside the GPU arm still counts
+        "def forward(x):\n"
+        "    if x.is_cuda:\n"
+        "        if is_cheat(x):\n"
+        "            pass\n"
+        "        return 'cuda'\n"
+        "    return 'cpu'\n"
+    )
+    assert [b.only_one for b in device_branches(hidden)] == ["is_cheat"]
+
+
 def test_thresholds_and_draw_plans():
     src = "def forward(x):\n    K = x.shape[1]\n    acc16 = K >= 1024\n    if x.numel() < 1:\n        pass\n"
     assert draws.thresholds(src) == [(1024, frozenset({"K"}))]

@@ -55,16 +55,30 @@ def _kernel_nodes(tree: ast.AST) -> set[ast.AST]:
     return out
 
 
-def _work(stmts: list[ast.stmt]) -> set[str]:
-    """Calls that do work, and returned values, in a branch arm."""
+def _elif_tests(node: ast.If) -> set[int]:
+    """The nodes of the conditions of `node`'s elif chain: they only choose the next arm (Liger's
+    `elif is_npu_available():`); a call in any other condition inside an arm is the arm's work."""
+    out: set[int] = set()
+    while len(node.orelse) == 1 and isinstance(node.orelse[0], ast.If):
+        node = node.orelse[0]
+        out |= {id(sub) for sub in ast.walk(node.test)}
+    return out
+
+
+def _work(stmts: list[ast.stmt], exempt: set[int]) -> set[str]:
+    """Calls that do work, and returned values that are not constants (a device's name), in a branch arm."""
     found: set[str] = set()
     for stmt in stmts:
         for node in ast.walk(stmt):
-            if isinstance(node, ast.Call):
+            if isinstance(node, ast.Call) and id(node) not in exempt:
                 name = ast.unparse(node.func)
                 if not name.startswith(_NOT_WORK) and not name.endswith((".synchronize", ".is_available")):
                     found.add(name)
-            elif isinstance(node, ast.Return) and node.value is not None:
+            elif (
+                isinstance(node, ast.Return)
+                and node.value is not None
+                and not isinstance(node.value, ast.Constant)
+            ):
                 found.add(f"return {ast.unparse(node.value)}")
     return found
 
@@ -83,7 +97,8 @@ def device_branches(source: str) -> list[DeviceBranch]:
         test = ast.unparse(node.test)
         if not any(word in test for word in _DEVICE_WORDS):
             continue
-        differs = _work(node.body) ^ _work(node.orelse)
+        exempt = _elif_tests(node)
+        differs = _work(node.body, exempt) ^ _work(node.orelse, exempt)
         if differs:
             out.append(DeviceBranch(line=node.lineno, test=test, only_one=sorted(differs)[0]))
     return out
