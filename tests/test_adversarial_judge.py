@@ -190,6 +190,8 @@ def test_a_device_query_chain_is_not_work_but_a_call_hidden_in_an_arm_is():
         "        return 'cpu'\n"
     )
     assert device_branches(liger) == []
+    xpu_only = "def f(x, args):\n    if x.device.type == 'xpu':\n        set_large_grf_mode(args)\n"
+    assert device_branches(xpu_only) == []  # neither the CPU nor the CUDA target takes that arm
     hidden = (  # work tucked into a condition inside the GPU arm still counts
         "def forward(x):\n"
         "    if x.is_cuda:\n"

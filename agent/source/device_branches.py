@@ -83,6 +83,20 @@ def _work(stmts: list[ast.stmt], exempt: set[int]) -> set[str]:
     return found
 
 
+def _other_device(test: ast.expr) -> bool:
+    """`x.device.type == "xpu"` (or another device that is neither the CPU nor the CUDA target): the same
+    arm runs on the CPU check and on the GPU, so the branch tells nothing the CPU cannot see."""
+    return (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Eq | ast.NotEq)
+        and any(
+            isinstance(side, ast.Constant) and isinstance(side.value, str) and side.value not in ("cuda", "cpu")
+            for side in (test.left, *test.comparators)
+        )
+    )
+
+
 def device_branches(source: str) -> list[DeviceBranch]:
     """Every `if` on the device or the interpreter (outside Triton kernels) whose arms do different work."""
     try:
@@ -95,7 +109,7 @@ def device_branches(source: str) -> list[DeviceBranch]:
         if not isinstance(node, ast.If) or node in kernels:
             continue
         test = ast.unparse(node.test)
-        if not any(word in test for word in _DEVICE_WORDS):
+        if not any(word in test for word in _DEVICE_WORDS) or _other_device(node.test):
             continue
         exempt = _elif_tests(node)
         differs = _work(node.body, exempt) ^ _work(node.orelse, exempt)
