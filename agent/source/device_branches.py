@@ -91,7 +91,9 @@ def _other_device(test: ast.expr) -> bool:
         and len(test.ops) == 1
         and isinstance(test.ops[0], ast.Eq | ast.NotEq)
         and any(
-            isinstance(side, ast.Constant) and isinstance(side.value, str) and side.value not in ("cuda", "cpu")
+            isinstance(side, ast.Constant)
+            and isinstance(side.value, str)
+            and side.value not in ("cuda", "cpu")
             for side in (test.left, *test.comparators)
         )
     )
