@@ -321,13 +321,13 @@ class Judge(ExtraDraws):
         self._stop_on_failure()
         return c1.max_configs
 
-    def _compare(self, outs: list[Any], refs: list[Any]) -> Any:
+    def _compare(self, outs: list[Any], refs: list[Any], atol: float | None = None) -> Any:
         from agent.evaluation import compare as verify
 
         spec = self.req.problem
         try:
             with self._phase("of which: comparing outputs"):
-                return verify.compare_outputs(outs, refs, spec.atol, spec.rtol)
+                return verify.compare_outputs(outs, refs, spec.atol if atol is None else atol, spec.rtol)
         except Exception as e:
             return verify.Comparison(
                 [Check(name="values", passed=False, detail=f"could not compare: {describe(e)}")]
