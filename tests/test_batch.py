@@ -414,7 +414,9 @@ def test_batch_end_to_end_with_fake_gpu_ids(tmp_path):
     rows = {r.name: r for r in summary.problems}
     assert {n: r.status for n, r in rows.items()} == {
         "l1_norm": "budget",
-        "softmax": "budget",
+        # softmax's micro stage has one move on the CPU (its plain launch wrapped in an autotune: the
+        # num_warps is computed at run time), so it ends within its 2 evaluations
+        "softmax": "done",
         "1_Relu": "skipped",
         "broken": "error",
     }

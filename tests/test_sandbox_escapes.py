@@ -172,8 +172,11 @@ def test_escapes_take_no_effect(mode, tmp_path):
         allowed = {"tmp-file"} if mode == "reduced" else set()
         done_ones = {k for k, v in tried.items() if v.startswith("done")}
         assert done_ones <= allowed, tried
-        if "tmp-file" in done_ones:
-            assert escaped["status"] == "cheating" and escaped["rule"] == "left-behind", escaped["reason"]
+        if "tmp-file" in done_ones:  # rejected; the judge may name the blocked child process first
+            assert escaped["status"] == "cheating", escaped["reason"]
+            assert escaped["rule"] in ("left-behind", "threads"), escaped["reason"]
+            failed = {c["name"] for c in escaped["checks"] if not c["passed"]}
+            assert "left-behind" in failed, failed  # the written file is removed and reported either way
         # and none of it took effect
         assert not list(Path("/tmp").glob(f"{mark}*")), "files left in /tmp"
         assert not list(PACKAGE.rglob(f"{mark}*")), "files left in the package"
