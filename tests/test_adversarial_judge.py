@@ -192,6 +192,17 @@ def test_a_device_query_chain_is_not_work_but_a_call_hidden_in_an_arm_is():
     assert device_branches(liger) == []
     xpu_only = "def f(x, args):\n    if x.device.type == 'xpu':\n        set_large_grf_mode(args)\n"
     assert device_branches(xpu_only) == []  # neither the CPU nor the CUDA target takes that arm
+    sm_count = (  # Liger's rms_norm: an elif for another device queries its core count
+        "def f(x):\n"
+        "    n = 1\n"
+        "    if x.device.type == 'cuda':\n"
+        "        n = torch.cuda.get_device_properties(x.device).multi_processor_count\n"
+        "    elif x.device.type == 'npu':\n"
+        "        n = get_npu_core_count()\n"
+    )
+    assert device_branches(sm_count) == []
+    cpu_arm = sm_count + "    else:\n        n = torch_path(x)\n"  # the arm the CPU takes still counts
+    assert [b.only_one for b in device_branches(cpu_arm)] == ["torch_path"]
     hidden = (  # work tucked into a condition inside the GPU arm still counts
         "def forward(x):\n"
         "    if x.is_cuda:\n"

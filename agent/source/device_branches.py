@@ -99,6 +99,18 @@ def _other_device(test: ast.expr) -> bool:
     )
 
 
+def _reachable_else(node: ast.If) -> list[ast.stmt]:
+    """`node`'s else part without the elif arms for another device (`elif x.device.type == "npu":`): neither
+    the CPU check nor the CUDA target takes them, so what they do cannot differ between the two."""
+    orelse = node.orelse
+    while len(orelse) == 1 and isinstance(orelse[0], ast.If) and _other_device(orelse[0].test):
+        orelse = orelse[0].orelse
+    if len(orelse) == 1 and isinstance(orelse[0], ast.If):
+        inner = orelse[0]
+        return [ast.If(test=inner.test, body=inner.body, orelse=_reachable_else(inner))]
+    return orelse
+
+
 def device_branches(source: str) -> list[DeviceBranch]:
     """Every `if` on the device or the interpreter (outside Triton kernels) whose arms do different work."""
     try:
@@ -114,7 +126,7 @@ def device_branches(source: str) -> list[DeviceBranch]:
         if not any(word in test for word in _DEVICE_WORDS) or _other_device(node.test):
             continue
         exempt = _elif_tests(node)
-        differs = _work(node.body, exempt) ^ _work(node.orelse, exempt)
+        differs = _work(node.body, exempt) ^ _work(_reachable_else(node), exempt)
         if differs:
             out.append(DeviceBranch(line=node.lineno, test=test, only_one=sorted(differs)[0]))
     return out
