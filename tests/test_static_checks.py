@@ -241,7 +241,6 @@ class ModelNew(nn.Module):
             "import importlib.util\ns = importlib.util.spec_from_file_location('m', '/tmp/m.py')\n",
             "code-generator",
         ),
-        ("m = __import__('os')\n", "code-generator"),
         ("f = torch.compile(lambda x: x)\n", "code-generator"),
         ("from torch import compile as c\n", "code-generator"),
         ("s = torch.jit.script\n", "code-generator"),

@@ -17,7 +17,7 @@ RULES: dict[str, str] = {
     "__torch_dispatch__, torch.overrides, __class__ assignment",
     "frame-peeking": "introspection of the caller or the interpreter: sys._getframe, inspect, gc, "
     "traceback, ctypes, globals()/locals()/vars(), frame and code attributes, __builtins__",
-    "code-generator": "code made or compiled at run time: exec/eval/compile/__import__, importlib, "
+    "code-generator": "code made or compiled at run time: exec/eval/compile, importlib's loaders, "
     "torch.compile, torch.jit, torch._dynamo/_inductor, torch.fx, cpp extensions, marshal/pickle",
     "reference-import": "using the reference module (Model, get_inputs, get_init_inputs, the reference "
     "file) or the evaluation harness (agent, sys.modules)",
@@ -152,7 +152,6 @@ BUILTIN_RULES: dict[str, str] = {
     "exec": "code-generator",
     "eval": "code-generator",
     "compile": "code-generator",
-    "__import__": "code-generator",
     "breakpoint": "code-generator",
     "globals": "frame-peeking",
     "locals": "frame-peeking",
