@@ -57,11 +57,11 @@ def _worker_evaluations(store: Path) -> int:
         conn.close()
 
 
-def _check_records(store: Path, evaluations: int) -> None:
+def _check_records(store: Path, evaluations: int, status: str = "budget") -> None:
     conn = sqlite3.connect(store)
     try:
         runs = conn.execute("SELECT status FROM runs").fetchall()
-        assert runs == [("budget",)]
+        assert runs == [(status,)]
         cands = conn.execute("SELECT stage, iteration, source FROM candidates").fetchall()
         assert max(Counter(cands).values()) == 1
         per = conn.execute(
@@ -83,11 +83,13 @@ def test_ray_batch_on_the_cpu(tmp_path, local_ray):
     assert any("on Ray" in line for line in lines)
     assert [(r.name, r.status, r.correct, r.evaluations) for r in summary.problems] == [
         ("l1_norm", "budget", True, 2),
-        ("softmax", "budget", True, 2),
+        # softmax's micro stage has one move on the CPU (its plain launch wrapped in an autotune), so its
+        # run ends done within its two evaluations
+        ("softmax", "done", True, 2),
     ]
     assert summary.overall.evaluations == 4 and summary.overall.fast_p[0].eager == 1.0
-    for name in ("l1_norm", "softmax"):
-        _check_records(batch_dir / "problems" / name / "records.sqlite", 2)
+    for name, status in (("l1_norm", "budget"), ("softmax", "done")):
+        _check_records(batch_dir / "problems" / name / "records.sqlite", 2, status)
         assert (batch_dir / "problems" / name / "best_kernel.py").exists()
 
 

@@ -160,7 +160,7 @@ def test_escapes_take_no_effect(mode, tmp_path):
         # nothing secret reached any result, log or record: not the key, not the records, not the cache
         for secret in (key, f"RECORD-{mark}", f"CACHE-{mark}"):
             assert secret not in everything
-        assert first["status"] == "accepted", first
+        assert first["status"] == "accepted", (first["reason"], first.get("log_tail", ""))
         assert first["isolation"] == (
             "full" if mode == "full" else f"reduced: turned off by {confine.SANDBOX_ENV}=off"
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+# Device types that are neither the CPU nor the CUDA target: an arm for one of them is taken by neither check.
+_OTHER_DEVICES = frozenset({"xpu", "npu", "mps", "hpu", "xla", "mtia", "musa", "mlu", "ipu", "meta"})
 # What a test reads to be a branch on the device or the interpreter.
 _DEVICE_WORDS = ("is_cuda", "is_cpu", "device.type", "cuda.is_available", "TRITON_INTERPRET", "interpret")
 # Calls that are not work: device queries, synchronisation, metadata, errors, messages.
@@ -34,6 +36,8 @@ _NOT_WORK = (
     "triton.next_power_of_2",
     "min",
     "max",
+    # A launch configuration per device is a value, like a block size: it chooses how, not what, to compute.
+    "triton.Config",
 )
 
 
@@ -65,22 +69,59 @@ def _elif_tests(node: ast.If) -> set[int]:
     return out
 
 
-def _work(stmts: list[ast.stmt], exempt: set[int]) -> set[str]:
-    """Calls that do work, and returned values that are not constants (a device's name), in a branch arm."""
-    found: set[str] = set()
-    for stmt in stmts:
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Call) and id(node) not in exempt:
-                name = ast.unparse(node.func)
-                if not name.startswith(_NOT_WORK) and not name.endswith((".synchronize", ".is_available")):
-                    found.add(name)
-            elif (
-                isinstance(node, ast.Return)
-                and node.value is not None
-                and not isinstance(node.value, ast.Constant)
-            ):
-                found.add(f"return {ast.unparse(node.value)}")
-    return found
+def _is_value(expr: ast.expr) -> bool:
+    """A constant, a launch configuration, or a collection of them: what an arm returns without computing."""
+    if isinstance(expr, ast.Constant):
+        return True
+    if isinstance(expr, ast.Call):
+        return ast.unparse(expr.func) == "triton.Config"
+    if isinstance(expr, ast.List | ast.Tuple | ast.Set):
+        return all(_is_value(e) for e in expr.elts)
+    if isinstance(expr, ast.ListComp | ast.GeneratorExp):
+        return _is_value(expr.elt)
+    return False
+
+
+class _Work:
+    """Calls that do work, and returned values that are not values (a device's name, configurations), in a
+    branch arm. A call to a function of the same module counts as the work of its body (the Triton
+    tutorial's `return get_cuda_autotune_config()` returns configurations, not a result)."""
+
+    def __init__(self, tree: ast.AST, exempt: set[int]):
+        self.exempt = exempt
+        self.local = {
+            node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        self.seen: set[str] = set()
+
+    def of(self, stmts: list[ast.stmt]) -> set[str]:
+        found: set[str] = set()
+        for stmt in stmts:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Call) and id(node) not in self.exempt:
+                    found |= self._call(node)
+                elif isinstance(node, ast.Return) and node.value is not None and not self._returns_value(node):
+                    found.add(f"return {ast.unparse(node.value)}")
+        return found
+
+    def _returns_value(self, node: ast.Return) -> bool:
+        value = node.value
+        # a returned call is judged as a call (above); anything else must be a value
+        return isinstance(value, ast.Call) or (value is not None and _is_value(value))
+
+    def _call(self, node: ast.Call) -> set[str]:
+        name = ast.unparse(node.func)
+        if name.startswith(_NOT_WORK) or name.endswith((".synchronize", ".is_available")):
+            return set()
+        local = self.local.get(name)
+        if local is None or name in self.seen:
+            return {name}
+        self.seen.add(name)
+        try:
+            inner = self.of(local.body)
+        finally:
+            self.seen.discard(name)
+        return {name} if inner else set()
 
 
 def _other_device(test: ast.expr) -> bool:
@@ -91,9 +132,7 @@ def _other_device(test: ast.expr) -> bool:
         and len(test.ops) == 1
         and isinstance(test.ops[0], ast.Eq | ast.NotEq)
         and any(
-            isinstance(side, ast.Constant)
-            and isinstance(side.value, str)
-            and side.value not in ("cuda", "cpu")
+            isinstance(side, ast.Constant) and side.value in _OTHER_DEVICES
             for side in (test.left, *test.comparators)
         )
     )
@@ -125,8 +164,8 @@ def device_branches(source: str) -> list[DeviceBranch]:
         test = ast.unparse(node.test)
         if not any(word in test for word in _DEVICE_WORDS) or _other_device(node.test):
             continue
-        exempt = _elif_tests(node)
-        differs = _work(node.body, exempt) ^ _work(_reachable_else(node), exempt)
+        work = _Work(tree, _elif_tests(node))
+        differs = work.of(node.body) ^ work.of(_reachable_else(node))
         if differs:
             out.append(DeviceBranch(line=node.lineno, test=test, only_one=sorted(differs)[0]))
     return out
