@@ -89,9 +89,8 @@ class _Work:
 
     def __init__(self, tree: ast.AST, exempt: set[int]):
         self.exempt = exempt
-        self.local = {
-            node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        }
+        functions = ast.FunctionDef | ast.AsyncFunctionDef
+        self.local = {node.name: node for node in ast.walk(tree) if isinstance(node, functions)}
         self.seen: set[str] = set()
 
     def of(self, stmts: list[ast.stmt]) -> set[str]:
@@ -100,14 +99,15 @@ class _Work:
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Call) and id(node) not in self.exempt:
                     found |= self._call(node)
-                elif isinstance(node, ast.Return) and node.value is not None and not self._returns_value(node):
+                elif isinstance(node, ast.Return) and not self._returns_value(node):
                     found.add(f"return {ast.unparse(node.value)}")
         return found
 
-    def _returns_value(self, node: ast.Return) -> bool:
+    @staticmethod
+    def _returns_value(node: ast.Return) -> bool:
+        # a bare return returns nothing; a returned call is judged as a call (above); the rest must be values
         value = node.value
-        # a returned call is judged as a call (above); anything else must be a value
-        return isinstance(value, ast.Call) or (value is not None and _is_value(value))
+        return value is None or isinstance(value, ast.Call) or _is_value(value)
 
     def _call(self, node: ast.Call) -> set[str]:
         name = ast.unparse(node.func)
