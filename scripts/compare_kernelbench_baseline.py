@@ -1,6 +1,8 @@
 """The tool's eager / torch.compile ratio per problem against KernelBench's published baseline timings.
 
-    python scripts/compare_kernelbench_baseline.py BATCH_DIR/summary.json .kernelbench/timing [--out F.json]
+    python scripts/compare_kernelbench_baseline.py SUMMARY.json [SUMMARY.json ...] TIMING_DIR [--out F.json]
+
+Several summaries (one batch split over device calls) are read as one list of problems.
 
 TIMING_DIR holds, per hardware, `<HW>__baseline_time_torch.json` and
 `<HW>__baseline_time_torch_compile_inductor_default.json` (scripts/fetch_kernelbench.sh copies them); only
@@ -94,17 +96,18 @@ def compare(summary: dict, timing: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("summary", type=Path)
-    ap.add_argument("timing", type=Path)
+    ap.add_argument("paths", type=Path, nargs="+", help="summary.json files, then the timing folder")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    if not a.summary.is_file() or not a.timing.is_dir():
+    *summaries, timing = a.paths
+    if not summaries or not all(s.is_file() for s in summaries) or not timing.is_dir():
         print(
-            f"error: need a summary.json file and a timing folder, got {a.summary} {a.timing}",
+            f"error: need summary.json files and a timing folder, got {' '.join(map(str, a.paths))}",
             file=sys.stderr,
         )
         sys.exit(2)
-    res = compare(json.loads(a.summary.read_text()), a.timing)
+    problems = [p for s in summaries for p in json.loads(s.read_text())["problems"]]
+    res = compare({"problems": problems}, timing)
     print(f"{res['n']} problems timed on both sides; Spearman rho of eager/compile: {res['spearman']}")
     for r in res["disagree"]:
         print(f"  > {DISAGREE:g}x apart: {r['problem']}: ours {r['ours']}, KernelBench {r['kernelbench']}")

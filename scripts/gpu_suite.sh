@@ -14,7 +14,7 @@
 # Each new step writes small raw outputs under $OUT/<step>/; the older ones under $OUT/work.
 # Knobs: KB_PROBLEMS (a folder of KernelBench files, default .kernelbench/level1), KB_REPLIES (the scripted
 # model's first versions: NAME.py or NAME/N.py per problem), KB_STAGES, KB_ITERS, KB_MINUTES, KB_MAX_EVALS,
-# SANDBOX_N, EVALRATE_N, OLD_COMMIT, MEMGROWTH_N, GPU_TESTS, STABILITY_PROBLEMS, STABILITY_ARGS, EVALCOST_N,
+# KB_NAMES (problem number prefixes, e.g. "1 4 19": a part of KB_PROBLEMS), SANDBOX_N, EVALRATE_N, OLD_COMMIT, MEMGROWTH_N, GPU_TESTS, STABILITY_PROBLEMS, STABILITY_ARGS, EVALCOST_N,
 # PIPELINE_PROBLEMS, PIPELINE_GPUS, PIPELINE_SECONDS, PIPELINE_RESUME, PIPELINE_DIR, PIPELINE_MINUTES,
 # GPUS_SETS, GPUS_MAX_EVALS.
 # Installs what the GPU machine lacks from .whl/ (scripts/fetch_wheels.sh): the wheels into the interpreter's
@@ -71,6 +71,11 @@ kb_batch() {
   local kb=${KB_PROBLEMS:-.kernelbench/level1} port=$((8770 + RANDOM % 100))
   local d=/tmp/ncu-agent-kb-${gpus//,/-}
   [ -d "$kb" ] || { echo "no $kb: run scripts/fetch_kernelbench.sh here and carry .kernelbench"; return 1; }
+  if [ -n "${KB_NAMES:-}" ]; then  # a part of the folder (one batch split over device calls): name prefixes
+    rm -rf /tmp/kb-part && mkdir -p /tmp/kb-part
+    for n in $KB_NAMES; do cp "$kb/${n}_"*.py /tmp/kb-part/; done
+    kb=/tmp/kb-part
+  fi
   mkdir -p "$out"
   rm -rf "$d" "$d.cache"
   python3 -m agent.llm.scripted --port "$port" --references "$kb" \
