@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent import options as opt
-from agent.cli_checks import checked, fail, new_dir, output_dir
+from agent.commands import options as opt
+from agent.commands.checks import checked, fail, new_dir, output_dir
 from agent.config import RunOptions
 from agent.evaluation.torch_policy import describe as describe_policy
 from agent.evaluation.torch_policy import merged
@@ -76,12 +76,13 @@ def _start(
         ),
     ] = False,
 ) -> None:
-    """Before any command: the LLM key out of reach of what runs later (agent.secrets), the boxes of
-    workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode checked."""
+    """Before any command: the LLM key out of reach of what runs later (agent.evaluation.secrets), the
+    boxes of workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode
+    checked."""
     import os
 
     from agent.evaluation import confine
-    from agent.secrets import protect_process
+    from agent.evaluation.secrets import protect_process
 
     protect_process()
     confine.sweep()
@@ -105,7 +106,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _load(problem: str, small_shapes: str | None = None):
     from agent.problem import ProblemError, load_problem
-    from agent.small_shapes import parse_shapes_flag
+    from agent.start.small_shapes import parse_shapes_flag
 
     try:
         return load_problem(problem, parse_shapes_flag(small_shapes) if small_shapes else None)
@@ -225,7 +226,7 @@ def run(
     """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
     starting kernel (and no --start) begins with the first stage, which needs --llm."""
     checked(new_dir, run_dir, "--run-dir")  # before plan_run: finding the GPU imports torch
-    from agent.run_resume import ResumeError, find_resumable
+    from agent.commands.resume import ResumeError, find_resumable
 
     found = None
     if resume is not None:
@@ -238,7 +239,7 @@ def run(
         options, problem, run_dir = found.options, found.problem, resume
     elif problem is None:
         raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
-    from agent.run_setup import ProblemRun, RunSetupError, check_llm, plan_run, run_one
+    from agent.commands.run_setup import ProblemRun, RunSetupError, check_llm, plan_run, run_one
 
     try:
         plan_run(options)  # the flags alone, refused before the problem's reference loads torch
@@ -296,7 +297,7 @@ def run(
     try:
         end = run_one(job)
     except KeyboardInterrupt:
-        from agent.run_interrupt import save_interrupted
+        from agent.commands.interrupt import save_interrupted
 
         reporter.end()
         runs = store.runs()  # run_one started the run and marked it interrupted
@@ -314,8 +315,8 @@ def run(
 
 def _summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, device: str) -> None:
     """The run's history table, its notes, and the best kernel against the start."""
+    from agent.commands.run_setup import NOTHING_RAN, outcome_notes
     from agent.report.tables import history_table
-    from agent.run_setup import NOTHING_RAN, outcome_notes
 
     last, first = outcome.last, outcome.first
     notes = outcome_notes(outcome)
@@ -359,7 +360,7 @@ def check(
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem, 3 when
     the CPU cannot decide (a GPU-only branch)."""
-    from agent.cli_progress import PhaseLog
+    from agent.commands.progress import PhaseLog
     from agent.evaluation.verdicts import exit_code
 
     allowed = opt.allow_torch_flag(allow_torch)

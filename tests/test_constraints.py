@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from agent.data.paths import kernels_dir
 from agent.prompt.stages import Stage, StageConstraints, StageParameter, list_stages, load_stage
 from agent.proposers.search import SearchProposer
 from agent.records import LaunchConfig
-from agent.resources import kernels_dir
 from agent.source.stage_rules import (
     GENERIC_RULES,
     RULES,

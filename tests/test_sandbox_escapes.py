@@ -36,7 +36,7 @@ FORGED_PYC = PACKAGE / "evaluation" / "__pycache__" / "compare.cpython-311.pyc"
 
 DRIVER = """
 import json, os, sys
-from agent.secrets import protect_process
+from agent.evaluation.secrets import protect_process
 protect_process()
 print("PID", os.getpid(), flush=True)
 from agent.evaluation.evaluate import evaluate

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.table import Table
 
+from agent.data.paths import profiles_dir
 from agent.evaluation import confine
 from agent.evaluation.sandbox import BOOTSTRAP, die_with_parent, read_tail, worker_env
 from agent.profiling.read import (
@@ -37,7 +38,6 @@ from agent.profiling.read import (
 )
 from agent.profiling.target import RANGE_PREFIX, CandidateStatus, ProfileCandidate, ProfileRequest
 from agent.records import NcuMetrics, ProblemSpec
-from agent.resources import profiles_dir
 
 ALL_RANGES = f"regex:{RANGE_PREFIX}[0-9]+/"
 DEFAULT_NCU = "/usr/local/cuda/bin/ncu"

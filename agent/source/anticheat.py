@@ -136,8 +136,10 @@ class _Checker:
         return None
 
     def banned(self, name: str) -> str | None:
-        if name in IMPORTLIB_ALLOWED or name in IMPORTLIB_MODULES or any(
-            name.startswith(f"{a}.") for a in IMPORTLIB_ALLOWED if a != "importlib"
+        if (
+            name in IMPORTLIB_ALLOWED
+            or name in IMPORTLIB_MODULES
+            or any(name.startswith(f"{a}.") for a in IMPORTLIB_ALLOWED if a != "importlib")
         ):
             return (
                 None  # importing installed packages by name (version checks); nothing loaded from elsewhere
