@@ -355,10 +355,10 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
 
 
 def test_tamper_watch_covers_the_judge_and_the_candidate_session():
-    """The judge's, the verdicts' and the session's modules are the harness too (`verify._AGENT_MODULES`):
+    """The judge's, the verdicts' and the session's modules are the harness too (`tamper._AGENT_MODULES`):
     replacing one of their functions or methods is seen."""
     from agent.evaluation import candidate_session, judge, verdicts, worker
-    from agent.evaluation.compare import TamperWatch
+    from agent.evaluation.tamper import TamperWatch
 
     targets = {
         "agent.evaluation.verdicts.describe": (verdicts, "describe"),

@@ -262,22 +262,22 @@ class Judge(ExtraDraws):
             self.ledger.add(where, c)
 
     def _check_once(self, model: Any, inputs: list[Any], where: str, config: int, fresh: bool) -> int:
-        from agent.evaluation import compare as verify
+        from agent.evaluation import tensor_checks
 
-        pristine = verify.clone_inputs(inputs)
+        pristine = tensor_checks.clone_inputs(inputs)
         poison = self.rng.random() < 0.5  # one call of the two poisoned, which one drawn in secret
         c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same", poison)
-        changed1 = verify.changed_inputs(c1.inputs_after, pristine)
+        changed1 = tensor_checks.changed_inputs(c1.inputs_after, pristine)
         if self.runner.in_process:
-            verify.restore_inputs(inputs, pristine, changed1)
+            tensor_checks.restore_inputs(inputs, pristine, changed1)
         refs = self._reference(model, inputs, where)
-        ref_changed = verify.changed_inputs(inputs, pristine)
-        verify.restore_inputs(inputs, pristine, ref_changed)
+        ref_changed = tensor_checks.changed_inputs(inputs, pristine)
+        tensor_checks.restore_inputs(inputs, pristine, ref_changed)
         self.ref_mutates |= bool(ref_changed)
         c2 = self._call("main", inputs, config, f"{where}, call 2", "same", not poison)
-        changed2 = verify.changed_inputs(c2.inputs_after, pristine)
+        changed2 = tensor_checks.changed_inputs(c2.inputs_after, pristine)
         if self.runner.in_process:
-            verify.restore_inputs(inputs, pristine, changed2)
+            tensor_checks.restore_inputs(inputs, pristine, changed2)
         del pristine
 
         add = self.ledger.add
@@ -287,10 +287,10 @@ class Judge(ExtraDraws):
             add(f"{where}, {call}", kernel_check(c))
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
             self.kernels = dict(c2.launches)
-        ref_aliases = bool(verify.aliased(refs, inputs))
+        ref_aliases = bool(tensor_checks.aliased(refs, inputs))
         if not ref_aliases:  # before input-mutation: returning the input is the more telling finding
             for call, c in (("call 1", c1), ("call 2", c2)):
-                add(f"{where}, {call}", verify.aliasing_check(c.aliasing))
+                add(f"{where}, {call}", tensor_checks.aliasing_check(c.aliasing))
         if ref_changed:
             add(
                 where,
@@ -301,8 +301,8 @@ class Judge(ExtraDraws):
                 ),
             )
         else:
-            add(f"{where}, call 1", verify.check_input_mutation(changed1))
-            add(f"{where}, call 2", verify.check_input_mutation(changed2))
+            add(f"{where}, call 1", tensor_checks.check_input_mutation(changed1))
+            add(f"{where}, call 2", tensor_checks.check_input_mutation(changed2))
         spec = self.req.problem
         comparable = True
         for call, c in (("call 1", c1), ("call 2", c2)):
@@ -315,9 +315,9 @@ class Judge(ExtraDraws):
             self.max_abs = _max(self.max_abs, cmp.max_abs_err)
             self.max_rel = _max(self.max_rel, cmp.max_rel_err)
         if comparable:
-            add(where, verify.check_deterministic(c1.outputs, c2.outputs, spec.atol, spec.rtol))
-        add(where, verify.check_reference_signal(refs))
-        self.bytes_moved = sum(t.nbytes for t in verify.tensors(inputs)) + sum(t.nbytes for t in refs)
+            add(where, tensor_checks.check_deterministic(c1.outputs, c2.outputs, spec.atol, spec.rtol))
+        add(where, tensor_checks.check_reference_signal(refs))
+        self.bytes_moved = sum(t.nbytes for t in tensor_checks.tensors(inputs)) + sum(t.nbytes for t in refs)
         self._stop_on_failure()
         return c1.max_configs
 
@@ -356,8 +356,7 @@ class Judge(ExtraDraws):
             return Timings(skipped_reason=CPU_TIMING_SKIPPED)
         if not self.req.time:
             return Timings(skipped_reason="timing not requested")
-        from agent.evaluation import baseline_cache, timing
-        from agent.evaluation import compare as verify
+        from agent.evaluation import baseline_cache, tamper, timing
 
         assert self.last is not None
         model, new_model, inputs = self.last
@@ -368,11 +367,11 @@ class Judge(ExtraDraws):
                     seed = (self.req.seeds or [0])[-1]
                     text = self.req.problem.reference_path.read_text()
                     key = baseline_cache.cache_key(self.req.problem.name, text, seed, inputs)
-                    env = verify.triton_environment()
+                    env = tamper.triton_environment()
                     model, compiled = baseline_cache.baselines_for(key, model, inputs)
                     watch = getattr(getattr(self.runner, "session", None), "watch", None)
-                    if watch is not None and verify.triton_environment() != env:
-                        watch.accept([verify.TRITON_ENV])  # torch.compile's own settings, not the candidate's
+                    if watch is not None and tamper.triton_environment() != env:
+                        watch.accept([tamper.TRITON_ENV])  # torch.compile's own settings, not the candidate's
             sampler = _TimedSampler(new_model, self.rng)
             with self._phase("timing"):
                 t = timing.time_models(
