@@ -19,10 +19,10 @@ from agent.source.stage_rules import (
     ConstraintError,
     Violation,
     check_constraints,
-    grid_mapping_code,
     stage_rules,
     violations_text,
 )
+from agent.source.stage_rules_kernels import grid_mapping_code
 from agent.source.variants import apply_move, stage_moves, with_launch_config
 
 L1 = (kernels_dir() / "l1_norm" / "kernel.py").read_text()
