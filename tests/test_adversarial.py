@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.evaluation.evaluate import evaluate
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.records import LaunchConfig, Status
 from agent.source.variants import with_launch_config
@@ -327,7 +327,7 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
         "import sys\n"
         "import agent.evaluation.evaluate as ev\n"
         "from agent.problem import load_problem\n"
-        "from agent.evaluation.sandbox import WorkerPool\n"
+        "from agent.evaluation.worker_pool import WorkerPool\n"
         "real = ev.start_worker\n"
         "def start(*a, **k):\n"
         "    w = real(*a, **k)\n"
