@@ -31,6 +31,7 @@ _AGENT_MODULES = (
     "agent.evaluation.tensor_checks",
     "agent.evaluation.tamper",
     "agent.evaluation.judge",
+    "agent.evaluation.judge_timing",
     "agent.evaluation.verdicts",
     "agent.evaluation.candidate_session",
     "agent.evaluation.worker",
