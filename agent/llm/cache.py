@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agent.evaluation.secrets import private
-from agent.llm.client import Usage
+from agent.llm.reply import Usage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
