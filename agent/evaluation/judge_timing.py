@@ -7,31 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.evaluation.judge_draws import match_check
+from agent.evaluation.judge_draws import JudgeState, match_check
 from agent.evaluation.verdicts import Rejected, describe
 from agent.records import Check, Status, Timings
 
 CPU_TIMING_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times are not measured"
 
 
-class JudgeTiming:
-    """Mixed into `Judge`: uses its request, runner, ledger, random source and call helpers."""
+class JudgeTiming(JudgeState):
+    """Mixed into `Judge`: timing, the timed calls' checks and re-tuning."""
 
     device: str
-    req: Any
-    runner: Any
-    ledger: Any
-    rng: Any
-    last: Any
-    ref_module: Any
     bytes_moved: int
     retuned: Any
     rule: Any
 
     _phase: Any
-    _reference: Any
-    _compare: Any
-    _stop_on_failure: Any
 
     def _time(self) -> Timings:
         if self.device != "cuda":
