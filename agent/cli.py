@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent import options as opt
-from agent.cli_checks import checked, fail, new_dir, output_dir
+from agent.commands import options as opt
+from agent.commands.checks import checked, err, fail, load_spec, new_dir, output_dir
+from agent.commands.console import console
 from agent.config import RunOptions
 from agent.evaluation.torch_policy import describe as describe_policy
 from agent.evaluation.torch_policy import merged
 
-# The modules below import torch, triton, openai or matplotlib (seconds on a small machine): each command
-# imports them after checking its flags, so help pages and refusals answer at once.
-if TYPE_CHECKING:
-    from agent.pipeline import PipelineOutcome
-    from agent.records import EvalResult
-    from agent.store import Store
-
+# Commands import torch, triton, openai or matplotlib (seconds on a small machine) after checking their
+# flags, so help pages and refusals answer at once.
 app = typer.Typer(
     help="Make Triton kernels faster, and prove it: prompt, propose, verify, time, profile with ncu.",
     no_args_is_help=True,
@@ -33,9 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts name [llm] tables and [x, y] lists: print them as written
 )
-# Logs and CI are not terminals: give tables room instead of rich's 80-column default there.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 
 ProblemArg = Annotated[
     str,
@@ -76,12 +65,13 @@ def _start(
         ),
     ] = False,
 ) -> None:
-    """Before any command: the LLM key out of reach of what runs later (agent.secrets), the boxes of
-    workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode checked."""
+    """Before any command: the LLM key out of reach of what runs later (agent.evaluation.secrets), the
+    boxes of workers of dead runs swept, and, before evaluating, the sandbox and the project's bytecode
+    checked."""
     import os
 
     from agent.evaluation import confine
-    from agent.secrets import protect_process
+    from agent.evaluation.secrets import protect_process
 
     protect_process()
     confine.sweep()
@@ -101,88 +91,6 @@ def _start(
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     return fail(message, code)
-
-
-def _load(problem: str, small_shapes: str | None = None):
-    from agent.problem import ProblemError, load_problem
-    from agent.small_shapes import parse_shapes_flag
-
-    try:
-        return load_problem(problem, parse_shapes_flag(small_shapes) if small_shapes else None)
-    except ValueError as e:
-        raise _fail(str(e)) from None
-    except ProblemError as e:
-        raise _fail(str(e)) from None
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _status(message: str) -> None:
-    """A retry or a wait, shown as it happens (LLM requests can wait minutes)."""
-    console.print(f"[yellow]{message}[/yellow]")
-
-
-class RichReporter:
-    """Progress bars and one line per evaluated candidate."""
-
-    def __init__(self) -> None:
-        self.progress: Progress | None = None
-        self.task = None
-
-    def info(self, message: str) -> None:
-        console.print(f"[dim]{escape(message)}[/dim]")
-
-    def begin(self, what: str, total: int) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(what, total=total)
-
-    def candidate(self, cand_id: int, label: str, result: EvalResult, best_ms: float | None) -> None:
-        t = result.timings
-        timing = f"{t.candidate.median_ms:.3f} ms" if t and t.candidate else "not timed"
-        colour = "green" if result.accepted else "red"
-        reason = "" if result.accepted else f": {escape(result.reason[:100])}"
-        console.print(
-            f"  #{cand_id} {escape(label)}: [{colour}]{result.status.value}[/{colour}]{reason} ({timing}, "
-            f"{result.wall_s:.1f} s)"
-        )
-        if self.progress is not None and self.task is not None:
-            self.progress.advance(self.task)
-
-    def end(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-
-def _banner(
-    spec_name: str,
-    stage_name: str,
-    target_name: str,
-    gpu_note: str,
-    device: str,
-    proposer: str,
-    llm: str | None,
-) -> None:
-    console.print(f"[bold]ncu-agent[/bold] {spec_name}: stage [bold]{stage_name}[/bold]")
-    where = "the GPU" if device == "cuda" else "the CPU (no GPU: Triton interpreter, correctness only)"
-    console.print(f"  GPU: {target_name}{gpu_note}; evaluation on {where}")
-    console.print(f"  proposer: {proposer}")
-    console.print(f"  LLM: {escape(str(llm))}")
-    from agent.evaluation.confine import isolation
-
-    console.print(f"  isolation: {isolation().label}")
 
 
 @app.command()
@@ -225,123 +133,9 @@ def run(
     """Optimize a problem's starting kernel stage by stage, and write the best kernel. A problem with no
     starting kernel (and no --start) begins with the first stage, which needs --llm."""
     checked(new_dir, run_dir, "--run-dir")  # before plan_run: finding the GPU imports torch
-    from agent.run_resume import ResumeError, find_resumable
+    from agent.commands.run import run_command
 
-    found = None
-    if resume is not None:
-        if problem is not None:
-            raise _fail("give either PROBLEM (a new run) or --resume RUN_DIR, not both")
-        try:
-            found = find_resumable(resume)
-        except ResumeError as e:
-            raise _fail(str(e)) from None
-        options, problem, run_dir = found.options, found.problem, resume
-    elif problem is None:
-        raise _fail("give the PROBLEM to run, or --resume RUN_DIR")
-    from agent.run_setup import ProblemRun, RunSetupError, check_llm, plan_run, run_one
-
-    try:
-        plan_run(options)  # the flags alone, refused before the problem's reference loads torch
-    except RunSetupError as e:
-        raise _fail(str(e)) from None
-    from agent.llm.client import EndpointFailed
-    from agent.pipeline import PipelineError, resume_point
-    from agent.problem import describe_shapes
-    from agent.store import Store
-
-    spec = _load(problem, small_shapes)
-    spec.allow_torch = merged(spec.allow_torch, options.allow_torch)
-    if start is not None:
-        spec.kernel_path = start.resolve()
-    run_dir = run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        plan = plan_run(options, has_kernel=spec.kernel_path is not None)
-        if found is None:
-            plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
-        llm_note = check_llm(plan, _status)
-    except (RunSetupError, PipelineError) as e:
-        raise _fail(str(e)) from None
-    except EndpointFailed as e:
-        raise _fail(str(e), 1) from None
-    checked(output_dir, run_dir, "--run-dir")
-    device = _device()
-    proposer_line, llm_line = plan.describe_proposer()
-    _banner(
-        spec.name,
-        " -> ".join(s.name for s in plan.stages),
-        plan.target.name,
-        plan.gpu_note,
-        device,
-        proposer_line,
-        llm_line,
-    )
-    if found is not None:
-        from agent.batch.hooks import replay_hooks
-        from agent.batch.resume import ReplayStore
-
-        store: Store = ReplayStore(run_dir / Store.FILENAME, found.run_id)
-        start_path, extra = found.start, {"hooks": replay_hooks(store), "run_id": found.run_id}
-        console.print(f"  continuing run #{found.run_id}: what it recorded is replayed, not run again")
-    else:
-        store, start_path, extra = Store.open_dir(run_dir), resume_from or spec.kernel_path, {}
-    reporter = RichReporter()
-    job = ProblemRun(plan, spec, start_path, store, run_dir, device, reporter, str(problem), **extra)
-    if llm_note:
-        console.print(f"  LLM preflight: {escape(llm_note)}")
-    console.print(
-        f"  records: {run_dir / Store.FILENAME}; starting from "
-        f"{start_path or 'the reference (the first stage writes a first version)'}"
-    )
-    console.print(f"  shapes: {describe_shapes(spec, device == 'cpu')}")
-    try:
-        end = run_one(job)
-    except KeyboardInterrupt:
-        from agent.run_interrupt import save_interrupted
-
-        reporter.end()
-        runs = store.runs()  # run_one started the run and marked it interrupted
-        lines = save_interrupted(store, runs[-1]["id"], run_dir) if runs else ["interrupted before the start"]
-        for line in lines:
-            console.print(line, markup=False, highlight=False)
-        raise typer.Exit(130) from None
-    if end.outcome is None:
-        raise _fail(end.reason, 1)
-    _summary(
-        f"{spec.name}: {' -> '.join(s.name for s in plan.stages)}", store, end.run_id, end.outcome, device
-    )
-    console.print(f"best kernel: {run_dir / 'best_kernel.py'}")
-
-
-def _summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, device: str) -> None:
-    """The run's history table, its notes, and the best kernel against the start."""
-    from agent.report.tables import history_table
-    from agent.run_setup import NOTHING_RAN, outcome_notes
-
-    last, first = outcome.last, outcome.first
-    notes = outcome_notes(outcome)
-    console.print(history_table(store.history(run_id), title, last.best.cand_id if last else None))
-    if device == "cpu":
-        notes.append(
-            "no GPU: candidates were checked for correctness in Triton's interpreter but cannot be timed, "
-            "so they cannot be ranked; the starting kernel stays the best"
-        )
-    for note in notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    if last is None or first is None:
-        raise _fail(NOTHING_RAN, 1)
-    evaluations = sum(o.evaluations for _, o, _ in outcome.stages if o is not None)
-    if last.best.median_ms is not None and first.start.median_ms is not None:
-        t = last.best.result.timings
-        ratios = ", ".join(
-            f"{v:.2f}x {name}"
-            for name, v in (("eager", t.speedup_eager), ("torch.compile", t.speedup_compiled))
-            if v is not None
-        )
-        roof = f"; {t.pct_roofline:.1f}% of roofline" if t.pct_roofline is not None else ""
-        console.print(
-            f"best: #{last.best.cand_id} {last.best.median_ms:.3f} ms (start {first.start.median_ms:.3f} ms; "
-            f"{ratios} in its own run{roof}) after {evaluations} evaluations"
-        )
+    run_command(problem, resume, from_stage, run_dir, start, small_shapes, options)
 
 
 @app.command()
@@ -359,19 +153,20 @@ def check(
 ) -> None:
     """Check one candidate: exit 0 when accepted, 1 when rejected, 2 for bad usage or a bad problem, 3 when
     the CPU cannot decide (a GPU-only branch)."""
-    from agent.cli_progress import PhaseLog
+    from agent.commands.progress import PhaseLog
+    from agent.commands.run import eval_device
     from agent.evaluation.verdicts import exit_code
 
     allowed = opt.allow_torch_flag(allow_torch)
     phase = PhaseLog(quiet)
     phase(f"loading the problem {problem} (imports torch and its reference)")
-    spec = _load(problem, small_shapes)
+    spec = load_spec(problem, small_shapes)
     spec.allow_torch = merged(spec.allow_torch, allowed)
     from agent.evaluation.evaluate import evaluate
     from agent.problem import describe_shapes
     from agent.report.tables import HEADERS, result_cells
 
-    device = _device()
+    device = eval_device()
     where = "on the GPU, then timing" if device == "cuda" else "in Triton's interpreter (CPU: not timed)"
     phase(f"static checks, then a worker: compile and compare on {seeds} input draws {where}")
     result = evaluate(spec, candidate.read_text(), device, seeds=tuple(range(seeds)), timeout_s=timeout)
@@ -420,7 +215,7 @@ def render(
     from agent.prompt.render import PromptContext, render_prompt
     from agent.prompt.stages import load_stage
 
-    spec = _load(problem)
+    spec = load_spec(problem)
     source_path = code or spec.kernel_path
     if source_path is None:
         raise _fail("the problem has no starting kernel: give --code")
@@ -460,8 +255,8 @@ def profile(
     out_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("runs/profiles"),
 ) -> None:
     """Profile one candidate with ncu, or print the metrics of an existing report (works without a GPU)."""
-    from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates, profile_report_table
-    from agent.profiling.read import ranked_rules, read_report, seed_json
+    from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates
+    from agent.profiling.read import profile_report_table, ranked_rules, read_report, seed_json
     from agent.profiling.target import ProfileCandidate
 
     try:
@@ -472,7 +267,7 @@ def profile(
         if candidate is None or problem is None:
             raise _fail("give a CANDIDATE and --problem, or --report FILE.ncu-rep")
         checked(output_dir, out_dir, "--out-dir")
-        spec = _load(problem)
+        spec = load_spec(problem)
         (result,) = profile_candidates(
             spec,
             [ProfileCandidate(source=candidate.read_text(), pinned_configs={})],

@@ -1,6 +1,7 @@
 """The settings of a run, each default declared once: `LoopPolicy` (when a stage ends, what counts as a
 gain) and `RunOptions` (the policy plus what the run is made of: stages, GPU, proposer, LLM settings).
-The command line only overrides them (agent/options.py); a batch and an experiment store them as JSON.
+The command line only overrides them (agent/commands/options.py); a batch and an experiment store them as
+JSON.
 The LLM's own settings are `agent.llm.settings.LLMSettings` (a config file, the environment, flags)."""
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from agent.source.stage_rules import check_constraints, violations_text
 from agent.store import Store
 
 if TYPE_CHECKING:
-    from agent.evaluation.sandbox import WorkerPool
+    from agent.evaluation.worker_pool import WorkerPool
 
 HISTORY_IN_PROMPT = 12  # most recent attempts shown to the proposer
 HISTORY_DETAIL_CHARS = 600  # of an attempt's reason, cut at a sentence end (two rule messages fit)

@@ -4,7 +4,7 @@ Each stage gets the proposer that can serve it: the LLM when the run uses one, e
 where the stage's parameters are searchable; a stage nobody can serve is skipped, and the run says why.
 `from_stage` resumes a run directory: the stage before it left `best_kernel.<stage>.py` there. A stage
 that starts from the reference (`first`) at the head of the stages writes a first version from the PyTorch
-reference (agent/first.py); anywhere else it is given the previous stage's best like any stage.
+reference (agent/start/first.py); anywhere else it is given the previous stage's best like any stage.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def run_pipeline(
         reporter.info(f"stage {stage.name} ({stage.title}) with the {proposer.name} proposer")
         stage_settings = replace(settings, stage=stage, metric_set=metric_set_override or stage.metric_set)
         if stage.starts_from == "reference" and previous is None:
-            from agent.first import run_first
+            from agent.start.first import run_first
 
             result = run_first(problem, proposer, store, run_id, stage_settings, reporter, tried, history)
         else:

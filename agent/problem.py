@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent.data.paths import kernels_dir
 from agent.records import ProblemShapes, ProblemSpec, TensorInfo
-from agent.resources import kernels_dir
 
 
 class ProblemError(Exception):
@@ -49,7 +49,7 @@ def load_problem(path: Path | str, small_shapes: dict[str, int | float] | None =
     """Read a problem folder or a bare KernelBench file, and check that it is well formed.
 
     The CPU's shapes: `small_shapes` when given (a flag), else the folder's `[small_shapes]`, else derived
-    from the module's size constants (agent.small_shapes); `spec.shapes_origin` says which.
+    from the module's size constants (agent.start.small_shapes); `spec.shapes_origin` says which.
     """
     p = resolve_problem_path(path)
     if p.is_dir():
@@ -62,7 +62,7 @@ def load_problem(path: Path | str, small_shapes: dict[str, int | float] | None =
     if small_shapes:
         spec.small_shapes, spec.shapes_origin = dict(small_shapes), "flag"
     elif not spec.small_shapes:
-        from agent.small_shapes import derive_small_shapes
+        from agent.start.small_shapes import derive_small_shapes
 
         spec.small_shapes, spec.shapes_origin = derive_small_shapes(spec), "derived"
     if spec.small_shapes:

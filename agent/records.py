@@ -42,7 +42,9 @@ class ProblemSpec(BaseModel):
     )
     shapes_origin: str = Field(
         default="problem.toml",
-        description="Where small_shapes came from: 'problem.toml', 'flag' or 'derived' (agent.small_shapes).",
+        description=(
+            "Where small_shapes came from: 'problem.toml', 'flag' or 'derived' (agent.start.small_shapes)."
+        ),
     )
     atol: float | None = Field(default=None, description="Override of the dtype-aware absolute tolerance.")
     rtol: float | None = Field(default=None, description="Override of the dtype-aware relative tolerance.")

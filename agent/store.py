@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.evaluation.secrets import private
 from agent.records import Candidate, EvalResult, ProfileRecord
-from agent.secrets import private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from agent.evaluation.evaluate import evaluate
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.source.variants import LaunchMove, apply_move
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.evaluation import confine
 from agent.evaluation.evaluate import evaluate
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.records import EvalResult
 

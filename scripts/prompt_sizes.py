@@ -15,11 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
+from agent.data.paths import kernels_dir
 from agent.problem import load_problem
 from agent.prompt.gpus import find_gpu
 from agent.prompt.render import HistoryEntry, PromptContext, render_prompt
 from agent.prompt.stages import load_stage
-from agent.resources import kernels_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = json.loads((ROOT / "tests" / "fixtures" / "seed_metrics.json").read_text())

@@ -51,11 +51,11 @@ def sandbox_off(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _secrets_back():
-    """The CLI moves secret variables out of os.environ (agent.secrets): put them back after each test, as
-    they were, for the next test."""
+    """The CLI moves secret variables out of os.environ (agent.evaluation.secrets): put them back after each
+    test, as they were, for the next test."""
     before = dict(os.environ)
     yield
-    from agent import secrets
+    from agent.evaluation import secrets
 
     for name in secrets._held:
         if name in before:

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.evaluation.evaluate import evaluate
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.records import LaunchConfig, Status
 from agent.source.variants import with_launch_config
@@ -327,7 +327,7 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
         "import sys\n"
         "import agent.evaluation.evaluate as ev\n"
         "from agent.problem import load_problem\n"
-        "from agent.evaluation.sandbox import WorkerPool\n"
+        "from agent.evaluation.worker_pool import WorkerPool\n"
         "real = ev.start_worker\n"
         "def start(*a, **k):\n"
         "    w = real(*a, **k)\n"
@@ -355,10 +355,10 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
 
 
 def test_tamper_watch_covers_the_judge_and_the_candidate_session():
-    """The judge's, the verdicts' and the session's modules are the harness too (`verify._AGENT_MODULES`):
+    """The judge's, the verdicts' and the session's modules are the harness too (`tamper._AGENT_MODULES`):
     replacing one of their functions or methods is seen."""
     from agent.evaluation import candidate_session, judge, verdicts, worker
-    from agent.evaluation.compare import TamperWatch
+    from agent.evaluation.tamper import TamperWatch
 
     targets = {
         "agent.evaluation.verdicts.describe": (verdicts, "describe"),

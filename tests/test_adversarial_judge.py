@@ -19,8 +19,8 @@ import torch
 
 from agent.evaluation import accounting, draws
 from agent.evaluation.evaluate import evaluate
-from agent.evaluation.sandbox import WorkerPool
 from agent.evaluation.verdicts import exit_code
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.records import Status
 from agent.source.device_branches import device_branches

@@ -41,10 +41,10 @@ from agent.batch.summary import (
     write_summary,
 )
 from agent.cli import app
+from agent.commands.run_setup import NEEDS_LLM
 from agent.config import RunOptions
+from agent.data.paths import kernels_dir
 from agent.records import Candidate, EvalResult, ProfileRecord, Status
-from agent.resources import kernels_dir
-from agent.run_setup import NEEDS_LLM
 from agent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

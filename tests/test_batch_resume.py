@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from agent.batch.summary import BatchSummary
-from agent.resources import kernels_dir
+from agent.data.paths import kernels_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEMS = sorted(p.name for p in kernels_dir().iterdir() if (p / "reference.py").exists())

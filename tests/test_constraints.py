@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import pytest
 
+from agent.data.paths import kernels_dir
 from agent.prompt.stages import Stage, StageConstraints, StageParameter, list_stages, load_stage
 from agent.proposers.search import SearchProposer
 from agent.records import LaunchConfig
-from agent.resources import kernels_dir
 from agent.source.stage_rules import (
     GENERIC_RULES,
     RULES,
     ConstraintError,
     Violation,
     check_constraints,
-    grid_mapping_code,
     stage_rules,
     violations_text,
 )
+from agent.source.stage_rules_kernels import grid_mapping_code
 from agent.source.variants import apply_move, stage_moves, with_launch_config
 
 L1 = (kernels_dir() / "l1_norm" / "kernel.py").read_text()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from agent.evaluation import compare as verify
+from agent.evaluation import tensor_checks
 from agent.evaluation.evaluate import evaluate, to_result
 from agent.evaluation.sandbox import WorkerOutcome, is_secret, read_tail, worker_env
 from agent.problem import load_problem
@@ -343,29 +344,29 @@ def test_contract_checks():
 
 def test_aliasing_and_mutation():
     x = torch.randn(4, 4)
-    assert not verify.check_aliasing([x[1:]], [x]).passed
-    assert verify.check_aliasing([x.clone()], [x]).passed
-    pristine = verify.clone_inputs([x, 3])
-    assert verify.changed_inputs([x, 3], pristine) == []
+    assert not tensor_checks.check_aliasing([x[1:]], [x]).passed
+    assert tensor_checks.check_aliasing([x.clone()], [x]).passed
+    pristine = tensor_checks.clone_inputs([x, 3])
+    assert tensor_checks.changed_inputs([x, 3], pristine) == []
     x[0, 0] = -0.0 if x[0, 0] == 0 else 0.0
-    assert verify.changed_inputs([x, 3], pristine) == [0]
-    verify.restore_inputs([x, 3], pristine, [0])
-    assert verify.bitwise_equal(x, pristine[0])
-    assert not verify.bitwise_equal(torch.tensor([0.0]), torch.tensor([-0.0]))
+    assert tensor_checks.changed_inputs([x, 3], pristine) == [0]
+    tensor_checks.restore_inputs([x, 3], pristine, [0])
+    assert tensor_checks.bitwise_equal(x, pristine[0])
+    assert not tensor_checks.bitwise_equal(torch.tensor([0.0]), torch.tensor([-0.0]))
 
 
 def test_determinism_check():
     a = torch.randn(100)
-    assert "bitwise" in verify.check_deterministic([a], [a.clone()]).detail
-    near = verify.check_deterministic([a], [a + 1e-7])
+    assert "bitwise" in tensor_checks.check_deterministic([a], [a.clone()]).detail
+    near = tensor_checks.check_deterministic([a], [a + 1e-7])
     assert near.passed and "within tolerance" in near.detail
-    assert not verify.check_deterministic([a], [a + 1.0]).passed
+    assert not tensor_checks.check_deterministic([a], [a + 1.0]).passed
 
 
 def test_degenerate_reference_is_flagged_not_failed():
-    tiny = verify.check_reference_signal([torch.full((10,), 1e-3)])
+    tiny = tensor_checks.check_reference_signal([torch.full((10,), 1e-3)])
     assert tiny.passed and tiny.detail.startswith(verify.WARNING)
-    constant = verify.check_reference_signal([torch.full((10,), 5.0)])
+    constant = tensor_checks.check_reference_signal([torch.full((10,), 5.0)])
     assert constant.passed and constant.detail.startswith(verify.WARNING)
-    normal = verify.check_reference_signal([torch.randn(1000)])
+    normal = tensor_checks.check_reference_signal([torch.randn(1000)])
     assert normal.passed and not normal.detail.startswith(verify.WARNING)

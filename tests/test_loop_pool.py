@@ -1,4 +1,4 @@
-"""A stage's candidates are evaluated in one warm worker (agent.evaluation.sandbox.WorkerPool through
+"""A stage's candidates are evaluated in one warm worker (agent.evaluation.worker_pool.WorkerPool through
 LoopSettings)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from fakes import Quiet
 
 import agent.loop as loop
 from agent.config import LoopPolicy
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.prompt.gpus import find_gpu
 from agent.prompt.stages import load_stage

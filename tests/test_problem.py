@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.data.paths import kernels_dir
 from agent.problem import ProblemError, inspect_problem, load_problem
-from agent.resources import kernels_dir
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = sorted(p.name for p in kernels_dir().iterdir() if (p / "problem.toml").is_file())

@@ -28,9 +28,8 @@ from agent.profiling.ncu import (
     list_metric_sets,
     load_metric_set,
     profile_candidates,
-    profile_report_table,
 )
-from agent.profiling.read import NcuReportError, import_ncu_report, read_report
+from agent.profiling.read import NcuReportError, import_ncu_report, profile_report_table, read_report
 from agent.profiling.target import ProfileCandidate, pin_configs
 from agent.records import ProblemSpec
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.evaluation.evaluate import evaluate, static_result
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.records import Status
 

@@ -14,7 +14,7 @@ import torch
 
 from agent.evaluation import baseline_cache, retune, timing
 from agent.evaluation.evaluate import evaluate
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 from agent.records import TimingStats
 

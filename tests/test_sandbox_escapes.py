@@ -36,11 +36,11 @@ FORGED_PYC = PACKAGE / "evaluation" / "__pycache__" / "compare.cpython-311.pyc"
 
 DRIVER = """
 import json, os, sys
-from agent.secrets import protect_process
+from agent.evaluation.secrets import protect_process
 protect_process()
 print("PID", os.getpid(), flush=True)
 from agent.evaluation.evaluate import evaluate
-from agent.evaluation.sandbox import WorkerPool
+from agent.evaluation.worker_pool import WorkerPool
 from agent.problem import load_problem
 problem = load_problem(sys.argv[1])
 with WorkerPool() as pool:

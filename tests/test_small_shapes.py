@@ -1,4 +1,4 @@
-"""Small CPU shapes derived from a KernelBench file's size constants (agent/small_shapes.py)."""
+"""Small CPU shapes derived from a KernelBench file's size constants (agent/start/small_shapes.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from agent.problem import ProblemError, inspect_problem, load_problem
 from agent.records import ProblemSpec
-from agent.small_shapes import MAX_ELEMENTS, derive_small_shapes, parse_shapes_flag
+from agent.start.small_shapes import MAX_ELEMENTS, derive_small_shapes, parse_shapes_flag
 
 PROBLEMS = Path(__file__).resolve().parent / "kernelbench_problems"
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.data.paths import kernels_dir, profiles_dir
 from agent.prompt import render as prompting
 from agent.prompt import stages
 from agent.prompt.gpus import find_gpu
 from agent.prompt.render import SECTION_HEADERS, PromptContext, render_prompt, split_sections
 from agent.prompt.stages import StageError, default_pipeline, list_stages, load_stage
-from agent.resources import kernels_dir, profiles_dir
 from agent.source.stage_rules import check_constraints, stage_rules
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,10 +14,10 @@ import difflib
 import pytest
 import torch
 
+from agent.data.paths import kernels_dir
 from agent.evaluation.candidate import load_candidate
 from agent.prompt.stages import load_stage
 from agent.proposers.tiling_search import TilingSearch
-from agent.resources import kernels_dir
 from agent.source.stage_rules import check_constraints
 from agent.source.tiling_space import BLOCK, MULTIPLIER, WARPS, TilingSpace, UnknownKernel, tiling_space
 

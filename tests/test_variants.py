@@ -5,8 +5,8 @@ import difflib
 
 import pytest
 
+from agent.data.paths import kernels_dir
 from agent.records import LaunchConfig
-from agent.resources import kernels_dir
 from agent.source.variants import (
     LaunchMove,
     VariantError,

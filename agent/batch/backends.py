@@ -60,12 +60,10 @@ def job_env(gpu: str | None, key_file: Path | None = None) -> dict[str, str]:
     """This process's environment for a job (a job is this tool again, undumpable: it gets its secrets
     back), PYTHONPATH able to import `agent`, the GPU, and the path of the file holding the key the
     driver hands it (`key_file`: agent/batch/key_channel.py; a Ray node has not the driver's environment)."""
-    from agent.secrets import environ
+    from agent.evaluation.secrets import environ
 
     env = dict(environ())
-    root = str(
-        Path(__file__).resolve().parents[2]
-    )  # the checkout, not agent/ (its secrets.py would shadow the stdlib)
+    root = str(Path(__file__).resolve().parents[2])  # the checkout, which holds the package `agent`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env[PARENT_ENV] = str(os.getpid())
@@ -172,9 +170,7 @@ def run_ray(
     import ray
 
     if not ray.is_initialized():
-        root = str(
-            Path(__file__).resolve().parents[2]
-        )  # the checkout, not agent/ (its secrets.py would shadow the stdlib)
+        root = str(Path(__file__).resolve().parents[2])  # the checkout, which holds the package `agent`
         env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     use_gpus = ray.cluster_resources().get("GPU", 0) >= 1

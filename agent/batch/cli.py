@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from agent import options as opt
-from agent.cli_checks import checked, fail, new_dir
+from agent.commands import options as opt
+from agent.commands.checks import checked, fail, new_dir
 from agent.config import RunOptions
 
 if TYPE_CHECKING:  # imported when the command runs: help pages and refusals should not wait for them
     from agent.batch.inputs import Budget, Execution
-    from agent.run_setup import RunPlan
+    from agent.commands.run_setup import RunPlan
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -78,8 +78,8 @@ def batch(
     from agent.batch.driver import run_batch
     from agent.batch.inputs import BatchConfig, BatchInputError, Budget
     from agent.batch.summary import summary_tables
+    from agent.commands.run_setup import RunSetupError
     from agent.llm.client import EndpointFailed, endpoint_failed
-    from agent.run_setup import RunSetupError
 
     try:
         given = _where(backend, address, jobs, gpus)
@@ -132,8 +132,8 @@ def _checked_plan(options: RunOptions) -> RunPlan:
     """The batch's plan, its LLM endpoint checked once before any job starts (EndpointFailed). The model
     the preflight found, and the endpoint unless its URL carries credentials, go to every job through
     batch.json (a Ray node has not the driver's environment); the key goes apart (batch/key_channel.py)."""
+    from agent.commands.run_setup import check_llm, plan_run
     from agent.llm.settings import safe_url
-    from agent.run_setup import check_llm, plan_run
 
     plan = plan_run(options)  # bad stages or LLM settings fail here, not in every job
     note = check_llm(plan, console.print)

@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agent.config import RunOptions
+from agent.data.paths import kernels_dir
 from agent.problem import ProblemError, resolve_problem_path
-from agent.resources import kernels_dir
 
 CONFIG_FILE = "batch.json"
 INVOCATIONS_FILE = "invocations.json"

@@ -1,6 +1,6 @@
 """One problem of a batch, in a process of its own: `python -m agent.batch.job BATCH_DIR NAME`.
 
-The job runs the problem as `ncu-agent run` would (agent/run_setup.py) in `BATCH_DIR/problems/NAME/`,
+The job runs the problem as `ncu-agent run` would (agent/commands/run_setup.py) in `BATCH_DIR/problems/NAME/`,
 with three things around the loop: the GPU's lock around every evaluation and ncu run, the batch's
 budgets, and, when an earlier job of this problem was killed, the continuation of its run (ReplayStore:
 recorded evaluations and profiles are given back, not run again, and no record is written twice).
@@ -38,12 +38,12 @@ from agent.batch.outcome import (
     read_outcome,
 )
 from agent.batch.resume import ReplayStore
+from agent.commands.run_setup import NEEDS_LLM, ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.evaluation.sandbox import die_with_parent
 from agent.evaluation.torch_policy import merged
 from agent.llm.client import BudgetExhausted
 from agent.loop import LoopHooks
 from agent.problem import ProblemError, load_problem
-from agent.run_setup import NEEDS_LLM, ProblemRun, RunEnd, RunSetupError, plan_run, run_one
 from agent.store import Store
 
 

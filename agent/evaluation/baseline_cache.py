@@ -1,8 +1,8 @@
 """The PyTorch baselines a warm worker keeps between candidates of one problem.
 
 Compiling the reference with `torch.compile` costs seconds on every evaluation; a warm worker (see
-`agent.evaluation.sandbox.WorkerPool`) keeps the reference Model it timed and its compiled form, keyed by what
-determines them: the problem, the reference file's text, the seed the Model was built with, the shapes
+`agent.evaluation.worker_pool.WorkerPool`) keeps the reference Model it timed and its compiled form, keyed
+by what determines them: the problem, the reference file's text, the seed the Model was built with, the shapes
 of the timing inputs. The next candidate of that problem times its baselines against the very same
 objects, so the compiled code is reused with no recompilation.
 

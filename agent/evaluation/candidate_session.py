@@ -69,7 +69,7 @@ class CandidateSession:
         self.thread_baseline = runtime_guards.baseline_threads()
         self.weights = ""  # how the last build matched the reference's weights (agent.evaluation.weights)
         if watch is None:
-            from agent.evaluation.compare import TamperWatch
+            from agent.evaluation.tamper import TamperWatch
 
             watch = TamperWatch()
         self.watch = watch
@@ -135,9 +135,8 @@ class CandidateSession:
         import torch
         import torch.utils.deterministic
 
-        from agent.evaluation import compare as verify
         from agent.evaluation import guards as runtime_guards
-        from agent.evaluation import triton_hooks
+        from agent.evaluation import tensor_checks, triton_hooks
         from agent.problem import flatten_outputs
 
         model = self.models[key]
@@ -206,7 +205,7 @@ class CandidateSession:
             launches=dict(launches),
             own_kernels=own,
             checks=checks,
-            aliasing=verify.aliased([o for o in plain if o is not None], inputs),
+            aliasing=tensor_checks.aliased([o for o in plain if o is not None], inputs),
             max_configs=triton_hooks.max_configs(),
             work={"host_ms": report.work.host_s * 1e3, "ops": float(report.work.ops)},
         )

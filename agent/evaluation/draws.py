@@ -37,6 +37,8 @@ def draw_budget_s() -> float:
         return float(os.environ.get("NCU_AGENT_DRAW_BUDGET_S", DRAW_BUDGET_S))
     except ValueError:
         return DRAW_BUDGET_S
+
+
 OPS_PER_ELEMENT = 1 / 64  # more new ops than one per 64 new elements is a per-element loop
 HOST_MS_FLOOR = 5.0  # growth of host time below this is noise (a loaded 2-core machine)
 HOST_RATIO = 3.0  # and growth below this many times the small calls' host time

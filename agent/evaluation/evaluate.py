@@ -28,14 +28,9 @@ from agent.evaluation import confine
 from agent.evaluation.confine import isolation
 from agent.evaluation.limits import MIN_ADDRESS_SPACE_BYTES, WorkerLimits, limits_for
 from agent.evaluation.messages import Evaluate, Evaluated, read_reply
-from agent.evaluation.sandbox import (
-    WorkerFault,
-    WorkerOutcome,
-    WorkerPool,
-    WorkerProcess,
-    run_worker,
-)
+from agent.evaluation.sandbox import WorkerOutcome, run_worker
 from agent.evaluation.verdicts import HARNESS_FAILED
+from agent.evaluation.worker_pool import WorkerFault, WorkerPool, WorkerProcess
 from agent.records import Check, EvalRequest, EvalResult, ProblemSpec, Status
 
 CPU_TIMEOUT_S = 120.0

@@ -16,7 +16,7 @@ Per seed: the reference Model and ModelNew are built with the seed, the inputs d
 the candidate cannot know (so nothing computed in `__init__` can match them), then candidate -> reference
 -> candidate. Under Triton's interpreter (the CPU) the first seed is checked once per autotune config.
 On the GPU the accepted candidate is then timed (see `agent.evaluation.timing`), after the judge re-tunes its
-autotuned kernels (`agent.evaluation.retune`).
+autotuned kernels (`agent.evaluation.retune`); both are in agent/evaluation/judge_timing.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.evaluation import draws
-from agent.evaluation.judge_draws import ExtraDraws, kernel_check, match_check
+from agent.evaluation.judge_draws import ExtraDraws, kernel_check
+from agent.evaluation.judge_timing import JudgeTiming
 from agent.evaluation.verdicts import Ledger, Rejected, describe
 from agent.problem import build_model
 from agent.records import Check, EvalRequest, EvalResult, Status, Timings
@@ -38,7 +39,6 @@ from agent.records import Check, EvalRequest, EvalResult, Status, Timings
 if TYPE_CHECKING:
     from agent.evaluation.candidate_session import CallResult
 
-CPU_TIMING_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times are not measured"
 # Failed checks that make a rejection CHEATING rather than INCORRECT.
 CHEATING_CHECKS = (
     "process-exit",
@@ -73,7 +73,7 @@ def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
 # --- the judge --------------------------------------------------------------------------------------
 
 
-class Judge(ExtraDraws):
+class Judge(ExtraDraws, JudgeTiming):
     """Decides on one candidate, with the reference on its side and the candidate behind a runner."""
 
     def __init__(self, request: EvalRequest, runner: Any, ref_module: Any = None):
@@ -262,22 +262,22 @@ class Judge(ExtraDraws):
             self.ledger.add(where, c)
 
     def _check_once(self, model: Any, inputs: list[Any], where: str, config: int, fresh: bool) -> int:
-        from agent.evaluation import compare as verify
+        from agent.evaluation import tensor_checks
 
-        pristine = verify.clone_inputs(inputs)
+        pristine = tensor_checks.clone_inputs(inputs)
         poison = self.rng.random() < 0.5  # one call of the two poisoned, which one drawn in secret
         c1 = self._call("main", inputs, config, f"{where}, call 1", "new" if fresh else "same", poison)
-        changed1 = verify.changed_inputs(c1.inputs_after, pristine)
+        changed1 = tensor_checks.changed_inputs(c1.inputs_after, pristine)
         if self.runner.in_process:
-            verify.restore_inputs(inputs, pristine, changed1)
+            tensor_checks.restore_inputs(inputs, pristine, changed1)
         refs = self._reference(model, inputs, where)
-        ref_changed = verify.changed_inputs(inputs, pristine)
-        verify.restore_inputs(inputs, pristine, ref_changed)
+        ref_changed = tensor_checks.changed_inputs(inputs, pristine)
+        tensor_checks.restore_inputs(inputs, pristine, ref_changed)
         self.ref_mutates |= bool(ref_changed)
         c2 = self._call("main", inputs, config, f"{where}, call 2", "same", not poison)
-        changed2 = verify.changed_inputs(c2.inputs_after, pristine)
+        changed2 = tensor_checks.changed_inputs(c2.inputs_after, pristine)
         if self.runner.in_process:
-            verify.restore_inputs(inputs, pristine, changed2)
+            tensor_checks.restore_inputs(inputs, pristine, changed2)
         del pristine
 
         add = self.ledger.add
@@ -287,10 +287,10 @@ class Judge(ExtraDraws):
             add(f"{where}, {call}", kernel_check(c))
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
             self.kernels = dict(c2.launches)
-        ref_aliases = bool(verify.aliased(refs, inputs))
+        ref_aliases = bool(tensor_checks.aliased(refs, inputs))
         if not ref_aliases:  # before input-mutation: returning the input is the more telling finding
             for call, c in (("call 1", c1), ("call 2", c2)):
-                add(f"{where}, {call}", verify.aliasing_check(c.aliasing))
+                add(f"{where}, {call}", tensor_checks.aliasing_check(c.aliasing))
         if ref_changed:
             add(
                 where,
@@ -301,8 +301,8 @@ class Judge(ExtraDraws):
                 ),
             )
         else:
-            add(f"{where}, call 1", verify.check_input_mutation(changed1))
-            add(f"{where}, call 2", verify.check_input_mutation(changed2))
+            add(f"{where}, call 1", tensor_checks.check_input_mutation(changed1))
+            add(f"{where}, call 2", tensor_checks.check_input_mutation(changed2))
         spec = self.req.problem
         comparable = True
         for call, c in (("call 1", c1), ("call 2", c2)):
@@ -315,9 +315,9 @@ class Judge(ExtraDraws):
             self.max_abs = _max(self.max_abs, cmp.max_abs_err)
             self.max_rel = _max(self.max_rel, cmp.max_rel_err)
         if comparable:
-            add(where, verify.check_deterministic(c1.outputs, c2.outputs, spec.atol, spec.rtol))
-        add(where, verify.check_reference_signal(refs))
-        self.bytes_moved = sum(t.nbytes for t in verify.tensors(inputs)) + sum(t.nbytes for t in refs)
+            add(where, tensor_checks.check_deterministic(c1.outputs, c2.outputs, spec.atol, spec.rtol))
+        add(where, tensor_checks.check_reference_signal(refs))
+        self.bytes_moved = sum(t.nbytes for t in tensor_checks.tensors(inputs)) + sum(t.nbytes for t in refs)
         self._stop_on_failure()
         return c1.max_configs
 
@@ -348,127 +348,6 @@ class Judge(ExtraDraws):
             f"{check.name} failed ({where}): {check.detail}",
             check.name,
         )
-
-    # --- timing ----------------------------------------------------------------------------------
-
-    def _time(self) -> Timings:
-        if self.device != "cuda":
-            return Timings(skipped_reason=CPU_TIMING_SKIPPED)
-        if not self.req.time:
-            return Timings(skipped_reason="timing not requested")
-        from agent.evaluation import baseline_cache, timing
-        from agent.evaluation import compare as verify
-
-        assert self.last is not None
-        model, new_model, inputs = self.last
-        try:
-            with self._phase("baselines"):
-                compiled = None
-                if self.req.baselines:
-                    seed = (self.req.seeds or [0])[-1]
-                    text = self.req.problem.reference_path.read_text()
-                    key = baseline_cache.cache_key(self.req.problem.name, text, seed, inputs)
-                    env = verify.triton_environment()
-                    model, compiled = baseline_cache.baselines_for(key, model, inputs)
-                    watch = getattr(getattr(self.runner, "session", None), "watch", None)
-                    if watch is not None and verify.triton_environment() != env:
-                        watch.accept([verify.TRITON_ENV])  # torch.compile's own settings, not the candidate's
-            sampler = _TimedSampler(new_model, self.rng)
-            with self._phase("timing"):
-                t = timing.time_models(
-                    sampler,
-                    model,
-                    inputs,
-                    reps=self.req.timing_reps,
-                    baselines=self.req.baselines,
-                    bytes_moved=self.bytes_moved,
-                    flops=self._flops(),
-                    compiled=compiled,
-                )
-        except BaseException as e:
-            raise Rejected(Status.CRASHED, f"while timing: {describe(e)}") from None
-        t.retuned = self.retuned
-        self.ledger.add("timing", timing.plausibility(t))
-        self._check_timed(model, inputs, sampler)
-        return t
-
-    def _check_timed(self, model: Any, inputs: list[Any], sampler: _TimedSampler) -> None:
-        """Outputs of timed calls drawn at random, against the reference: a candidate honest only while
-        checked is wrong here."""
-        from agent.problem import flatten_outputs
-
-        if not sampler.kept:
-            return
-        refs = self._reference(model, inputs, "timed calls")
-        for i, out in sampler.kept:
-            comparison = self._compare(flatten_outputs(out), refs)
-            self.ledger.add(
-                f"timed call {i}", match_check("timed-calls", comparison, "matches the reference")
-            )
-        self._stop_on_failure()
-
-    def _retune(self, model: Any, new_model: Any, inputs: list[Any]) -> None:
-        """Re-choose each autotuned kernel's config by the judge's own timing (`agent.evaluation.retune`)."""
-        if new_model is None:
-            return
-        import torch
-
-        from agent.evaluation import retune, triton_hooks
-        from agent.problem import flatten_outputs
-
-        refs: list[Any] = []
-
-        def check(out: Any) -> str | None:
-            if not refs:
-                refs.extend(self._reference(model, inputs, "re-tuning"))
-            failed = [c for c in self._compare(flatten_outputs(out), refs).checks if not c.passed]
-            return f"{failed[0].name}: {failed[0].detail}" if failed else None
-
-        try:
-            with torch.no_grad():
-                self.retuned, problem = retune.retune(
-                    list(triton_hooks.STATE.autotuners), lambda: new_model(*inputs), check
-                )
-        except Rejected:
-            raise
-        except BaseException as e:
-            raise Rejected(Status.CRASHED, f"while re-tuning its autotune configs: {describe(e)}") from None
-        if problem is not None:
-            self.rule = "autotune-config"
-            self.ledger.add("re-tuning", Check(name="autotune-config", passed=False, detail=problem))
-            raise Rejected(
-                Status.INCORRECT,
-                f"autotune-config failed (re-tuning at the full size): {problem}; the autotuner may pick "
-                "this config in another process",
-                "autotune-config",
-            )
-
-    def _flops(self) -> float | None:
-        expr = self.req.problem.flops
-        if not expr:
-            return None
-        try:
-            return float(eval(expr, {}, dict(vars(self.ref_module))))
-        except Exception:
-            return None
-
-
-class _TimedSampler:
-    """The candidate as the timing loop calls it; keeps the outputs of up to 3 calls drawn at random."""
-
-    def __init__(self, model: Any, rng: Any, keep: int = 3, chance: float = 0.05):
-        self.model, self.rng, self.keep, self.chance = model, rng, keep, chance
-        self.calls = 0
-        self.kept: list[tuple[int, Any]] = []
-
-    def __call__(self, *args: Any) -> Any:
-        from agent.problem import flatten_outputs
-
-        out = self.model(*args)
-        self.calls += 1
-        if len(self.kept) < self.keep and self.rng.random() < self.chance:
-            self.kept.append((self.calls, [o.clone() for o in flatten_outputs(out)]))
-        return out
 
 
 def _max(a: float | None, b: float | None) -> float | None:

@@ -21,8 +21,9 @@ WARNING_SKIPPED = "warning: not checked: "
 DISTRIBUTIONS = ((100.0, 3.0), (4.0, 1.0))
 
 
-class ExtraDraws:
-    """Mixed into `Judge`: uses its request, runner, ledger, random source and call helpers."""
+class JudgeState:
+    """What the parts of `Judge` mixed into it (ExtraDraws, JudgeTiming) use of it: its request, runner,
+    ledger, random source and call helpers."""
 
     req: Any
     runner: Any
@@ -30,16 +31,22 @@ class ExtraDraws:
     rng: Any
     last: Any
     ref_module: Any
+
+    _reference: Any
+    _compare: Any
+    _stop_on_failure: Any
+
+
+class ExtraDraws(JudgeState):
+    """Mixed into `Judge`: the draws beyond the seeds."""
+
     ref_mutates: bool
     call_s: float | None
     calls: int
 
     _draw: Any
     _call: Any
-    _reference: Any
-    _compare: Any
     _guard_checks: Any
-    _stop_on_failure: Any
 
     # --- extra draws: result caches, another value distribution, another shape ---
 

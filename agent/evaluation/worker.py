@@ -61,7 +61,7 @@ def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult
     """Judge and candidate in this process (the GPU path): (result, whether the process is clean, why not)."""
     from agent.evaluation import guards as runtime_guards
     from agent.evaluation import triton_hooks
-    from agent.evaluation.compare import TamperWatch
+    from agent.evaluation.tamper import TamperWatch
     from agent.problem import ProblemError, load_reference
 
     triton_hooks.install()

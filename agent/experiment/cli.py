@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from agent import options as opt
-from agent.cli_checks import checked, fail, new_dir
+from agent.commands import options as opt
+from agent.commands.checks import checked, fail, new_dir
 from agent.config import RunOptions
 
 

@@ -1,6 +1,6 @@
 """What an experiment compares: its arms (`--arm NAME=KEY:VALUE,...`), its config (experiment.json), and
-each arm's setup (stages, template folders, target GPU, LLM settings) as a run plan (agent/run_setup.py).
-agent/experiment/units.py runs it."""
+each arm's setup (stages, template folders, target GPU, LLM settings) as a run plan
+(agent/commands/run_setup.py). agent/experiment/units.py runs it."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.batch.inputs import ProblemEntry, write_atomic
+from agent.commands.run_setup import RunPlan
 from agent.config import RunOptions
+from agent.data.paths import prompts_dir
 from agent.llm.client import ChatClient
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.prompt.gpus import find_gpu, resolve_gpu
 from agent.prompt.stages import Stage, StageError, default_pipeline, load_stage
 from agent.proposers.search import SearchProposer
-from agent.resources import prompts_dir
-from agent.run_setup import RunPlan
 from agent.source.stage_rules import RULES
 
 CONFIG_FILE = "experiment.json"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agent.llm.client import Usage
-from agent.secrets import private
+from agent.evaluation.secrets import private
+from agent.llm.reply import Usage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (

@@ -278,7 +278,7 @@ def load_llm_settings(
     Raises LLMConfigError naming each bad field, its value (never the key's) and the layer it came from.
     """
     if env is None:
-        from agent.secrets import environ  # the key, moved out of os.environ at start
+        from agent.evaluation.secrets import environ  # the key, moved out of os.environ at start
 
         env = environ()
     values: dict[str, Any] = {}

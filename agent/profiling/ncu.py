@@ -20,11 +20,11 @@ import time
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from rich.table import Table
 
+from agent.data.paths import profiles_dir
 from agent.evaluation import confine
 from agent.evaluation.sandbox import BOOTSTRAP, die_with_parent, read_tail, worker_env
 from agent.profiling.read import (
@@ -37,7 +37,6 @@ from agent.profiling.read import (
 )
 from agent.profiling.target import RANGE_PREFIX, CandidateStatus, ProfileCandidate, ProfileRequest
 from agent.records import NcuMetrics, ProblemSpec
-from agent.resources import profiles_dir
 
 ALL_RANGES = f"regex:{RANGE_PREFIX}[0-9]+/"
 DEFAULT_NCU = "/usr/local/cuda/bin/ncu"
@@ -277,33 +276,25 @@ def profile_candidates(
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report, status_path, log_path = (
-        out / f"{name}.ncu-rep",
-        out / f"{name}.status.json",
-        out / f"{name}.ncu.log",
-    )
+    files = _Files(out / f"{name}.ncu-rep", out / f"{name}.status.json", out / f"{name}.ncu.log")
     base, box = confine.make_box(None)  # ncu and the target write only here; results are moved to `out`
-
-    def provenance(i: int, **kw: Any) -> ProfileProvenance:
-        return ProfileProvenance(metric_set=ms.name, pinned_config=candidates[i].pinned_configs, **kw)
-
-    def fail_all(kind: ProfileFailure, msg: str, **kw: Any) -> list[ProfileResult]:
-        return [
-            ProfileResult(index=i, ok=False, error=msg, error_kind=kind, provenance=provenance(i), **kw)
-            for i in range(len(candidates))
-        ]
-
     exe = ncu or find_ncu()
     if exe is None:
         hint = f" (NCU={os.environ['NCU']} is not an executable)" if os.environ.get("NCU") else ""
-        return fail_all(
-            ProfileFailure.NCU_MISSING, f"ncu not found{hint}: install Nsight Compute or set NCU=..."
+        return _fail_all(
+            candidates,
+            ms,
+            ProfileFailure.NCU_MISSING,
+            f"ncu not found{hint}: install Nsight Compute or set NCU=...",
         )
-    for stale in (report, status_path):  # a report left by an earlier run must never pass for this one's
+    for stale in (
+        files.report,
+        files.status,
+    ):  # a report left by an earlier run must never pass for this one's
         stale.unlink(missing_ok=True)
     req_path = out / f"{name}.request.json"
     req = ProfileRequest(
-        problem=problem, candidates=candidates, seed=seed, status_path=box / status_path.name
+        problem=problem, candidates=candidates, seed=seed, status_path=box / files.status.name
     )
     req_path.write_text(req.model_dump_json(indent=1))
     shutil.copy(req_path, box / req_path.name)
@@ -316,88 +307,122 @@ def profile_candidates(
         "agent.profiling.target",
         str(box / req_path.name),
     ]
-    cmd = build_ncu_command(exe, ms, box / report.name, target, ranges)
+    cmd = build_ncu_command(exe, ms, box / files.report.name, target, ranges)
+    run = _run_in_box(cmd, problem, files, timeout_s, base, box)
+    return _results(candidates, ms, files, run, cmd, timeout_s, rules_k)
+
+
+class _Files(NamedTuple):
+    """Where one profiling run leaves its report, the target's status and ncu's log."""
+
+    report: Path
+    status: Path
+    log: Path
+
+
+def _provenance(ms: MetricSet, candidate: ProfileCandidate, **kw: Any) -> ProfileProvenance:
+    return ProfileProvenance(metric_set=ms.name, pinned_config=candidate.pinned_configs, **kw)
+
+
+def _fail_all(
+    candidates: list[ProfileCandidate], ms: MetricSet, kind: ProfileFailure, msg: str, **kw: Any
+) -> list[ProfileResult]:
+    return [
+        ProfileResult(index=i, ok=False, error=msg, error_kind=kind, provenance=_provenance(ms, c), **kw)
+        for i, c in enumerate(candidates)
+    ]
+
+
+def _run_in_box(
+    cmd: list[str], problem: ProblemSpec, files: _Files, timeout_s: float, base: Path, box: Path
+) -> _NcuRun:
+    """ncu in the box, its report and the target's status moved out of it; the box removed."""
     try:
         run = _run_ncu(
-            confine.box_for(cmd, box, [problem.reference_path], gpu=True), log_path, timeout_s, box
+            confine.box_for(cmd, box, [problem.reference_path], gpu=True), files.log, timeout_s, box
         )
-        for made in (report, status_path):  # out of the box: the run's directory is never the target's
+        for made in (files.report, files.status):  # out of the box: the run's directory is never the target's
             with contextlib.suppress(OSError):
                 shutil.move(box / made.name, made)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    status = _read_status(status_path)
+    return run
+
+
+def _results(
+    candidates: list[ProfileCandidate],
+    ms: MetricSet,
+    files: _Files,
+    run: _NcuRun,
+    cmd: list[str],
+    timeout_s: float,
+    rules_k: int,
+) -> list[ProfileResult]:
+    """One result per candidate from the run, its report and the target's status."""
+    status = _read_status(files.status)
     common: dict[str, Any] = {"wall_s": run.wall_s}
 
-    failure = _global_failure(run, report, log_path, timeout_s)
+    failure = _global_failure(run, files.report, files.log, timeout_s)
     if failure is not None and failure[0] in (ProfileFailure.TIMEOUT, ProfileFailure.PERMISSION):
-        return fail_all(*failure, **common)
+        return _fail_all(candidates, ms, *failure, **common)
     profile: NcuProfile | None = None
     if failure is None:
         try:
-            profile = read_report(report, metrics=ms.display_metrics)
+            profile = read_report(files.report, metrics=ms.display_metrics)
         except NcuReportError as e:
             failure = (ProfileFailure.UNREADABLE, str(e))
-    results = []
-    for i in range(len(candidates)):
-        notes = status.notes.get(i, [])
-        if i in status.errors:
-            kind, msg = ProfileFailure.CANDIDATE, status.errors[i]
-        elif failure is not None:
-            kind, msg = failure
-        else:
-            kind, msg = None, None
-        sub = profile.select(f"{RANGE_PREFIX}{i}") if profile is not None else None
-        if kind is None and sub is not None and not sub.launches:
-            kind, msg = ProfileFailure.NO_KERNELS, f"no kernel was profiled in NVTX range {RANGE_PREFIX}{i}"
-            if profile is not None and not profile.launches:
-                msg += f" (the report {report.name} holds no launch at all: empty or truncated?)"
-        prov = provenance(
-            i,
-            ncu_version=profile.ncu_version if profile else None,
-            gpu_name=profile.device_name if profile else None,
-            launch_indices=[la.index for la in sub.launches] if sub else [],
-            command=cmd,
-            notes=notes,
-            ran_config=status.ran_configs.get(i, {}),
-        )
-        results.append(
-            ProfileResult(
-                index=i,
-                ok=kind is None,
-                error=msg,
-                error_kind=kind,
-                report_path=report if report.is_file() else None,
-                metrics=seed_json(sub, ms.display_metrics) if sub and kind is None else {},
-                rules=ranked_rules(sub, rules_k) if sub and kind is None else [],
-                launches=sub.launches if sub else [],
-                provenance=prov,
-                **common,
-            )
-        )
-    return results
+    return [
+        _candidate_result(i, c, ms, status, failure, profile, files.report, cmd, rules_k, common)
+        for i, c in enumerate(candidates)
+    ]
 
 
-def _fmt(value: float | int | str) -> str:
-    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
-
-
-def profile_report_table(profile: NcuProfile, metrics: list[str] | None = None) -> Table:
-    """One row per metric of each launch: kernel, launch (index and NVTX range), metric, value."""
-    title = " ".join(
-        x for x in (profile.device_name, f"ncu {profile.ncu_version}" if profile.ncu_version else "") if x
+def _candidate_result(
+    i: int,
+    candidate: ProfileCandidate,
+    ms: MetricSet,
+    status: CandidateStatus,
+    failure: tuple[ProfileFailure, str] | None,
+    profile: NcuProfile | None,
+    report: Path,
+    cmd: list[str],
+    rules_k: int,
+    common: dict[str, Any],
+) -> ProfileResult:
+    """Candidate i's result: its own error, else the run's, else its NVTX range of the report."""
+    notes = status.notes.get(i, [])
+    kind: ProfileFailure | None
+    msg: str | None
+    if i in status.errors:
+        kind, msg = ProfileFailure.CANDIDATE, status.errors[i]
+    elif failure is not None:
+        kind, msg = failure
+    else:
+        kind, msg = None, None
+    sub = profile.select(f"{RANGE_PREFIX}{i}") if profile is not None else None
+    if kind is None and sub is not None and not sub.launches:
+        kind, msg = ProfileFailure.NO_KERNELS, f"no kernel was profiled in NVTX range {RANGE_PREFIX}{i}"
+        if profile is not None and not profile.launches:
+            msg += f" (the report {report.name} holds no launch at all: empty or truncated?)"
+    prov = _provenance(
+        ms,
+        candidate,
+        ncu_version=profile.ncu_version if profile else None,
+        gpu_name=profile.device_name if profile else None,
+        launch_indices=[la.index for la in sub.launches] if sub else [],
+        command=cmd,
+        notes=notes,
+        ran_config=status.ran_configs.get(i, {}),
     )
-    table = Table(title=title or None)
-    for col in ("kernel", "launch", "metric"):
-        table.add_column(col)
-    table.add_column("value", justify="right")
-    for la in profile.launches:
-        names = metrics if metrics is not None else list(la.metrics)
-        first = True
-        for name in names:
-            if name not in la.metrics:
-                continue
-            where = f"#{la.index}" + (f" {la.range_name}" if la.range_name else "")
-            table.add_row(la.kernel if first else "", where if first else "", name, _fmt(la.metrics[name]))
-            first = False
-    return table
+    return ProfileResult(
+        index=i,
+        ok=kind is None,
+        error=msg,
+        error_kind=kind,
+        report_path=report if report.is_file() else None,
+        metrics=seed_json(sub, ms.display_metrics) if sub and kind is None else {},
+        rules=ranked_rules(sub, rules_k) if sub and kind is None else [],
+        launches=sub.launches if sub else [],
+        provenance=prov,
+        **common,
+    )

@@ -6,6 +6,7 @@ or from the Nsight Compute install (`<install>/extras/python`). Each profiled ke
 launch is matched to the candidate whose range (`ncu_agent_c<i>`) was open. Rule results (ncu's guided
 analysis) come from `action.rule_results_as_dicts()`; their estimated speedup is in the dict's
 `speedup_estimation` = {"type": 1 local | 2 global, "speedup": percent}, absent when the rule gives none.
+`profile_report_table` shows a report as `ncu-agent profile` prints it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, Field
+from rich.table import Table
 
 from agent.prompt.text import clip_sentences
 
@@ -321,3 +323,28 @@ def ranked_rules(profile: NcuProfile, k: int = 5) -> list[str]:
         if len(lines) == k:
             break
     return lines
+
+
+def _fmt(value: float | int | str) -> str:
+    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
+
+
+def profile_report_table(profile: NcuProfile, metrics: list[str] | None = None) -> Table:
+    """One row per metric of each launch: kernel, launch (index and NVTX range), metric, value."""
+    title = " ".join(
+        x for x in (profile.device_name, f"ncu {profile.ncu_version}" if profile.ncu_version else "") if x
+    )
+    table = Table(title=title or None)
+    for col in ("kernel", "launch", "metric"):
+        table.add_column(col)
+    table.add_column("value", justify="right")
+    for la in profile.launches:
+        names = metrics if metrics is not None else list(la.metrics)
+        first = True
+        for name in names:
+            if name not in la.metrics:
+                continue
+            where = f"#{la.index}" + (f" {la.range_name}" if la.range_name else "")
+            table.add_row(la.kernel if first else "", where if first else "", name, _fmt(la.metrics[name]))
+            first = False
+    return table

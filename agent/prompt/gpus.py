@@ -9,7 +9,7 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.resources import package_data
+from agent.data.paths import package_data
 
 
 class UnknownGpuError(ValueError):
@@ -140,7 +140,7 @@ def resolve_gpu(override: str | None = None) -> GpuSpec | None:
     return detect_gpu()
 
 
-TARGET_ENV = "NCU_AGENT_TARGET_GPU"  # set by a run (agent/run_setup.py) for its CPU workers
+TARGET_ENV = "NCU_AGENT_TARGET_GPU"  # set by a run (agent/commands/run_setup.py) for its CPU workers
 
 
 def target_gpu() -> GpuSpec:

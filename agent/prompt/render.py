@@ -14,9 +14,9 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, Field
 
+from agent.data.paths import prompts_dir
 from agent.prompt.gpus import GpuSpec
 from agent.prompt.stages import Stage
-from agent.resources import prompts_dir
 
 # Section headers of a rendered prompt, in the order they appear (see split_sections).
 SECTION_HEADERS: tuple[str, ...] = (

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.resources import prompts_dir
+from agent.data.paths import prompts_dir
 from agent.source.stage_rules import RULES
 
 

@@ -33,19 +33,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.llm.cache import CachedReply, LLMCache, cache_key
-from agent.llm.client import (
-    FATAL_STATUS,
-    Attempt,
-    Budget,
-    BudgetExhausted,
-    ChatClient,
-    ChatResult,
-    Choice,
-    EndpointFailed,
-    LLMError,
-    Usage,
-)
+from agent.llm.client import FATAL_STATUS, Budget, BudgetExhausted, ChatClient, EndpointFailed, LLMError
 from agent.llm.extract import CodeSyntaxError, ExtractError, extract_code, strip_harness
+from agent.llm.reply import Attempt, ChatResult, Choice, Usage
 from agent.llm.settings import LLMSettings
 from agent.prompt.render import environment, split_sections
 from agent.proposers.base import ProposalContext, Proposer

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent.cli_checks import checked, fail, output_file
+from agent.commands.checks import checked, fail, output_file
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -25,8 +25,8 @@ def show(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.", exists=True, file_okay=False)],
 ) -> None:
     """Print a run's history table."""
+    from agent.commands.resume import mark_killed
     from agent.report.tables import history_table
-    from agent.run_resume import mark_killed
     from agent.store import Store
 
     if not (run_dir / Store.FILENAME).exists():

@@ -19,11 +19,11 @@ import jinja2
 from markupsafe import Markup
 from pydantic import BaseModel
 
+from agent.data.paths import prompts_dir
 from agent.report import plots as report_plots
 from agent.report.batch import BatchData, batch_run_dirs, load_batch
 from agent.report.data import load_run_dir
 from agent.report.models import CandidateRow, ProfileRow, RunDirData, Step
-from agent.resources import prompts_dir
 
 REPORT = "report.html"
 NOT_TIMED = "not timed: no GPU (correctness only, in Triton's interpreter)"

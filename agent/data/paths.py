@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_DATA = Path(__file__).resolve().parent
+_PACKAGE = _DATA.parent
 
 
 @cache
@@ -34,4 +35,4 @@ def kernels_dir() -> Path:
 
 def package_data(name: str) -> Path:
     """A data file shipped inside the package itself (agent/data)."""
-    return _PACKAGE / "data" / name
+    return _DATA / name

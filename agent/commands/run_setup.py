@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import LoopPolicy, RunOptions
-from agent.evaluation.sandbox import WorkerPool
-from agent.first import NoFirstVersion
+from agent.evaluation.worker_pool import WorkerPool
 from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.loop import LoopHooks, LoopSettings, Reporter, StartingKernelRejected
 from agent.pipeline import PipelineOutcome, run_pipeline
@@ -27,6 +26,7 @@ from agent.prompt.gpus import TARGET_ENV, GpuSpec, find_gpu, resolve_gpu
 from agent.prompt.stages import Stage, default_pipeline, load_stage
 from agent.proposers.base import Proposer, proposer_class
 from agent.proposers.search import SearchProposer
+from agent.start.first import NoFirstVersion
 from agent.store import Store
 
 if TYPE_CHECKING:
@@ -256,7 +256,8 @@ def run_record(plan: RunPlan, problem: str, start: Path | None) -> dict[str, Any
         "roofline_target": plan.options.roofline_target,
         "llm": plan.llm_settings.safe_dict() if plan.options.llm else None,
         "isolation": isolation().label,
-        # What `ncu-agent run --resume` needs to continue the run as it was started (agent/run_resume.py).
+        # What `ncu-agent run --resume` needs to continue the run as it was started
+        # (agent/commands/resume.py).
         "options": plan.options.model_dump(mode="json"),
         "pid": os.getpid(),
         "host": socket.gethostname(),

@@ -7,10 +7,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from agent.records import ProblemSpec
 
 err = Console(stderr=True)
 
@@ -76,4 +80,17 @@ def checked(check: Callable[[Path, str], Path], path: Path | None, flag: str) ->
     try:
         return check(path, flag)
     except PathProblem as e:
+        raise fail(str(e)) from None
+
+
+def load_spec(problem: str, small_shapes: str | None = None) -> ProblemSpec:
+    """The problem a command names (`--small-shapes` applied), or its refusal: a bad problem is usage."""
+    from agent.problem import ProblemError, load_problem
+    from agent.start.small_shapes import parse_shapes_flag
+
+    try:
+        return load_problem(problem, parse_shapes_flag(small_shapes) if small_shapes else None)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    except ProblemError as e:
         raise fail(str(e)) from None

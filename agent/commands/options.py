@@ -50,7 +50,7 @@ AllowTorch = Annotated[
 
 def allow_torch_flag(value: str | None) -> list[str]:
     """The names of `--allow-torch`, checked; exit 2 naming the known ones otherwise."""
-    from agent.cli_checks import fail
+    from agent.commands.checks import fail
     from agent.evaluation.torch_policy import PolicyError, parse_names
 
     try:
