@@ -32,6 +32,7 @@ _AGENT_MODULES = (
     "agent.evaluation.tamper",
     "agent.evaluation.judge",
     "agent.evaluation.judge_timing",
+    "agent.evaluation.judge_draws",
     "agent.evaluation.verdicts",
     "agent.evaluation.candidate_session",
     "agent.evaluation.worker",

@@ -277,7 +277,6 @@ def profile_candidates(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = _Files(out / f"{name}.ncu-rep", out / f"{name}.status.json", out / f"{name}.ncu.log")
-    base, box = confine.make_box(None)  # ncu and the target write only here; results are moved to `out`
     exe = ncu or find_ncu()
     if exe is None:
         hint = f" (NCU={os.environ['NCU']} is not an executable)" if os.environ.get("NCU") else ""
@@ -287,6 +286,7 @@ def profile_candidates(
             ProfileFailure.NCU_MISSING,
             f"ncu not found{hint}: install Nsight Compute or set NCU=...",
         )
+    base, box = confine.make_box(None)  # ncu and the target write only here; results are moved to `out`
     for stale in (
         files.report,
         files.status,
