@@ -299,3 +299,41 @@ def test_require_sandbox_refuses_without_it(monkeypatch, tmp_path):
     assert result.exit_code == 2
     said = " ".join(result.output.split())
     assert "error: --require-sandbox: isolation is reduced: turned off by NCU_AGENT_SANDBOX=off" in said
+
+
+SOCKET_PROBE = """
+import json, socket, sys
+from agent.evaluation import lockdown
+lockdown._seccomp(block_processes=False, unix_sockets=sys.argv[1] == "1")
+got = {}
+for name, make in (
+    ("inet", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM)),
+    ("inet6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)),
+    ("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)),
+    ("unix", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)),
+    ("pair", lambda: socket.socketpair()),
+):
+    try:
+        make()
+        got[name] = "open"
+    except OSError:
+        got[name] = "blocked"
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp is Linux's")
+@pytest.mark.parametrize("unix", [False, True])
+def test_seccomp_blocks_every_socket_family_but_unix_on_the_gpu(unix):
+    """A GPU worker may open Unix-domain sockets (CUDA's driver fails to start without them: error 304 on
+    an H200); never a network one. A CPU worker may open none."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", SOCKET_PROBE, "1" if unix else "0"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert {k: got[k] for k in ("inet", "inet6", "netlink")} == dict.fromkeys(
+        ("inet", "inet6", "netlink"), "blocked"
+    )
+    assert got["unix"] == got["pair"] == ("open" if unix else "blocked")

@@ -7,7 +7,10 @@ Worker side (`lock_down`, called once the harness is imported and before any can
 - RLIMIT_NPROC for that uid (its own, since no one else has it): a bounded number of processes and threads;
 - a seccomp filter through `pyseccomp` (libseccomp through ctypes; the filter is libseccomp's, not ours):
   no socket of any kind, and on the CPU no new process (fork, exec, clone without CLONE_THREAD); threads
-  stay allowed. On the GPU only sockets are blocked: Triton runs ptxas and inductor its compile workers.
+  stay allowed. On the GPU only sockets are blocked (Triton runs ptxas and inductor its compile workers),
+  and Unix-domain ones are allowed: CUDA's driver does not start without them. In bwrap's box they reach
+  nothing outside it (its own network namespace, only the box's paths); in the reduced mode they can reach
+  the Unix sockets on the machine that the worker's uid may open.
 
 Parent side: `source_hashes` of the project's modules taken before the first candidate; the worker compares
 the sources it imported (`changed_sources`); `planted_bytecode` finds `.pyc` files in the checkout that
@@ -25,6 +28,7 @@ import marshal
 import os
 import resource
 import signal
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -43,6 +47,9 @@ class WorkerSetup(BaseModel):
     uid: int | None = None  # drop to this uid (the parent runs as root); None: stay
     max_processes: int = 256
     block_processes: bool = True  # the CPU; on the GPU compilers are started as processes
+    # The GPU: CUDA's driver opens Unix-domain sockets while it starts (without them cudaGetDeviceCount
+    # fails with error 304, seen on an H200); other socket families stay blocked.
+    unix_sockets: bool = False
     parent: int | None = None  # die with this process (re-armed: a change of uid clears it)
     sources: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
 
@@ -147,13 +154,16 @@ def _die_with(parent: int | None) -> None:
         os._exit(3)
 
 
-def _seccomp(block_processes: bool) -> None:
+def _seccomp(block_processes: bool, unix_sockets: bool = False) -> None:
     import pyseccomp as seccomp  # imported before the uid changes (below): Python may not be readable after
 
     f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
     deny = seccomp.ERRNO(errno.EPERM)
-    for call in ("socket", "socketpair"):
-        f.add_rule(deny, call)
+    if unix_sockets:  # a socketpair is always a Unix-domain pair within the process
+        f.add_rule(deny, "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+    else:
+        for call in ("socket", "socketpair"):
+            f.add_rule(deny, call)
     if block_processes:
         for call in ("fork", "vfork", "execve", "execveat"):
             f.add_rule(deny, call)
@@ -175,6 +185,7 @@ def lock_down(setup: WorkerSetup) -> list[str]:
         held.append(f"uid {setup.uid}, at most {setup.max_processes} processes")
     _die_with(setup.parent)
     if sys.platform.startswith("linux"):
-        _seccomp(setup.block_processes)
-        held.append("seccomp: no sockets" + (", no new processes" if setup.block_processes else ""))
+        _seccomp(setup.block_processes, setup.unix_sockets)
+        sockets = "no sockets but Unix-domain ones" if setup.unix_sockets else "no sockets"
+        held.append(f"seccomp: {sockets}" + (", no new processes" if setup.block_processes else ""))
     return held

@@ -187,7 +187,7 @@ def worker_command(args: Sequence[str], box: Path, read_only: Sequence[Path], gp
 
 
 def setup_line(uid: int | None, gpu: bool) -> str:
-    setup = WorkerSetup(uid=uid, block_processes=not gpu, sources=_sources())
+    setup = WorkerSetup(uid=uid, block_processes=not gpu, unix_sockets=gpu, sources=_sources())
     return setup.model_dump_json() + "\n"
 
 
