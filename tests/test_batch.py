@@ -38,6 +38,7 @@ from agent.batch.summary import (
     geomean,
     level_of,
     summary_tables,
+    unmeasured_note,
     write_summary,
 )
 from agent.cli import app
@@ -214,6 +215,17 @@ def test_levels_cpu_words_and_nothing_attempted():
     table = summary_tables(BatchSummary(batch_dir="b", problems=rows, overall=overall))[1]
     cells = [c for col in table.columns for c in col._cells]
     assert "not timed" in cells and "0.50" in cells and not any("0%" in str(c) for c in cells)
+
+
+def test_the_note_on_missing_speedups_says_why_for_where_it_ran():
+    cpu = [_row("a", True), _row("b", False, status="failed")]
+    for r in cpu:
+        r.device = "cpu"
+    assert "a CPU batch" in unmeasured_note(cpu)
+    gpu = [_row("a", False, status="failed"), _row("b", False, status="skipped")]
+    gpu[0].device = "cuda"  # every evaluation crashed on the GPU: not a CPU batch
+    assert "no problem reached a correct, timed kernel" in unmeasured_note(gpu)
+    assert unmeasured_note([_row("a", True, 2.5, 1.2), *gpu]) is None
 
 
 def test_summary_exports_csv_and_json(tmp_path):

@@ -246,6 +246,20 @@ def problem_row(batch_dir: Path, name: str) -> ProblemRow:
         store.close()
 
 
+def unmeasured_note(rows: list[ProblemRow]) -> str | None:
+    """Why no speedup is in the summary, when none is: where it ran decides (the interpreter is never
+    timed; a GPU batch times correct kernels only, so a GPU batch whose evaluations all failed has none)."""
+    if any(r.speedup_eager is not None or r.speedup_compile is not None for r in rows):
+        return None
+    on_gpu = any(r.device not in (None, "cpu") for r in rows)
+    why = (
+        "no problem reached a correct, timed kernel"
+        if on_gpu
+        else "a CPU batch: the interpreter is not timed"
+    )
+    return f"no speedup was measured ({why}): fast_p for p > 0 and the geometric means are not measured"
+
+
 def summarize(batch_dir: Path) -> BatchSummary:
     batch_dir = Path(batch_dir)
     cfg = BatchConfig.load(batch_dir)
@@ -262,11 +276,9 @@ def summarize(batch_dir: Path) -> BatchSummary:
         b: sum(1 for r in rows if r.correct and getattr(r, f"speedup_{b}") is None) for b in BASELINES
     }
     notes = []
-    if all(r.speedup_eager is None and r.speedup_compile is None for r in rows):
-        notes.append(
-            "no speedup was measured (a CPU batch: the interpreter is not timed): fast_p for p > 0 "
-            "and the geometric means are not measured"
-        )
+    note = unmeasured_note(rows)
+    if note:
+        notes.append(note)
     policies = sorted({describe_policy(r.allow_torch) for r in rows})
     if policies != ["strict"]:
         notes.append(f"torch ops allowed outside the Triton kernels: {'; '.join(policies)}")
