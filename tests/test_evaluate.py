@@ -370,3 +370,21 @@ def test_degenerate_reference_is_flagged_not_failed():
     assert constant.passed and constant.detail.startswith(verify.WARNING)
     normal = tensor_checks.check_reference_signal([torch.randn(1000)])
     assert normal.passed and not normal.detail.startswith(verify.WARNING)
+
+
+def test_float32_is_full_float32_in_every_phase_of_a_worker():
+    """cuDNN's TF32 default made a float32 conv reference ~1e-3 off on an H200, failing an exact kernel;
+    a worker sets full float32 once, before any candidate, so no phase differs from another."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.backends.cudnn.allow_tf32 = True; torch.set_float32_matmul_precision('high')\n"
+        "from agent.evaluation import worker\n"
+        "worker.preload(gpu=False)\n"
+        "print(torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,"
+        " torch.backends.cuda.matmul.allow_tf32)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["highest", "False", "False"]

@@ -59,6 +59,21 @@ CHEATING_CHECKS = (
 # --- building the problem's side (the judge) -------------------------------------------------------
 
 
+def full_fp32() -> None:
+    """Float32 matmuls and convolutions in full float32 in this process, for every phase alike.
+
+    cuDNN runs float32 convolutions in TF32 by default (`torch.backends.cudnn.allow_tf32`), ~1e-3 off: an
+    exact float32 kernel failed a level-1 conv1d at the float32 tolerance on an H200 against such a
+    reference. One setting for the reference, the candidate (its allowed torch ops), the timed calls, eager
+    and torch.compile: a setting that changed between checking and timing would tell a candidate which
+    phase it is in, and eager would be timed at another precision than the one its outputs are held to.
+    The tamper watch checks that the candidate leaves both flags as they are."""
+    import torch
+
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
     import torch
 
@@ -120,6 +135,7 @@ class Judge(ExtraDraws, JudgeTiming):
     def run(self) -> EvalResult:
         from agent.problem import ProblemError, load_reference
 
+        full_fp32()
         if self.ref_module is None:
             try:
                 self.ref_module = load_reference(self.req.problem, self.req.small)

@@ -308,6 +308,7 @@ def preload(gpu: bool) -> None:
 
     if gpu:
         from agent.evaluation import parallel_compile  # noqa: F401
+    judge.full_fp32()  # before any candidate: every phase at one precision
     del torch
 
 
