@@ -75,11 +75,9 @@ def batch(
     checked(new_dir, out, "--out")
     if gpus is not None and (bad := bad_gpu_ids(parse_gpus(gpus))):
         raise fail(f"--gpus {gpus!r}: {', '.join(bad)} is not a GPU index (0,1,...) or a GPU-/MIG- UUID")
-    from agent.batch.driver import run_batch
     from agent.batch.inputs import BatchConfig, BatchInputError, Budget
-    from agent.batch.summary import summary_tables
     from agent.commands.run_setup import RunSetupError
-    from agent.llm.client import EndpointFailed, endpoint_failed
+    from agent.llm.client import EndpointFailed
 
     try:
         given = _where(backend, address, jobs, gpus)
@@ -104,6 +102,16 @@ def batch(
         raise fail(str(e)) from None
     except EndpointFailed as e:  # what no retry fixes: no job starts
         raise fail(str(e), 1) from None
+    _run_and_report(batch_dir, execution, plan)
+
+
+def _run_and_report(batch_dir: Path, execution: Execution, plan: RunPlan) -> None:
+    """Run the batch, print its tables and notes; exit 1 when nothing could be attempted or every problem
+    failed for the LLM endpoint."""
+    from agent.batch.driver import run_batch
+    from agent.batch.summary import summary_tables
+    from agent.llm.client import endpoint_failed
+
     console.print(f"[bold]ncu-agent batch[/bold] {batch_dir}")
     settings = plan.llm_settings
     key = settings.api_key.get_secret_value() if plan.options.llm and settings.api_key else None
