@@ -221,7 +221,7 @@ class EvalResult(BaseModel):
         "re-tuning, timing).",
     )
     worker_reused: bool | None = Field(
-        default=None, description="Whether a warm worker (imports done, CUDA up) served it; None: one-shot."
+        default=None, description="Whether a warm worker (imports done, CUDA up) served it; None: unknown."
     )
     isolation: str = Field(
         default="", description="'full' (bubblewrap's sandbox) or 'reduced: why' (docs/anticheat.md)."

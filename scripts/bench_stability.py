@@ -28,10 +28,9 @@ import triton.testing
 
 from agent.evaluation import triton_hooks
 from agent.evaluation.candidate import load_candidate
-from agent.evaluation.sandbox import run_worker
+from agent.evaluation.evaluate import evaluate
 from agent.problem import build, load_problem, load_reference
 from agent.profiling.target import pin_configs
-from agent.records import EvalRequest, EvalResult
 
 CLOCK_FIELDS = "clocks.sm,temperature.gpu,power.draw,clocks_event_reasons.active"
 
@@ -69,9 +68,8 @@ def clock_log(samples: list):
 
 
 def tool_median(spec, source: str, picks: list, eager: list, baselines: bool) -> float:
-    req = EvalRequest(problem=spec, candidate_source=source, device="cuda", seeds=[0], baselines=baselines)
-    out = run_worker("agent.evaluation.worker", req, timeout_s=600)
-    result = EvalResult.model_validate_json(out.result_json or "{}")
+    # a new worker process each time (no pool): the spread between fresh processes is what is measured
+    result = evaluate(spec, source, "cuda", seeds=(0,), timeout_s=600, split=False, baselines=baselines)
     assert result.timings and result.timings.candidate, result.reason
     picks.append(
         {n.kernel: {"autotuner": n.autotuner_choice, "retuned": n.chosen} for n in result.timings.retuned}

@@ -401,7 +401,7 @@ def test_warm_worker_is_reused_only_after_clean_candidates(l1):
 
 
 def test_one_process_path_on_the_cpu(l1):
-    """The GPU path (judge and candidate in one worker: one-shot, and warm in a pool) run on the CPU."""
+    """The GPU path (judge and candidate in one worker: a new one, and a warm one in a pool) on the CPU."""
     assert evaluate(l1, l1.kernel_path.read_text(), "cpu", seeds=(0,), split=False).accepted
     with WorkerPool() as pool:
         simple = (HERE / "candidates" / "simple_l1.py").read_text()

@@ -15,7 +15,7 @@ import torch
 
 from agent.evaluation import compare as verify
 from agent.evaluation import tensor_checks
-from agent.evaluation.evaluate import evaluate, to_result
+from agent.evaluation.evaluate import evaluate, fault_result
 from agent.evaluation.sandbox import WorkerOutcome, is_secret, read_tail, worker_env
 from agent.problem import load_problem
 from agent.records import ProblemSpec, Status
@@ -227,25 +227,22 @@ def test_worker_env_drops_secrets():
     assert is_secret("ANTHROPIC_BASE_URL") and is_secret("GITHUB_TOKEN") and not is_secret("TRITON_INTERPRET")
 
 
-def test_outcome_mapping():
-    assert to_result(WorkerOutcome(returncode=-9, timed_out=True), 7).reason == "killed after 7 s"
+def test_a_worker_that_gave_no_answer_is_named_for_how_it_ended():
+    assert fault_result(WorkerOutcome(returncode=-9, timed_out=True), 7).reason == "killed after 7 s"
     fault = "Fatal Python error: Segmentation fault\n\nCurrent thread 0x1 (most recent call first):\n"
     fault += (
         '  File "/tmp/w/candidate_ab.py", line 9 in forward\n  File "/x/module.py", line 3 in _call_impl\n'
     )
-    died = to_result(WorkerOutcome(returncode=-11, signal="SIGSEGV", stderr_tail=fault), 7)
+    died = fault_result(WorkerOutcome(returncode=-11, signal="SIGSEGV", stderr_tail=fault), 7)
     assert died.status == Status.CRASHED
     assert died.reason == (
         "the worker died from SIGSEGV; Fatal Python error: Segmentation fault; "
         "innermost frame: candidate_ab.py, line 9 in forward"
     )
-    exited = to_result(WorkerOutcome(returncode=3, stderr_tail="boom\n"), 7)
+    exited = fault_result(WorkerOutcome(returncode=3, stderr_tail="boom\n"), 7)
     assert exited.status == Status.CRASHED and "code 3 without a result; boom" in exited.reason
-    garbled = to_result(WorkerOutcome(returncode=0, result_json='{"status": "great"}'), 7)
-    assert garbled.status == Status.CRASHED and "could not be read" in garbled.reason
-    assert to_result(WorkerOutcome(returncode=0, forged=True), 7).status == Status.CHEATING
-    ok = to_result(WorkerOutcome(returncode=0, result_json='{"status": "accepted"}', stdout_tail="hi"), 7)
-    assert ok.accepted and "hi" in ok.log_tail
+    assert fault_result(WorkerOutcome(returncode=0, forged=True), 7).status == Status.CHEATING
+    assert fault_result(WorkerOutcome(returncode=0), 7).rule == "process-exit"
 
 
 def test_read_tail_is_bounded(tmp_path):

@@ -8,7 +8,7 @@ The judge (`agent.evaluation.judge`) talks to it through a runner:
 - `RemoteRunner`: the session in a worker process (`python -m agent.evaluation.worker --serve`), reached over
 its
   pipes; inputs and outputs cross as `torch.save` files read back with `weights_only=True`.
-- `InProcessRunner`: the session in the judge's own process (the GPU path, and the one-shot worker).
+- `InProcessRunner`: the session in the judge's own process (the GPU path).
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class CandidateSession:
 
 
 class InProcessRunner:
-    """The candidate in the judge's own process (the GPU path, and the one-shot worker)."""
+    """The candidate in the judge's own process (the GPU path)."""
 
     in_process = True
 

@@ -22,13 +22,11 @@ import time as _time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from agent.evaluation import confine
 from agent.evaluation.confine import isolation
 from agent.evaluation.limits import MIN_ADDRESS_SPACE_BYTES, WorkerLimits, limits_for
 from agent.evaluation.messages import Evaluate, Evaluated, read_reply
-from agent.evaluation.sandbox import WorkerOutcome, run_worker
+from agent.evaluation.sandbox import WorkerOutcome
 from agent.evaluation.verdicts import HARNESS_FAILED
 from agent.evaluation.worker_pool import WorkerFault, WorkerPool, WorkerProcess
 from agent.records import Check, EvalRequest, EvalResult, ProblemSpec, Status
@@ -102,12 +100,13 @@ def evaluate(
     pool: WorkerPool | None = None,
     static: bool = True,
     split: bool | None = None,
+    baselines: bool = True,
 ) -> EvalResult:
     """Check `source` (a module defining ModelNew) against `problem` and, on a GPU, time it.
 
     `pool`: reuse warm worker processes (see `WorkerPool`); `static=False` skips the static checks (to
     test the run-time defences alone); `split`: judge outside the candidate's process (default: on the
-    CPU only).
+    CPU only); `baselines=False`: time the candidate alone (no eager or torch.compile).
     """
     device = device or default_device()
     cpu = device == "cpu"
@@ -122,16 +121,17 @@ def evaluate(
             seeds=list(seeds),
             small=cpu if small is None else small,
             time=time,
+            baselines=baselines,
             **({"timing_reps": timing_reps} if timing_reps else {}),
         )
         limit = timeout_s if timeout_s is not None else CPU_TIMEOUT_S if cpu else GPU_TIMEOUT_S
         if cpu if split is None else split:
             result = _evaluate_split(request, limit, pool)
-        elif pool is not None:
+        else:  # judge and candidate in one worker: the pool's warm one, or a new one closed after
             result = _evaluate_pooled(request, limit, pool)
-            if result.worker_reused and _harness_failed(result):  # the worker's state, not the candidate
-                first = result.reason
-                result = _evaluate_pooled(request, limit, pool)  # the failed worker was closed: a fresh one
+            if pool is not None and result.worker_reused and _harness_failed(result):
+                first = result.reason  # the worker's state, not the candidate: a fresh one judges again
+                result = _evaluate_pooled(request, limit, pool)
                 result.checks.append(
                     Check(
                         name="fresh-worker",
@@ -139,19 +139,6 @@ def evaluate(
                         detail=f"warning: in a reused worker {first[:300]}; evaluated again in a new one",
                     )
                 )
-        else:
-            caps = limits_for(problem, device, request.small)
-            outcome = run_worker(
-                WORKER_MODULE,
-                request,
-                limit,
-                _env(device),
-                address_space_bytes=caps.address_space_bytes,
-                file_bytes=caps.file_bytes,
-                read_only=[problem.reference_path.resolve()],
-                gpu=not cpu,
-            )
-            result = to_result(outcome, limit)
     if static and not decided_statically:
         result.checks += static_evidence(problem, source)
     if cpu and result.status == Status.ACCEPTED:
@@ -288,8 +275,8 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
     return _finish(pool, key, worker, reusable, result, *worker.tails())
 
 
-def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool) -> EvalResult:
-    """Judge and candidate in one warm worker process (the GPU path with a pool)."""
+def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
+    """Judge and candidate in one worker process (the GPU path): the pool's warm one, or a new one."""
     worker, key = _acquire(request, pool, judges=True)
     reusable, why = False, ""
     try:
@@ -371,20 +358,3 @@ def fault_result(outcome: WorkerOutcome, timeout_s: float) -> EvalResult:
         why = f"the worker exited with code {outcome.returncode} without a result"
     gist = crash_summary(outcome.stderr_tail)
     return EvalResult(status=Status.CRASHED, reason=why + (f"; {gist}" if gist else ""), log_tail=tail)
-
-
-def to_result(outcome: WorkerOutcome, timeout_s: float) -> EvalResult:
-    """Map how a one-shot worker ended to an EvalResult."""
-    if outcome.timed_out or outcome.forged or outcome.result_json is None:
-        return fault_result(outcome, timeout_s)
-    tail = log_tail(outcome)
-    try:
-        result = EvalResult.model_validate_json(outcome.result_json)
-    except ValidationError as e:
-        return EvalResult(
-            status=Status.CRASHED,
-            reason=f"the worker's result could not be read: {e}"[:2000],
-            log_tail=tail,
-        )
-    result.log_tail = tail
-    return result

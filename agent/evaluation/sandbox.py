@@ -25,11 +25,8 @@ import ctypes
 import functools
 import os
 import resource
-import secrets
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -189,81 +186,6 @@ def worker_command(args: Sequence[str], box: Path, read_only: Sequence[Path], gp
 def setup_line(uid: int | None, gpu: bool) -> str:
     setup = WorkerSetup(uid=uid, block_processes=not gpu, unix_sockets=gpu, sources=_sources())
     return setup.model_dump_json() + "\n"
-
-
-def run_worker(
-    module: str,
-    request: BaseModel,
-    timeout_s: float,
-    env_extra: Mapping[str, str] | None = None,
-    *,
-    address_space_bytes: int | None = None,
-    file_bytes: int = MAX_FILE_BYTES,
-    read_only: Sequence[Path] = (),
-    gpu: bool = False,
-) -> WorkerOutcome:
-    """Run `module`'s `main` on request.json, result.json in a fresh box (`agent.evaluation.confine`),
-    with limits; `read_only`: files it may read besides Python and the project (the problem's).
-
-    The module must read two lines (the token, then a `WorkerSetup`) from stdin first and start its result
-    file with the token; `result_json` is the rest of the file.
-    """
-    token = secrets.token_hex(16)
-    uid = confine.worker_uid()
-    base, box = confine.make_box(uid)
-    try:
-        req_path, res_path = box / "request.json", box / "result.json"
-        req_path.write_text(request.model_dump_json())
-        out_path, err_path = base / "stdout.txt", base / "stderr.txt"
-        cmd = worker_command(["--module", module, str(req_path), str(res_path)], box, read_only, gpu)
-        start = time.perf_counter()
-        timed_out = False
-        parent = os.getpid()
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=box,
-                env=worker_env(env_extra, box=box),
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=lambda: set_limits(address_space_bytes, parent, file_bytes),
-            )
-            assert proc.stdin is not None
-            with contextlib.suppress(OSError):  # a worker that died at once closed its end
-                proc.stdin.write(f"{token}\n{setup_line(uid, gpu)}".encode())
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                kill_group(proc.pid)
-                proc.wait()
-        wall = time.perf_counter() - start
-        rc = proc.returncode
-        sig = death_signal(rc)
-        result_json, forged = None, False
-        if not timed_out and res_path.exists():
-            with contextlib.suppress(OSError):
-                first, _, rest = res_path.read_text(errors="replace").partition("\n")
-                if first == token:
-                    result_json = rest
-                else:
-                    forged = True
-        return WorkerOutcome(
-            returncode=rc,
-            signal=None if timed_out else sig,
-            timed_out=timed_out,
-            result_json=result_json,
-            forged=forged,
-            stdout_tail=read_tail(out_path),
-            stderr_tail=read_tail(err_path),
-            wall_s=wall,
-        )
-    finally:
-        confine.remove_box(base, uid)
 
 
 # --- long-lived workers ---------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ in a
   `evaluate_in_process`), because the timing phase runs the reference beside the candidate; a
   `TamperWatch` then also guards the reference module and the harness.
 
-The worker process, one-shot (`python -m agent.evaluation.worker REQUEST.json RESULT.json`) or serving
-(`--serve CMD_FD RESP_FD`), always exits with `os._exit`, so threads or atexit handlers the candidate left
-behind cannot hang or alter the exit. Its results carry the token the parent sent before any candidate
-code existed, so the parent can tell them from something the candidate wrote.
+The worker process serves (`--serve CMD_FD RESP_FD`: one request and one reply a line on private pipes,
+agent/evaluation/worker_pool.py) and always exits with `os._exit`, so threads or atexit handlers the
+candidate left behind cannot hang or alter the exit. Its replies carry the token the parent sent before any
+candidate code existed, so the parent can tell them from something the candidate wrote.
 """
 
 from __future__ import annotations
@@ -390,33 +390,13 @@ class _LineReader:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`--serve FD_IN FD_OUT`: the only way a worker runs (agent/evaluation/worker_pool.py starts it)."""
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "--serve":
-        # Triton reads TRITON_INTERPRET when kernels are defined: the parent set it in the environment.
-        serve(int(args[1]), int(args[2]))
-        return
-    req_path, res_path = Path(args[0]), Path(args[1])
-    token = sys.stdin.readline().strip()
-    prepare(sys.stdin.readline())
-    start = time.perf_counter()
-    request = EvalRequest.model_validate_json(req_path.read_text())
-    if request.device == "cpu":
-        os.environ["TRITON_INTERPRET"] = "1"
-    else:
-        os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        result, _, _ = evaluate_in_process(request, Path.cwd())
-    except BaseException as e:
-        result = EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}")
-    result.device = request.device
-    result.interpreter = request.device == "cpu"
-    result.wall_s = time.perf_counter() - start
-    tmp = res_path.with_suffix(".tmp")
-    tmp.write_text(f"{token}\n{result.model_dump_json()}")
-    tmp.replace(res_path)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    if len(args) != 3 or args[0] != "--serve":
+        sys.stderr.write("usage: python -m agent.evaluation.worker --serve FD_IN FD_OUT\n")
+        raise SystemExit(2)
+    # Triton reads TRITON_INTERPRET when kernels are defined: the parent set it in the environment.
+    serve(int(args[1]), int(args[2]))
 
 
 if __name__ == "__main__":

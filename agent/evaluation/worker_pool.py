@@ -1,7 +1,7 @@
 """The long-lived worker and the pool that keeps it warm.
 
-`WorkerProcess` (`python -m agent.evaluation.worker --serve CMD_FD RESP_FD`) has the limits, session and
-scrubbed environment of a one-shot worker (agent/evaluation/sandbox.py), but it answers one JSON line per
+`WorkerProcess` (`python -m agent.evaluation.worker --serve CMD_FD RESP_FD`) runs with the limits, session
+and scrubbed environment of agent/evaluation/sandbox.py, in its box, and answers one JSON line per
 command over two private pipes, each answer prefixed with a token sent before any candidate code ran. A
 command that runs past its time, a worker that dies, or an answer without the token raises `WorkerFault`
 (carrying a `WorkerOutcome`), and the worker is killed with its process group. `WorkerPool` keeps one warm
