@@ -292,18 +292,7 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     try:
         while iteration < budget:
             iteration += 1
-            prompt_text = sr.prompt(best)
-            ctx = ProposalContext(
-                problem=problem,
-                stage=stage,
-                iteration=iteration,
-                parent_id=best.cand_id,
-                parent_source=best.source,
-                parent_result=best.result,
-                prompt_text=prompt_text,
-                prompt_id=store.add_prompt(run_id, stage, iteration, prompt_text),
-                tried_sources=sr.tried,
-            )
+            ctx = _context(sr, best, iteration)
             proposer.observe_profile(best.profile.metrics)
             candidates = proposer.propose(ctx)
             rejected = sr._record_proposer_failures(ctx)
@@ -351,11 +340,34 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     except BudgetExhausted as e:
         outcome.stopped_by = "budget"
         outcome.notes.append(f"a budget ended the stage: {e}")
-    # The next stage (or the next turn) starts from the best kernel and its metrics.
-    final_prompt = sr.prompt(best)
-    if final_prompt != sr.last_prompt:
-        store.add_prompt(run_id, stage, iteration + 1, final_prompt)
-    (settings.run_dir / f"best_kernel.{stage}.py").write_text(best.source)
-    (settings.run_dir / "best_kernel.py").write_text(best.source)
+    _keep_best(sr, best, iteration)
     outcome.best, outcome.evaluations = best, sr.evaluations
     return outcome
+
+
+def _context(sr: StageRun, best: Best, iteration: int) -> ProposalContext:
+    """What the proposer is asked with at `iteration`: the prompt from the best kernel so far, recorded."""
+    stage = sr.settings.stage.name
+    prompt_text = sr.prompt(best)
+    return ProposalContext(
+        problem=sr.problem,
+        stage=stage,
+        iteration=iteration,
+        parent_id=best.cand_id,
+        parent_source=best.source,
+        parent_result=best.result,
+        prompt_text=prompt_text,
+        prompt_id=sr.store.add_prompt(sr.run_id, stage, iteration, prompt_text),
+        tried_sources=sr.tried,
+    )
+
+
+def _keep_best(sr: StageRun, best: Best, iteration: int) -> None:
+    """The next stage (or the next turn) starts from the best kernel and its metrics: its prompt recorded
+    when it changed, and best_kernel.py (and best_kernel.STAGE.py) written."""
+    stage = sr.settings.stage.name
+    final_prompt = sr.prompt(best)
+    if final_prompt != sr.last_prompt:
+        sr.store.add_prompt(sr.run_id, stage, iteration + 1, final_prompt)
+    (sr.settings.run_dir / f"best_kernel.{stage}.py").write_text(best.source)
+    (sr.settings.run_dir / "best_kernel.py").write_text(best.source)
