@@ -98,6 +98,45 @@ def _body_error(
     return [Choice(index=0, text=None, skipped=reason, raw=excerpt(body))], usage, model, reason
 
 
+def _choice(i: int, raw: Any, max_reply_chars: int) -> Choice:
+    """One choice of a body: its text, or why it is skipped (no message, a refusal, no content, too long)."""
+    message = raw.get("message") if isinstance(raw, dict) else None
+    finish = raw.get("finish_reason") if isinstance(raw, dict) else None
+    finish = finish if isinstance(finish, str) else None
+    if not isinstance(message, dict):
+        return Choice(
+            index=i, text=None, skipped="choice has no message", raw=excerpt(str(raw)), finish_reason=finish
+        )
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    reasoning_chars = len(reasoning) if isinstance(reasoning, str) else 0
+    text = _content_text(message.get("content"))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal.strip() and (not text or not text.strip()):
+        return Choice(
+            index=i,
+            text=None,
+            skipped=f"the model refused: {excerpt(refusal.strip(), 300)}",
+            raw=excerpt(refusal),
+            finish_reason=finish,
+        )
+    if not text or not text.strip():
+        why = f"choice has no content (finish_reason={finish})"
+        if reasoning_chars:
+            why += f"; only {reasoning_chars} chars of reasoning, which are not searched for code"
+        return Choice(index=i, text=None, skipped=why, finish_reason=finish, reasoning_chars=reasoning_chars)
+    if len(text) > max_reply_chars:
+        return Choice(
+            index=i,
+            text=None,
+            raw=text[:max_reply_chars],
+            finish_reason=finish,
+            reasoning_chars=reasoning_chars,
+            skipped=f"reply of {len(text)} chars exceeds max_reply_chars={max_reply_chars}; recorded "
+            "truncated, not used",
+        )
+    return Choice(index=i, text=text, finish_reason=finish, reasoning_chars=reasoning_chars)
+
+
 def parse_body(body: str, max_reply_chars: int) -> tuple[list[Choice], Usage, str | None, str | None]:
     """(choices, usage, model, body_error) from a response body; every defect becomes a skipped choice."""
     try:
@@ -119,57 +158,7 @@ def parse_body(body: str, max_reply_chars: int) -> tuple[list[Choice], Usage, st
     if not isinstance(raw_choices, list) or not raw_choices:
         what = "an empty choices list" if isinstance(raw_choices, list) else "no choices list"
         return _body_error(f"the endpoint returned {what}", body, usage, model)
-    choices = []
-    for i, raw in enumerate(raw_choices):
-        message = raw.get("message") if isinstance(raw, dict) else None
-        finish = raw.get("finish_reason") if isinstance(raw, dict) else None
-        finish = finish if isinstance(finish, str) else None
-        if not isinstance(message, dict):
-            choices.append(
-                Choice(
-                    index=i,
-                    text=None,
-                    skipped="choice has no message",
-                    raw=excerpt(str(raw)),
-                    finish_reason=finish,
-                )
-            )
-            continue
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        reasoning_chars = len(reasoning) if isinstance(reasoning, str) else 0
-        text = _content_text(message.get("content"))
-        refusal = message.get("refusal")
-        if isinstance(refusal, str) and refusal.strip() and (not text or not text.strip()):
-            choices.append(
-                Choice(
-                    index=i,
-                    text=None,
-                    skipped=f"the model refused: {excerpt(refusal.strip(), 300)}",
-                    raw=excerpt(refusal),
-                    finish_reason=finish,
-                )
-            )
-        elif not text or not text.strip():
-            why = f"choice has no content (finish_reason={finish})"
-            if reasoning_chars:
-                why += f"; only {reasoning_chars} chars of reasoning, which are not searched for code"
-            choices.append(
-                Choice(index=i, text=None, skipped=why, finish_reason=finish, reasoning_chars=reasoning_chars)
-            )
-        elif len(text) > max_reply_chars:
-            choices.append(
-                Choice(
-                    index=i,
-                    text=None,
-                    raw=text[:max_reply_chars],
-                    finish_reason=finish,
-                    reasoning_chars=reasoning_chars,
-                    skipped=f"reply of {len(text)} chars exceeds max_reply_chars="
-                    f"{max_reply_chars}; recorded truncated, not used",
-                )
-            )
-        else:
-            choices.append(Choice(index=i, text=text, finish_reason=finish, reasoning_chars=reasoning_chars))
+    choices = [_choice(i, raw, max_reply_chars) for i, raw in enumerate(raw_choices)]
     if not usage.reported:
         # No usage block: estimate (about 4 chars a token) so that a token budget still bites.
         usage.completion_tokens = sum(len(c.text or c.raw or "") for c in choices) // 4
