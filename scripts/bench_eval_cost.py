@@ -1,6 +1,7 @@
 """What one evaluation costs (compile, correctness with every check, re-tuning, timing with both
-baselines): cold (new, then closed) workers against a warm one, on a problem's starting kernel and its micro-stage
-variants (each a new source, so Triton compiles it), plus the same source again (Triton's cache hit).
+baselines): cold (new, then closed) workers against a warm one, on a problem's starting kernel and its
+micro-stage variants (each a new source, so Triton compiles it), plus the same source again (Triton's
+cache hit).
 
 python scripts/bench_eval_cost.py kernels/l1_norm --n 4 --out evalcost.json
 
