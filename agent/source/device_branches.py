@@ -87,10 +87,9 @@ class _Work:
     branch arm. A call to a function of the same module counts as the work of its body (the Triton
     tutorial's `return get_cuda_autotune_config()` returns configurations, not a result)."""
 
-    def __init__(self, tree: ast.AST, exempt: set[int]):
+    def __init__(self, local: dict[str, ast.FunctionDef | ast.AsyncFunctionDef], exempt: set[int]):
         self.exempt = exempt
-        functions = ast.FunctionDef | ast.AsyncFunctionDef
-        self.local = {node.name: node for node in ast.walk(tree) if isinstance(node, functions)}
+        self.local = local  # the module's functions by name
         self.seen: set[str] = set()
 
     def of(self, stmts: list[ast.stmt]) -> set[str]:
@@ -157,6 +156,8 @@ def device_branches(source: str) -> list[DeviceBranch]:
     except SyntaxError:
         return []
     kernels = _kernel_nodes(tree)
+    functions = ast.FunctionDef | ast.AsyncFunctionDef
+    local = {node.name: node for node in ast.walk(tree) if isinstance(node, functions)}  # once per source
     out = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.If) or node in kernels:
@@ -164,7 +165,7 @@ def device_branches(source: str) -> list[DeviceBranch]:
         test = ast.unparse(node.test)
         if not any(word in test for word in _DEVICE_WORDS) or _other_device(node.test):
             continue
-        work = _Work(tree, _elif_tests(node))
+        work = _Work(local, _elif_tests(node))
         differs = work.of(node.body) ^ work.of(_reachable_else(node))
         if differs:
             out.append(DeviceBranch(line=node.lineno, test=test, only_one=sorted(differs)[0]))
