@@ -66,13 +66,16 @@ def _start(run_dir: Path, base_url: str, tmp_path: Path, resume: bool) -> subpro
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # four process starts and a CPU-interpreted kernel each: minutes on a busy machine
 def test_run_killed_at_random_points_resumes_with_every_record_once(tmp_path, scripted_llm):
-    rng = random.Random(int(os.environ.get("RESUME_SEED", time.time())))
+    seed = int(os.environ.get("RESUME_SEED", time.time()))
+    rng = random.Random(seed)
     run_dir = tmp_path / "run"
     db = run_dir / "records.sqlite"
     base_url = f"http://127.0.0.1:{scripted_llm.server_address[1]}/v1"
-    # Kill once the run has recorded this many worker evaluations / replies, plus a random delay.
-    points = [("evaluations", 1), ("replies", 1), ("evaluations", 2)]
-    for i, (what, n) in enumerate(points):
+    # Kill once the run has recorded this many worker evaluations / replies, plus a random delay of at most
+    # the last number. The run ends with 2 evaluations: after the second, only a reply (the server takes
+    # 0.5 s) and the run's end remain, so that kill comes within 0.4 s.
+    points = [("evaluations", 1, 0.8), ("replies", 1, 0.8), ("evaluations", 2, 0.4)]
+    for i, (what, n, delay) in enumerate(points):
         proc = _start(run_dir, base_url, tmp_path, resume=i > 0)
         sql = WORKER_EVALUATIONS if what == "evaluations" else "SELECT COUNT(*) FROM replies"
         end = time.time() + 600
@@ -80,7 +83,8 @@ def test_run_killed_at_random_points_resumes_with_every_record_once(tmp_path, sc
             assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
             assert time.time() < end, "the kill point never came"
             time.sleep(0.05)
-        time.sleep(rng.uniform(0, 0.8))
+        time.sleep(rng.uniform(0, delay))
+        assert proc.poll() is None, f"RESUME_SEED={seed}: the run ended before kill {i + 1} ({what} {n})"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     shown = subprocess.run(

@@ -337,3 +337,60 @@ def test_seccomp_blocks_every_socket_family_but_unix_on_the_gpu(unix):
         ("inet", "inet6", "netlink"), "blocked"
     )
     assert got["unix"] == got["pair"] == ("open" if unix else "blocked")
+
+
+CLOSED_TREE_PROBE = """
+import json, os, sys, traceback
+os.environ["TRITON_INTERPRET"] = "1"
+sys.path.insert(0, sys.argv[1])
+import triton
+import closedpkg.standard  # imported as root, from a folder no other uid may enter (pyenv under /root)
+from agent.evaluation import confine, lockdown
+lockdown._keep_python_reachable()
+lockdown._drop(confine.worker_uid(), 64)
+got = {"uid": os.getuid()}
+try:
+    import closedpkg.late  # imported after the drop, and re-jits a function of the earlier module
+    got["late"] = closedpkg.late.SOURCE_LINES
+except Exception as e:
+    got["late"] = f"{type(e).__name__}: {e}"
+try:
+    closedpkg.standard.fails()
+except ZeroDivisionError as e:
+    got["traceback_line"] = traceback.extract_tb(e.__traceback__)[-1].line
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the worker drops from root")
+def test_sources_imported_before_the_drop_stay_readable(tmp_path):
+    """Without bwrap, a worker started as root drops to an unused uid; Python's packages may live where that
+    uid cannot enter (pyenv under /root, mode 0700). Modules imported before the drop keep their real
+    paths as file names, and Triton reads the source of functions it jits from them after the drop: its
+    gluon package, imported at the first launch, jits `triton.language.standard`'s functions (an honest
+    kernel 'crashed' in CI with "@jit functions should be defined in a Python file")."""
+    closed = tmp_path / "closed"  # like /root: the tree below is open, the way to it is not
+    pkg = closed / "site-packages" / "closedpkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "standard.py").write_text(
+        "import triton\n\n\n@triton.jit\ndef twice(x):\n    return x * 2\n\n\n"
+        "def fails():\n    return 1 / 0\n"
+    )
+    (pkg / "late.py").write_text(
+        "from triton.runtime.jit import JITFunction\n\nfrom closedpkg import standard\n\n"
+        "SOURCE_LINES = len(JITFunction(standard.twice.fn).raw_src)  # as gluon's jit does\n"
+    )
+    closed.chmod(0o700)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSED_TREE_PROBE, str(closed / "site-packages")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert got["uid"] != 0
+    assert got["late"] == 3, got  # `twice`'s source, its decorator included, was read
+    assert got["traceback_line"] == "return 1 / 0"

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import hashlib
 import importlib
 import importlib.util
+import linecache
 import marshal
 import os
 import resource
@@ -31,6 +33,8 @@ import signal
 import socket
 import stat
 import sys
+import tokenize
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -135,8 +139,29 @@ def _keep_python_reachable() -> None:
         paths = getattr(module, "__path__", None)
         if isinstance(paths, list):
             paths[:] = [via_fd(p) for p in paths]
+        _keep_source_readable(getattr(module, "__file__", None), via_fd)
     sys.path_importer_cache.clear()
     importlib.invalidate_caches()
+
+
+def _keep_source_readable(file: object, via_fd: Callable[[str], str]) -> None:
+    """The source of a module imported before the change of uid stays readable under its own name:
+    `@triton.jit` reads the source of the functions it wraps (`inspect.getsourcelines`), and Triton jits
+    functions of modules imported earlier when it first imports another (gluon wraps
+    `triton.language.standard`'s at the first launch). A lazy `linecache` entry (read on first use, kept
+    by `linecache.checkcache`) reads the file through the descriptor; tracebacks show its lines too."""
+    if not isinstance(file, str) or not file.endswith(".py"):
+        return
+    reachable = via_fd(file)
+    if reachable == file:  # a name through a symbolic link: the descriptors are named by real paths
+        reachable = via_fd(os.path.realpath(file))
+    if reachable != file:
+        linecache.cache[file] = (functools.partial(_read_source, reachable),)
+
+
+def _read_source(path: str) -> str:
+    with tokenize.open(path) as f:  # the file's own encoding (PEP 263)
+        return f.read()
 
 
 def _drop(uid: int, max_processes: int) -> None:
