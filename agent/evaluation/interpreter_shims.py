@@ -32,101 +32,114 @@ class InterpreterLimit(NotImplementedError):
 # --------------------------------------------------------------------------- libdevice
 
 
-def _torch_fn(name: str) -> Callable[..., Any]:
-    import torch
+# libdevice functions computed by the torch function of the same name.
+_SAME_NAME = (
+    "abs",
+    "floor",
+    "ceil",
+    "trunc",
+    "exp",
+    "exp2",
+    "log",
+    "log2",
+    "log10",
+    "log1p",
+    "expm1",
+    "sin",
+    "cos",
+    "tan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "asin",
+    "acos",
+    "atan",
+    "asinh",
+    "acosh",
+    "atanh",
+    "sqrt",
+    "rsqrt",
+    "erf",
+    "erfc",
+    "erfinv",
+    "lgamma",
+    "round",
+    "atan2",
+    "fmod",
+    "hypot",
+    "copysign",
+    "nextafter",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "signbit",
+    "pow",
+)
 
-    return getattr(torch, name)
+# libdevice functions that torch has under another name: libdevice name -> attribute path under `torch`.
+_RENAMED = {
+    "fabs": "abs",
+    "rint": "round",
+    "nearbyint": "round",
+    "llrint": "round",
+    "llround": "round",
+    "finite": "isfinite",
+    "isfinited": "isfinite",
+    "rcp": "reciprocal",
+    "div": "div",
+    "divide": "div",
+    "add": "add",
+    "sub": "sub",
+    "mul": "mul",
+    "fmin": "minimum",
+    "fmax": "maximum",
+    "remainder": "remainder",
+    "normcdf": "special.ndtr",
+    "normcdfinv": "special.ndtri",
+    "erfcx": "special.erfcx",
+    "j0": "special.bessel_j0",
+    "j1": "special.bessel_j1",
+    "y0": "special.bessel_y0",
+    "y1": "special.bessel_y1",
+    "cyl_bessel_i0": "special.i0",
+    "cyl_bessel_i1": "special.i1",
+}
+
+
+def _torch_attribute(torch: Any, path: str) -> Callable[..., Any]:
+    """`special.ndtr` -> `torch.special.ndtr`."""
+    found = torch
+    for part in path.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _composed_functions(torch: Any) -> dict[str, Callable[..., Any]]:
+    """The libdevice functions that torch has no single function for, composed of torch operations."""
+    return {
+        "exp10": lambda x: torch.pow(10.0, x),
+        "cbrt": lambda x: torch.sign(x) * torch.abs(x).pow(1.0 / 3.0),
+        "rcbrt": lambda x: 1.0 / (torch.sign(x) * torch.abs(x).pow(1.0 / 3.0)),
+        "saturate": lambda x: torch.clamp(x, 0.0, 1.0),
+        "fma": lambda a, b, c: a * b + c,
+        "fdim": lambda a, b: torch.clamp(a - b, min=0),
+        "rhypot": lambda a, b: 1.0 / torch.hypot(a, b),
+        "erfcinv": lambda x: torch.erfinv(1.0 - x),
+        "tgamma": lambda x: (
+            torch.special.gamma(x) if hasattr(torch.special, "gamma") else torch.exp(torch.lgamma(x))
+        ),
+        "sinpi": lambda x: torch.sin(torch.pi * x),
+        "cospi": lambda x: torch.cos(torch.pi * x),
+    }
 
 
 def _libdevice_table() -> dict[str, Callable[..., Any]]:
     """libdevice base name (no `__nv_`, `fast_`, float suffix or rounding mode) -> a torch computation."""
-    import torch
+    import torch  # heavy: imported only where the interpreter runs
 
-    same = [
-        "abs",
-        "floor",
-        "ceil",
-        "trunc",
-        "exp",
-        "exp2",
-        "log",
-        "log2",
-        "log10",
-        "log1p",
-        "expm1",
-        "sin",
-        "cos",
-        "tan",
-        "sinh",
-        "cosh",
-        "tanh",
-        "asin",
-        "acos",
-        "atan",
-        "asinh",
-        "acosh",
-        "atanh",
-        "sqrt",
-        "rsqrt",
-        "erf",
-        "erfc",
-        "erfinv",
-        "lgamma",
-        "round",
-        "atan2",
-        "fmod",
-        "hypot",
-        "copysign",
-        "nextafter",
-        "isnan",
-        "isinf",
-        "isfinite",
-        "signbit",
-        "pow",
-    ]
-    table: dict[str, Callable[..., Any]] = {n: _torch_fn(n) for n in same}
-    table.update(
-        {
-            "fabs": torch.abs,
-            "rint": torch.round,
-            "nearbyint": torch.round,
-            "llrint": torch.round,
-            "llround": torch.round,
-            "finite": torch.isfinite,
-            "isfinited": torch.isfinite,
-            "exp10": lambda x: torch.pow(10.0, x),
-            "cbrt": lambda x: torch.sign(x) * torch.abs(x).pow(1.0 / 3.0),
-            "rcbrt": lambda x: 1.0 / (torch.sign(x) * torch.abs(x).pow(1.0 / 3.0)),
-            "rcp": torch.reciprocal,
-            "saturate": lambda x: torch.clamp(x, 0.0, 1.0),
-            "fma": lambda a, b, c: a * b + c,
-            "div": torch.div,
-            "divide": torch.div,
-            "add": torch.add,
-            "sub": torch.sub,
-            "mul": torch.mul,
-            "fdim": lambda a, b: torch.clamp(a - b, min=0),
-            "fmin": torch.minimum,
-            "fmax": torch.maximum,
-            "remainder": torch.remainder,
-            "rhypot": lambda a, b: 1.0 / torch.hypot(a, b),
-            "normcdf": torch.special.ndtr,
-            "normcdfinv": torch.special.ndtri,
-            "erfcx": torch.special.erfcx,
-            "erfcinv": lambda x: torch.erfinv(1.0 - x),
-            "tgamma": lambda x: (
-                torch.special.gamma(x) if hasattr(torch.special, "gamma") else torch.exp(torch.lgamma(x))
-            ),
-            "sinpi": lambda x: torch.sin(torch.pi * x),
-            "cospi": lambda x: torch.cos(torch.pi * x),
-            "j0": torch.special.bessel_j0,
-            "j1": torch.special.bessel_j1,
-            "y0": torch.special.bessel_y0,
-            "y1": torch.special.bessel_y1,
-            "cyl_bessel_i0": torch.special.i0,
-            "cyl_bessel_i1": torch.special.i1,
-        }
-    )
+    table: dict[str, Callable[..., Any]] = {name: _torch_attribute(torch, name) for name in _SAME_NAME}
+    table.update({name: _torch_attribute(torch, path) for name, path in _RENAMED.items()})
+    table.update(_composed_functions(torch))
     return table
 
 
