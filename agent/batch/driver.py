@@ -20,6 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.batch.budget import BatchCounter, JobBudget, worker_evaluations
@@ -70,6 +71,82 @@ def recorded_evaluations(batch_dir: Path, names: list[str]) -> int:
     return total
 
 
+def _start_invocation(
+    batch_dir: Path, exe: Execution, gpus: list[str], jobs: int
+) -> tuple[Invocations, Invocation]:
+    """This invocation, added to the batch's history (its heartbeat keeps `last_seen` current)."""
+    history = Invocations.load(batch_dir)
+    now = time.time()
+    me = Invocation(
+        started=now, last_seen=now, pid=os.getpid(), host=host(), backend=exe.backend, jobs=jobs, gpus=gpus
+    )
+    history.items.append(me)
+    history.save(batch_dir)
+    return history, me
+
+
+def _deadline(cfg: BatchConfig, history: Invocations, me: Invocation) -> float | None:
+    """When this invocation must stop: the time limit covers the whole batch, so the earlier invocations'
+    wall time is spent already."""
+    if cfg.budget.time_limit_s is None:
+        return None
+    return me.started + cfg.budget.time_limit_s - (history.wall_s - me.wall_s)
+
+
+@dataclass
+class _JobEvents:
+    """What the driver does when a backend starts a job, sees one exit, or waits (the heartbeat)."""
+
+    batch_dir: Path
+    cfg: BatchConfig
+    budget: JobBudget
+    history: Invocations
+    me: Invocation
+    log: Callable[[str], None]
+    started: dict[str, int] = field(default_factory=dict)  # jobs started per problem, this invocation
+
+    def __post_init__(self) -> None:
+        self.last_beat = self.me.started
+
+    def tick(self) -> None:
+        if time.time() - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = self.me.last_seen = time.time()
+            self.history.save(self.batch_dir)
+
+    def on_start(self, name: str, gpu: str | None) -> bool:
+        fresh = not (problem_dir(self.batch_dir, name) / Store.FILENAME).exists()
+        reason = self.budget.batch_spent() if fresh else None
+        if reason:  # not started yet, and the batch's budget is spent: skipped without a job
+            record_end(self.batch_dir, name, "skipped", reason)
+            self.log(f"skip {name}: {reason}")
+            return False
+        self.started[name] = self.started.get(name, 0) + 1
+        where = "the CPU" if gpu is None else "Ray" if gpu == "ray" else f"GPU {gpu}"
+        self.log(f"start {name} on {where}")
+        return True
+
+    def on_exit(self, name: str, rc: int) -> bool:
+        batch_dir, log = self.batch_dir, self.log
+        pdir = problem_dir(batch_dir, name)
+        if is_done(pdir):
+            outcome = read_outcome(pdir)
+            assert outcome is not None
+            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason}")
+            interim_summary(batch_dir, log)
+            return False
+        if spent := self.budget.batch_spent():  # stopped at the time limit: no second job
+            record_end(batch_dir, name, "budget", f"{spent}; {STOPPED}")
+            log(f"end {name}: budget (its job was stopped at the time limit)")
+            interim_summary(batch_dir, log)
+            return False
+        if self.started.get(name, 0) < self.cfg.max_attempts:
+            log(f"the job of {name} died (exit {rc}); starting it again")
+            return True
+        record_end(batch_dir, name, "crashed", f"its job died {attempts(pdir)} times (last exit code {rc})")
+        log(f"end {name}: crashed")
+        return False
+
+
 def run_batch(
     batch_dir: Path,
     execution: Execution | None = None,
@@ -85,70 +162,24 @@ def run_batch(
     gpus = exe.gpus if exe.gpus is not None else visible_gpus()
     jobs = exe.jobs or max(1, len(gpus))
 
-    history = Invocations.load(batch_dir)
-    now = time.time()
-    me = Invocation(
-        started=now, last_seen=now, pid=os.getpid(), host=host(), backend=exe.backend, jobs=jobs, gpus=gpus
-    )
-    history.items.append(me)
-    history.save(batch_dir)
-    deadline = None
-    if cfg.budget.time_limit_s is not None:
-        deadline = now + cfg.budget.time_limit_s - (history.wall_s - me.wall_s)
+    history, me = _start_invocation(batch_dir, exe, gpus, jobs)
+    deadline = _deadline(cfg, history, me)
     BatchCounter(batch_dir).reset(recorded_evaluations(batch_dir, names))
     budget = JobBudget(batch_dir, cfg.budget, deadline)
 
     todo = [n for n in names if not is_done(problem_dir(batch_dir, n))]
     log(f"{len(names) - len(todo)} of {len(names)} problems done already; {len(todo)} to run")
-    started: dict[str, int] = {}
-    last_beat = [now]
-
-    def tick() -> None:
-        if time.time() - last_beat[0] >= HEARTBEAT_S:
-            last_beat[0] = me.last_seen = time.time()
-            history.save(batch_dir)
-
-    def on_start(name: str, gpu: str | None) -> bool:
-        fresh = not (problem_dir(batch_dir, name) / Store.FILENAME).exists()
-        reason = budget.batch_spent() if fresh else None
-        if reason:  # not started yet, and the batch's budget is spent: skipped without a job
-            record_end(batch_dir, name, "skipped", reason)
-            log(f"skip {name}: {reason}")
-            return False
-        started[name] = started.get(name, 0) + 1
-        where = "the CPU" if gpu is None else "Ray" if gpu == "ray" else f"GPU {gpu}"
-        log(f"start {name} on {where}")
-        return True
-
-    def on_exit(name: str, rc: int) -> bool:
-        pdir = problem_dir(batch_dir, name)
-        if is_done(pdir):
-            outcome = read_outcome(pdir)
-            assert outcome is not None
-            log(f"end {name}: {outcome.status} ({outcome.evaluations} evaluations) {outcome.reason}")
-            interim_summary(batch_dir, log)
-            return False
-        if spent := budget.batch_spent():  # stopped at the time limit: no second job
-            record_end(batch_dir, name, "budget", f"{spent}; {STOPPED}")
-            log(f"end {name}: budget (its job was stopped at the time limit)")
-            interim_summary(batch_dir, log)
-            return False
-        if started.get(name, 0) < cfg.max_attempts:
-            log(f"the job of {name} died (exit {rc}); starting it again")
-            return True
-        record_end(batch_dir, name, "crashed", f"its job died {attempts(pdir)} times (last exit code {rc})")
-        log(f"end {name}: crashed")
-        return False
-
+    ev = _JobEvents(batch_dir, cfg, budget, history, me, log)
     try:
         if exe.backend == "ray":
             from agent.batch.backends import run_ray
 
-            run_ray(batch_dir, todo, exe.address, deadline, on_exit, tick, on_start, api_key)
+            run_ray(batch_dir, todo, exe.address, deadline, ev.on_exit, ev.tick, ev.on_start, api_key)
         else:
             from agent.batch.backends import run_local
 
-            run_local(batch_dir, todo, Slots(gpus, jobs), deadline, on_exit, tick, on_start, api_key)
+            slots = Slots(gpus, jobs)
+            run_local(batch_dir, todo, slots, deadline, ev.on_exit, ev.tick, ev.on_start, api_key)
     finally:
         me.last_seen = time.time()
         history.save(batch_dir)
