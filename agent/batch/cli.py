@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,56 +24,108 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+# The command's own options, declared apart so that its signature stays a list of names.
+PathsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Problem folders, KernelBench .py files, bundled problem names, or folders of those "
+        "(a KernelBench level folder)."
+    ),
+]
+ResumeOption = Annotated[
+    Path | None, typer.Option(help="Finish the batch in this directory (after a kill, a crash...).")
+]
+OutOption = Annotated[Path | None, typer.Option(help="The batch directory (default runs/batch-TIME).")]
+IncludeOption = Annotated[
+    list[str] | None, typer.Option(help="Only problems whose name matches this glob (repeatable).")
+]
+ExcludeOption = Annotated[list[str] | None, typer.Option(help="Leave out matching problems (repeatable).")]
+ListFileOption = Annotated[
+    Path | None, typer.Option("--list", help="A file of problem names or globs, one a line.")
+]
+MaxEvaluationsOption = Annotated[
+    int | None, typer.Option(help="Budget per problem: worker evaluations.", min=1)
+]
+BatchEvaluationsOption = Annotated[
+    int | None, typer.Option(help="Budget of the whole batch: worker evaluations.", min=1)
+]
+TimeLimitOption = Annotated[
+    float | None, typer.Option(help="Budget of the whole batch: minutes of wall time (resumes too).")
+]
+JobsOption = Annotated[
+    int | None, typer.Option(help="Problems at once (default: one per GPU; on the CPU 1).", min=1)
+]
+GpusOption = Annotated[str | None, typer.Option("--gpus", help="GPU ids to use, e.g. 0,1 (default: all).")]
+BackendOption = Annotated[
+    str | None, typer.Option(help="local (this machine, the default) or ray (a Ray cluster).")
+]
+AddressOption = Annotated[str | None, typer.Option(help="Ray cluster address (default: a local instance).")]
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """What `ncu-agent batch` was asked, besides the run options it shares with `ncu-agent run`."""
+
+    paths: list[str]
+    resume: Path | None
+    out: Path | None
+    include: list[str]
+    exclude: list[str]
+    list_file: Path | None
+    max_evaluations: int | None
+    batch_evaluations: int | None
+    time_limit: float | None
+    jobs: int | None
+    gpus: str | None
+    backend: str | None
+    address: str | None
+
+
 @opt.run_options_command()
 def batch(
-    paths: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Problem folders, KernelBench .py files, bundled problem names, or folders of those "
-            "(a KernelBench level folder)."
-        ),
-    ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Finish the batch in this directory (after a kill, a crash...).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="The batch directory (default runs/batch-TIME).")] = None,
-    include: Annotated[
-        list[str] | None, typer.Option(help="Only problems whose name matches this glob (repeatable).")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option(help="Leave out matching problems (repeatable).")
-    ] = None,
-    list_file: Annotated[
-        Path | None, typer.Option("--list", help="A file of problem names or globs, one a line.")
-    ] = None,
-    max_evaluations: Annotated[
-        int | None, typer.Option(help="Budget per problem: worker evaluations.", min=1)
-    ] = None,
-    batch_evaluations: Annotated[
-        int | None, typer.Option(help="Budget of the whole batch: worker evaluations.", min=1)
-    ] = None,
-    time_limit: Annotated[
-        float | None, typer.Option(help="Budget of the whole batch: minutes of wall time (resumes too).")
-    ] = None,
-    jobs: Annotated[
-        int | None, typer.Option(help="Problems at once (default: one per GPU; on the CPU 1).", min=1)
-    ] = None,
-    gpus: Annotated[
-        str | None, typer.Option("--gpus", help="GPU ids to use, e.g. 0,1 (default: all).")
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="local (this machine, the default) or ray (a Ray cluster).")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: a local instance).")
-    ] = None,
+    paths: PathsArgument = None,
+    resume: ResumeOption = None,
+    out: OutOption = None,
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
+    list_file: ListFileOption = None,
+    max_evaluations: MaxEvaluationsOption = None,
+    batch_evaluations: BatchEvaluationsOption = None,
+    time_limit: TimeLimitOption = None,
+    jobs: JobsOption = None,
+    gpus: GpusOption = None,
+    backend: BackendOption = None,
+    address: AddressOption = None,
     *,
     options: RunOptions,
 ) -> None:
     """Run many problems through the pipeline, one job per GPU, resumable after a kill; write a summary."""
+    checked(new_dir, out, "--out")
+    request = BatchRequest(
+        paths=paths or [],
+        resume=resume,
+        out=out,
+        include=include or [],
+        exclude=exclude or [],
+        list_file=list_file,
+        max_evaluations=max_evaluations,
+        batch_evaluations=batch_evaluations,
+        time_limit=time_limit,
+        jobs=jobs,
+        gpus=gpus,
+        backend=backend,
+        address=address,
+    )
+    batch_dir, execution, plan = _prepared(request, options)
+    _run_and_report(batch_dir, execution, plan)
+
+
+def _prepared(request: BatchRequest, options: RunOptions) -> tuple[Path, Execution, RunPlan]:
+    """The batch directory (made, or found to resume), where it runs and its checked plan; the command's
+    `error: ...` when any of them cannot be."""
     from agent.batch.gpu_slots import bad_gpu_ids, parse_gpus
 
-    checked(new_dir, out, "--out")
+    gpus = request.gpus
     if gpus is not None and (bad := bad_gpu_ids(parse_gpus(gpus))):
         raise fail(f"--gpus {gpus!r}: {', '.join(bad)} is not a GPU index (0,1,...) or a GPU-/MIG- UUID")
     from agent.batch.inputs import BatchConfig, BatchInputError, Budget
@@ -80,20 +133,21 @@ def batch(
     from agent.llm.client import EndpointFailed
 
     try:
-        given = _where(backend, address, jobs, gpus)
-        if resume is not None:
-            if paths:
+        given = _where(request.backend, request.address, request.jobs, gpus)
+        if request.resume is not None:
+            if request.paths:
                 raise BatchInputError("give either PATHS (a new batch) or --resume DIR, not both")
-            batch_dir, execution = _resumed(resume, given)
+            batch_dir, execution = _resumed(request.resume, given)
             plan = _checked_plan(BatchConfig.load(batch_dir).run)
         else:
-            if not paths:
+            if not request.paths:
                 raise BatchInputError("give the problems to run (PATHS), or --resume DIR")
-            batch_dir = out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
-            problems = (paths, include or [], exclude or [], list_file)
+            batch_dir = request.out or Path("runs") / f"batch-{datetime.now():%Y%m%d-%H%M%S}"
+            problems = (request.paths, request.include, request.exclude, request.list_file)
+            time_limit = request.time_limit
             budget = Budget(
-                problem_evaluations=max_evaluations,
-                batch_evaluations=batch_evaluations,
+                problem_evaluations=request.max_evaluations,
+                batch_evaluations=request.batch_evaluations,
                 time_limit_s=time_limit * 60 if time_limit is not None else None,
             )
             plan = _checked_plan(options)
@@ -102,7 +156,7 @@ def batch(
         raise fail(str(e)) from None
     except EndpointFailed as e:  # what no retry fixes: no job starts
         raise fail(str(e), 1) from None
-    _run_and_report(batch_dir, execution, plan)
+    return batch_dir, execution, plan
 
 
 def _run_and_report(batch_dir: Path, execution: Execution, plan: RunPlan) -> None:
