@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -36,6 +38,9 @@ from agent.evaluation.messages import (
 from agent.evaluation.verdicts import MAX_TEXT, Rejected, classify, describe, exit_note
 from agent.evaluation.weights import matched_state
 from agent.records import Check, Status
+
+if TYPE_CHECKING:  # guards imports torch: the session imports it where it runs
+    from agent.evaluation.guards import GuardReport
 
 
 @dataclass
@@ -132,24 +137,27 @@ class CandidateSession:
     def call(
         self, key: str, inputs: list[Any], where: str, config: int = 0, poison: bool = True
     ) -> CallResult:
-        import torch
-        import torch.utils.deterministic
-
         from agent.evaluation import guards as runtime_guards
-        from agent.evaluation import tensor_checks, triton_hooks
-        from agent.problem import flatten_outputs
+        from agent.evaluation import triton_hooks
 
         model = self.models[key]
         self.inputs[key] = inputs
         triton_hooks.select_config(config)
         report = runtime_guards.GuardReport()
-        det = torch.are_deterministic_algorithms_enabled()
-        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        fill = torch.utils.deterministic.fill_uninitialized_memory
-        # Poisoned calls (torch.empty holds NaN) and plain ones are drawn by the judge in secret, so the flags
-        # tell the candidate nothing about which calls are checked.
-        torch.use_deterministic_algorithms(poison, warn_only=True)
-        torch.utils.deterministic.fill_uninitialized_memory = poison
+        with _poisoning(poison, report):
+            out, launches = self._guarded_call(model, inputs, where, report)
+        return self._result(out, inputs, launches, report)
+
+    def _guarded_call(
+        self, model: Any, inputs: list[Any], where: str, report: GuardReport
+    ) -> tuple[Any, dict[str, int]]:
+        """ModelNew called under the run-time guards with its Triton launches recorded; a Rejected if it
+        raises."""
+        import torch
+
+        from agent.evaluation import guards as runtime_guards
+        from agent.evaluation import triton_hooks
+
         triton_hooks.start_recording()
         try:
             with torch.no_grad(), runtime_guards.guarded(report, self.device, self.thread_baseline):
@@ -169,34 +177,17 @@ class CandidateSession:
             ) from None
         finally:
             launches = triton_hooks.stop_recording()
-            if (
-                torch.utils.deterministic.fill_uninitialized_memory,
-                torch.are_deterministic_algorithms_enabled(),
-            ) != (
-                poison,
-                poison,
-            ):
-                report.tamper.append("the candidate changed the deterministic-algorithms or poisoning flags")
-            torch.use_deterministic_algorithms(det, warn_only=warn_only)
-            torch.utils.deterministic.fill_uninitialized_memory = fill
-        outs = flatten_outputs(out)
-        subclassed = [
-            f"output {i} is a {type(o).__qualname__}"
-            for i, o in enumerate(outs)
-            if type(o) is not torch.Tensor
-        ]
-        plain = [o if type(o) is torch.Tensor else None for o in outs]
-        checks = [
-            Check(
-                name="tensor-subclass",
-                passed=not subclassed,
-                detail="; ".join(subclassed) + " (outputs must be plain torch.Tensor)"
-                if subclassed
-                else "outputs are plain torch.Tensor",
-            ),
-            *report.checks(plain, self.module.__name__),
-            self.watch.check(),
-        ]
+        return out, launches
+
+    def _result(
+        self, out: Any, inputs: list[Any], launches: dict[str, int], report: GuardReport
+    ) -> CallResult:
+        """The call's outputs and what the guards, the tamper watch and the launch record found."""
+        from agent.evaluation import tensor_checks, triton_hooks
+        from agent.problem import flatten_outputs
+
+        plain, subclass_check = _plain_outputs(flatten_outputs(out))
+        checks = [subclass_check, *report.checks(plain, self.module.__name__), self.watch.check()]
         modules = triton_hooks.launch_modules()
         own = sorted(k for k in launches if modules.get(k) == self.module.__name__)
         return CallResult(
@@ -235,6 +226,53 @@ class CandidateSession:
         self.module = None
         self.models.clear()
         self.inputs.clear()
+
+
+@contextmanager
+def _poisoning(poison: bool, report: GuardReport) -> Iterator[None]:
+    """Deterministic algorithms and NaN-filled torch.empty on (`poison`) or off for one call, restored after;
+    a candidate that changed them is reported as tampering. Poisoned calls and plain ones are drawn by the
+    judge in secret, so the flags tell the candidate nothing about which calls are checked."""
+    import torch
+    import torch.utils.deterministic
+
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(poison, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = poison
+    try:
+        yield
+    finally:
+        if (
+            torch.utils.deterministic.fill_uninitialized_memory,
+            torch.are_deterministic_algorithms_enabled(),
+        ) != (
+            poison,
+            poison,
+        ):
+            report.tamper.append("the candidate changed the deterministic-algorithms or poisoning flags")
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def _plain_outputs(outs: list[Any]) -> tuple[list[Any], Check]:
+    """The outputs with any tensor subclass replaced by None, and the check that says whether there was one
+    (a subclass could compare equal to anything)."""
+    import torch
+
+    subclassed = [
+        f"output {i} is a {type(o).__qualname__}" for i, o in enumerate(outs) if type(o) is not torch.Tensor
+    ]
+    plain = [o if type(o) is torch.Tensor else None for o in outs]
+    check = Check(
+        name="tensor-subclass",
+        passed=not subclassed,
+        detail="; ".join(subclassed) + " (outputs must be plain torch.Tensor)"
+        if subclassed
+        else "outputs are plain torch.Tensor",
+    )
+    return plain, check
 
 
 # --- runners: how the judge reaches the candidate -----------------------------------------------------
