@@ -70,6 +70,96 @@ def _module_attrs(label: str, module: Any) -> dict[str, Any]:
     return snap
 
 
+def _watched_owners() -> dict[str, Any]:
+    """The objects whose `_WATCHED` names are watched, by the labels `_WATCHED` gives them."""
+    import time
+
+    from triton.runtime import autotuner, jit
+
+    from agent.evaluation import triton_hooks
+
+    owners = (
+        torch,
+        torch.Tensor,
+        torch.testing,
+        torch.cuda,
+        torch.cuda.Event,
+        torch.nn.Module,
+        time,
+        triton_hooks,
+        jit.JITFunction,
+        autotuner.Autotuner,
+    )
+    return dict(zip(_WATCHED, owners, strict=True))
+
+
+def _harness_callables() -> dict[str, Any]:
+    """The functions the evaluation relies on: `_WATCHED`, torch.Tensor's and nn.Module's attributes, the
+    callables of torch and torch.nn.functional, and the harness's own modules (`_AGENT_MODULES`)."""
+    import importlib
+    import sys
+
+    import torch.nn.functional
+
+    owners = _watched_owners()
+    snap = {
+        f"{label}.{name}": getattr(owners[label], name, None)
+        for label, names in _WATCHED.items()
+        for name in names.split()
+    }
+    for name, value in _class_attrs(torch.Tensor).items():
+        snap.setdefault(f"torch.Tensor.{name}", value)
+    for name, value in _class_attrs(torch.nn.Module).items():
+        snap.setdefault(f"torch.nn.Module.{name}", value)
+    snap.update(_module_attrs("torch.nn.functional", torch.nn.functional))
+    for name, value in list(vars(torch).items()):
+        if callable(value) and not name.startswith("__") and f"torch.{name}" not in _LAZILY_REPLACED:
+            snap.setdefault(f"torch.{name}", value)
+    for modname in _AGENT_MODULES:
+        module = sys.modules.get(modname) or importlib.import_module(modname)
+        snap.update(_module_attrs(modname, module))
+    return snap
+
+
+def _entry_points() -> dict[str, Any]:
+    """Where a candidate would start a thread or a torch function mode unseen by the guards."""
+    import threading
+
+    return {
+        "threading.Thread.start": threading.Thread.start,
+        "torch.overrides.TorchFunctionMode.__enter__": torch.overrides.TorchFunctionMode.__enter__,
+        "torch.overrides.TorchFunctionMode.__exit__": torch.overrides.TorchFunctionMode.__exit__,
+    }
+
+
+def _flag_values() -> dict[str, Any]:
+    """The torch flags and switches that change results or timings, and the TRITON_* environment (None for
+    one that cannot be read)."""
+    import torch.utils.deterministic
+
+    flags = {
+        "torch.backends.cuda.matmul.allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
+        "torch.backends.cudnn.allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
+        "torch.backends.cudnn.benchmark": lambda: torch.backends.cudnn.benchmark,
+        "float32_matmul_precision": torch.get_float32_matmul_precision,
+        "default dtype": lambda: str(torch.get_default_dtype()),
+        "default device": lambda: str(torch.get_default_device()),
+        "grad mode": torch.is_grad_enabled,
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled,
+        "fill_uninitialized_memory": lambda: torch.utils.deterministic.fill_uninitialized_memory,
+        "torch function modes": _function_modes,
+        "global nn.Module hooks": _global_hooks,
+        TRITON_ENV: triton_environment,
+    }
+    values: dict[str, Any] = {}
+    for flag, read in flags.items():
+        try:
+            values[flag] = read()
+        except Exception:
+            values[flag] = None
+    return values
+
+
 class TamperWatch:
     """Snapshot before the candidate is imported; `check()` after it ran says what it replaced.
 
@@ -88,78 +178,14 @@ class TamperWatch:
         self.before = self.snapshot()
 
     def snapshot(self) -> dict[str, Any]:
-        import importlib
-        import sys
-        import threading
-        import time
-
-        import torch.nn.functional
-        import torch.utils.deterministic
-        from triton.runtime import autotuner, jit
-
-        from agent.evaluation import triton_hooks
-
-        owners = dict(
-            zip(
-                _WATCHED,
-                (
-                    torch,
-                    torch.Tensor,
-                    torch.testing,
-                    torch.cuda,
-                    torch.cuda.Event,
-                    torch.nn.Module,
-                    time,
-                    triton_hooks,
-                    jit.JITFunction,
-                    autotuner.Autotuner,
-                ),
-                strict=True,
-            )
-        )
-        snap = {
-            f"{label}.{name}": getattr(owners[label], name, None)
-            for label, names in _WATCHED.items()
-            for name in names.split()
-        }
-        for name, value in _class_attrs(torch.Tensor).items():
-            snap.setdefault(f"torch.Tensor.{name}", value)
-        for name, value in _class_attrs(torch.nn.Module).items():
-            snap.setdefault(f"torch.nn.Module.{name}", value)
-        snap.update(_module_attrs("torch.nn.functional", torch.nn.functional))
-        for name, value in list(vars(torch).items()):
-            if callable(value) and not name.startswith("__") and f"torch.{name}" not in _LAZILY_REPLACED:
-                snap.setdefault(f"torch.{name}", value)
-        for modname in _AGENT_MODULES:
-            module = sys.modules.get(modname) or importlib.import_module(modname)
-            snap.update(_module_attrs(modname, module))
+        snap = _harness_callables()
         for label, obj in self.extra.items():
             if isinstance(obj, type):
                 snap.update({f"{label}.{k}": v for k, v in vars(obj).items()})
             else:
                 snap.update(_module_attrs(label, obj))
-        snap["threading.Thread.start"] = threading.Thread.start
-        snap["torch.overrides.TorchFunctionMode.__enter__"] = torch.overrides.TorchFunctionMode.__enter__
-        snap["torch.overrides.TorchFunctionMode.__exit__"] = torch.overrides.TorchFunctionMode.__exit__
-        flags = {
-            "torch.backends.cuda.matmul.allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
-            "torch.backends.cudnn.allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
-            "torch.backends.cudnn.benchmark": lambda: torch.backends.cudnn.benchmark,
-            "float32_matmul_precision": torch.get_float32_matmul_precision,
-            "default dtype": lambda: str(torch.get_default_dtype()),
-            "default device": lambda: str(torch.get_default_device()),
-            "grad mode": torch.is_grad_enabled,
-            "deterministic algorithms": torch.are_deterministic_algorithms_enabled,
-            "fill_uninitialized_memory": lambda: torch.utils.deterministic.fill_uninitialized_memory,
-            "torch function modes": _function_modes,
-            "global nn.Module hooks": _global_hooks,
-            TRITON_ENV: triton_environment,
-        }
-        for flag, read in flags.items():
-            try:
-                snap[flag] = read()
-            except Exception:
-                snap[flag] = None
+        snap.update(_entry_points())
+        snap.update(_flag_values())
         return snap
 
     def accept(self, names: list[str]) -> None:
