@@ -19,12 +19,13 @@ import json
 import os
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.batch.budget import JobBudget, worker_evaluations
 from agent.batch.gpu_slots import GPU_ENV, host, job_lock
 from agent.batch.hooks import FileReporter, evaluator_for, profiler_for
-from agent.batch.inputs import BatchConfig
+from agent.batch.inputs import BatchConfig, ProblemEntry
 from agent.batch.key_channel import take_key
 from agent.batch.outcome import (
     ATTEMPTS_FILE,
@@ -38,12 +39,21 @@ from agent.batch.outcome import (
     read_outcome,
 )
 from agent.batch.resume import ReplayStore
-from agent.commands.run_setup import NEEDS_LLM, ProblemRun, RunEnd, RunSetupError, plan_run, run_one
+from agent.commands.run_setup import (
+    NEEDS_LLM,
+    ProblemRun,
+    RunEnd,
+    RunPlan,
+    RunSetupError,
+    plan_run,
+    run_one,
+)
 from agent.evaluation.sandbox import die_with_parent
 from agent.evaluation.torch_policy import merged
 from agent.llm.client import BudgetExhausted
 from agent.loop import LoopHooks
 from agent.problem import ProblemError, load_problem
+from agent.records import ProblemSpec
 from agent.store import Store
 
 
@@ -82,61 +92,27 @@ def _run(
 ) -> ProblemOutcome:
     cfg = BatchConfig.load(batch_dir)
     entry = cfg.entry(name)
-    gpu = os.environ.get(GPU_ENV)
-    base = ProblemOutcome(name=name, status="error", gpu=gpu, host=host())
+    base = ProblemOutcome(name=name, status="error", gpu=os.environ.get(GPU_ENV), host=host())
     budget = JobBudget(batch_dir, cfg.budget, deadline)
     store: Store = Store.open_dir(pdir)
-    row = store.conn.execute(
-        "SELECT id FROM runs WHERE status IN ('running', 'killed') ORDER BY id DESC"
-    ).fetchone()
-    run_id = row["id"] if row else None
-    try:
-        spec = load_problem(entry.path)
-        spec.allow_torch = merged(spec.allow_torch, cfg.run.allow_torch)
-    except ProblemError as e:
-        return finish(pdir, base.model_copy(update={"reason": str(e), "run_id": run_id}), store)
-    if spec.kernel_path is None and not cfg.run.llm:
-        return finish(pdir, base.model_copy(update={"status": "skipped", "reason": NEEDS_LLM}), store)
-    try:
-        plan = plan_run(cfg.run, api_key, has_kernel=spec.kernel_path is not None)
-    except RunSetupError as e:
-        return finish(pdir, base.model_copy(update={"reason": str(e), "run_id": run_id}), store)
-    if run_id is None and (spent := budget.batch_spent()):
-        return finish(pdir, base.model_copy(update={"status": "skipped", "reason": spent}), store)
+    run_id = _unfinished_run(store)
+    ready = _spec_and_plan(cfg, entry, base, budget, run_id, api_key)
+    if isinstance(ready, ProblemOutcome):  # the problem ended before its run could start
+        return finish(pdir, ready, store)
+    spec, plan = ready
     if run_id is not None:
         store.close()
         store = ReplayStore(pdir / Store.FILENAME, run_id)
     lock = job_lock(batch_dir, name)
     reporter = FileReporter(pdir / "log.txt")
-    ended: list[ProblemOutcome] = []
-
-    def record(end: RunEnd) -> None:  # outcome.json before the run's row (the module's docstring says why)
-        first = end.outcome.first if end.outcome else None
-        last = end.outcome.last if end.outcome else None
-        result = base.model_copy(
-            update={
-                "status": end.status,
-                "reason": end.reason,
-                "run_id": end.run_id,
-                "device": device,
-                "start_id": first.start.cand_id if first else None,
-                "best_id": last.best.cand_id if last else None,
-                "evaluations": worker_evaluations(store.conn, end.run_id),
-                "reused": store.reused if isinstance(store, ReplayStore) else 0,
-            }
-        )
-        if result.reused:
-            reporter.info(f"continued the run of a killed job: {result.reused} recorded evaluations reused")
-        ended.append(finish(pdir, result))
-
-    device = _device()
+    record = _OutcomeRecord(pdir, base, store, reporter, _device())
     job = ProblemRun(
         plan,
         spec,
         spec.kernel_path,
         store,
         pdir,
-        device,
+        record.device,
         reporter,
         problem=str(entry.path),
         record={"batch": str(batch_dir.resolve())},
@@ -149,7 +125,75 @@ def _run(
         run_one(job)
     finally:
         store.close()
-    return ended[0]
+    return record.ended[0]
+
+
+def _unfinished_run(store: Store) -> int | None:
+    """The run an earlier job of this problem left running or killed (this job continues it), if any."""
+    row = store.conn.execute(
+        "SELECT id FROM runs WHERE status IN ('running', 'killed') ORDER BY id DESC"
+    ).fetchone()
+    return row["id"] if row else None
+
+
+def _spec_and_plan(
+    cfg: BatchConfig,
+    entry: ProblemEntry,
+    base: ProblemOutcome,
+    budget: JobBudget,
+    run_id: int | None,
+    api_key: str | None,
+) -> tuple[ProblemSpec, RunPlan] | ProblemOutcome:
+    """The problem and its run's plan, or the outcome of a problem that cannot start: it does not load,
+    needs the LLM that is off, has no valid plan, or would be a new run with the batch's budget spent."""
+    try:
+        spec = load_problem(entry.path)
+        spec.allow_torch = merged(spec.allow_torch, cfg.run.allow_torch)
+    except ProblemError as e:
+        return base.model_copy(update={"reason": str(e), "run_id": run_id})
+    if spec.kernel_path is None and not cfg.run.llm:
+        return base.model_copy(update={"status": "skipped", "reason": NEEDS_LLM})
+    try:
+        plan = plan_run(cfg.run, api_key, has_kernel=spec.kernel_path is not None)
+    except RunSetupError as e:
+        return base.model_copy(update={"reason": str(e), "run_id": run_id})
+    if run_id is None and (spent := budget.batch_spent()):
+        return base.model_copy(update={"status": "skipped", "reason": spent})
+    return spec, plan
+
+
+@dataclass
+class _OutcomeRecord:
+    """Called as the run ends: writes outcome.json before the run's row (the module's docstring says why)."""
+
+    pdir: Path
+    base: ProblemOutcome
+    store: Store
+    reporter: FileReporter
+    device: str
+    ended: list[ProblemOutcome] = field(default_factory=list)
+
+    def __call__(self, end: RunEnd) -> None:
+        store = self.store
+        first = end.outcome.first if end.outcome else None
+        last = end.outcome.last if end.outcome else None
+        result = self.base.model_copy(
+            update={
+                "status": end.status,
+                "reason": end.reason,
+                "run_id": end.run_id,
+                "device": self.device,
+                "start_id": first.start.cand_id if first else None,
+                "best_id": last.best.cand_id if last else None,
+                "evaluations": worker_evaluations(store.conn, end.run_id),
+                "reused": store.reused if isinstance(store, ReplayStore) else 0,
+            }
+        )
+        if result.reused:
+            self.reporter.info(
+                f"continued the run of a killed job: {result.reused} recorded evaluations reused"
+            )
+        self.ended.append(finish(self.pdir, result))
 
 
 def main(argv: list[str] | None = None) -> int:
