@@ -277,17 +277,10 @@ def _close_enough(best: Best, settings: LoopSettings) -> bool:
 def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     from agent.llm.client import BudgetExhausted  # imports openai: only a stage that runs needs it
 
-    problem, proposer, store, run_id = sr.problem, sr.proposer, sr.store, sr.run_id
-    settings, reporter, stage = sr.settings, sr.reporter, sr.settings.stage.name
+    proposer, settings = sr.proposer, sr.settings
     best = start
-    outcome = LoopOutcome(run_id=run_id, start=start, best=best, evaluations=0)
-    budget = settings.policy.max_iterations or settings.stage.budget
-    if _close_enough(start, settings):  # no try is spent
-        outcome.notes.append(
-            f"stage not searched: the kernel it starts from is at {_pct_roofline(start):.1f}% of the "
-            f"roofline (target {settings.policy.roofline_target:g}%)"
-        )
-        budget = 0
+    outcome = LoopOutcome(run_id=sr.run_id, start=start, best=best, evaluations=0)
+    budget = _search_budget(start, settings, outcome)
     iteration, empty_steps, tries_without_gain = 0, 0, 0
     try:
         while iteration < budget:
@@ -303,39 +296,14 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
                 continue
             if not candidates:
                 empty_steps += 1
-                why = f" (last: {rejected[-1][:200]})" if rejected else ""
-                reporter.info(
-                    f"iteration {iteration}: no new candidate from the {proposer.name} proposer{why}"
-                )
-                if proposer.ends_when_empty or empty_steps >= settings.policy.patience:
-                    outcome.notes.append(
-                        f"stage ended at iteration {iteration} of {budget}: {empty_steps} step"
-                        f"{'s' if empty_steps > 1 else ''} in a row gave no new candidate{why}"
-                    )
-                    reporter.info(f"stage {stage}: {outcome.notes[-1]}")
+                if _empty_step_ends_stage(sr, outcome, iteration, budget, empty_steps, rejected):
                     break
                 continue
             empty_steps = 0
-            reporter.begin(f"iteration {iteration}", len(candidates))
-            accepted = sr.evaluate_step(ctx, candidates, best.median_ms)
-            reporter.end()
-            improved = False
-            for (cand_id, source, result), prof in zip(
-                accepted, profile_step(problem, accepted, settings, store), strict=True
-            ):
-                if beats(result, best, settings.policy.min_gain):
-                    best, improved = Best(cand_id, source, result, prof), True
+            best, improved = _evaluate_and_profile(sr, ctx, candidates, best)
             tries_without_gain = 0 if improved else tries_without_gain + len(candidates)
-            if _close_enough(best, settings):
-                outcome.notes.append(
-                    f"stage ended: the best kernel is at {_pct_roofline(best):.1f}% of the roofline"
-                )
-                break
-            if tries_without_gain >= settings.policy.no_gain_tries:
-                outcome.notes.append(
-                    f"stage ended: {tries_without_gain} tries in a row without a gain above "
-                    f"{settings.policy.min_gain:.0%}"
-                )
+            if note := _stop_note(best, tries_without_gain, settings):
+                outcome.notes.append(note)
                 break
     except BudgetExhausted as e:
         outcome.stopped_by = "budget"
@@ -343,6 +311,65 @@ def _iterate(sr: StageRun, start: Best) -> LoopOutcome:
     _keep_best(sr, best, iteration)
     outcome.best, outcome.evaluations = best, sr.evaluations
     return outcome
+
+
+def _search_budget(start: Best, settings: LoopSettings, outcome: LoopOutcome) -> int:
+    """The stage's iterations: none when the kernel it starts from is at the roofline target already."""
+    if _close_enough(start, settings):  # no try is spent
+        outcome.notes.append(
+            f"stage not searched: the kernel it starts from is at {_pct_roofline(start):.1f}% of the "
+            f"roofline (target {settings.policy.roofline_target:g}%)"
+        )
+        return 0
+    return settings.policy.max_iterations or settings.stage.budget
+
+
+def _empty_step_ends_stage(
+    sr: StageRun, outcome: LoopOutcome, iteration: int, budget: int, empty_steps: int, rejected: list[str]
+) -> bool:
+    """A step that gave no new candidate, said; the stage ends when the proposer has no more to give or
+    `patience` steps in a row were empty."""
+    proposer, reporter = sr.proposer, sr.reporter
+    why = f" (last: {rejected[-1][:200]})" if rejected else ""
+    reporter.info(f"iteration {iteration}: no new candidate from the {proposer.name} proposer{why}")
+    if proposer.ends_when_empty or empty_steps >= sr.settings.policy.patience:
+        outcome.notes.append(
+            f"stage ended at iteration {iteration} of {budget}: {empty_steps} step"
+            f"{'s' if empty_steps > 1 else ''} in a row gave no new candidate{why}"
+        )
+        reporter.info(f"stage {sr.settings.stage.name}: {outcome.notes[-1]}")
+        return True
+    return False
+
+
+def _evaluate_and_profile(
+    sr: StageRun, ctx: ProposalContext, candidates: list[Candidate], best: Best
+) -> tuple[Best, bool]:
+    """The step's candidates evaluated and the accepted ones profiled; the best kernel after the step, and
+    whether it is a new one."""
+    sr.reporter.begin(f"iteration {ctx.iteration}", len(candidates))
+    accepted = sr.evaluate_step(ctx, candidates, best.median_ms)
+    sr.reporter.end()
+    improved = False
+    for (cand_id, source, result), prof in zip(
+        accepted, profile_step(sr.problem, accepted, sr.settings, sr.store), strict=True
+    ):
+        if beats(result, best, sr.settings.policy.min_gain):
+            best, improved = Best(cand_id, source, result, prof), True
+    return best, improved
+
+
+def _stop_note(best: Best, tries_without_gain: int, settings: LoopSettings) -> str | None:
+    """Why the stage ends after a step, if it does: the best kernel reached the roofline target, or too
+    many tries in a row gave no gain."""
+    if _close_enough(best, settings):
+        return f"stage ended: the best kernel is at {_pct_roofline(best):.1f}% of the roofline"
+    if tries_without_gain >= settings.policy.no_gain_tries:
+        return (
+            f"stage ended: {tries_without_gain} tries in a row without a gain above "
+            f"{settings.policy.min_gain:.0%}"
+        )
+    return None
 
 
 def _context(sr: StageRun, best: Best, iteration: int) -> ProposalContext:
