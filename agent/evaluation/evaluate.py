@@ -125,20 +125,7 @@ def evaluate(
             **({"timing_reps": timing_reps} if timing_reps else {}),
         )
         limit = timeout_s if timeout_s is not None else CPU_TIMEOUT_S if cpu else GPU_TIMEOUT_S
-        if cpu if split is None else split:
-            result = _evaluate_split(request, limit, pool)
-        else:  # judge and candidate in one worker: the pool's warm one, or a new one closed after
-            result = _evaluate_pooled(request, limit, pool)
-            if pool is not None and result.worker_reused and _harness_failed(result):
-                first = result.reason  # the worker's state, not the candidate: a fresh one judges again
-                result = _evaluate_pooled(request, limit, pool)
-                result.checks.append(
-                    Check(
-                        name="fresh-worker",
-                        passed=True,
-                        detail=f"warning: in a reused worker {first[:300]}; evaluated again in a new one",
-                    )
-                )
+        result = _judged(request, limit, pool, cpu if split is None else split)
     if static and not decided_statically:
         result.checks += static_evidence(problem, source)
     if cpu and result.status == Status.ACCEPTED:
@@ -149,6 +136,25 @@ def evaluate(
     result.allow_torch = list(problem.allow_torch)
     result.isolation = isolation().label
     result.wall_s = _time.perf_counter() - start
+    return result
+
+
+def _judged(request: EvalRequest, limit: float, pool: WorkerPool | None, split: bool) -> EvalResult:
+    """The judge's verdict, with the judge outside the candidate's process (`split`) or beside it."""
+    if split:
+        return _evaluate_split(request, limit, pool)
+    # Judge and candidate in one worker: the pool's warm one, or a new one closed after.
+    result = _evaluate_pooled(request, limit, pool)
+    if pool is not None and result.worker_reused and _harness_failed(result):
+        first = result.reason  # the worker's state, not the candidate: a fresh one judges again
+        result = _evaluate_pooled(request, limit, pool)
+        result.checks.append(
+            Check(
+                name="fresh-worker",
+                passed=True,
+                detail=f"warning: in a reused worker {first[:300]}; evaluated again in a new one",
+            )
+        )
     return result
 
 
