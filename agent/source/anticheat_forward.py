@@ -23,6 +23,25 @@ class ForwardRules(ModuleScan):
     """The rules of the forward paths, on top of the module's bindings."""
 
     def _forward_rules(self) -> None:
+        top_funcs, classes, module_state = self._module_level()
+        model = classes.get("ModelNew")
+        if model is None:
+            return
+        own_classes = self._class_chain(model, classes)
+        methods: dict[str, ast.FunctionDef] = {}
+        for cls in reversed(own_classes):  # a subclass's method replaces its base's
+            for item in cls.body:
+                if isinstance(item, ast.FunctionDef):
+                    methods[item.name] = item
+        layers = self._layer_attributes(own_classes)
+        cached = self._cached_functions(top_funcs, methods)
+        roots = self._forward_roots(own_classes, methods, top_funcs)
+        for node in self._forward_path(roots, top_funcs, classes, model, methods):
+            self._scan_forward(node, layers, module_state, cached, methods)
+
+    def _module_level(self) -> tuple[dict[str, ast.AST], dict[str, ast.ClassDef], set[str]]:
+        """The module's top-level functions (lambdas bound to a name included), its classes, and the names
+        bound to module state (values that are not a known torch or triton object)."""
         top_funcs: dict[str, ast.AST] = {}
         classes: dict[str, ast.ClassDef] = {}
         module_state: set[str] = set()
@@ -39,18 +58,16 @@ class ForwardRules(ModuleScan):
                             top_funcs[t.id] = stmt.value
                         elif not self.resolve(stmt.value):
                             module_state.add(t.id)
-        model = classes.get("ModelNew")
-        if model is None:
-            return
-        own_classes = self._class_chain(model, classes)
-        methods: dict[str, ast.FunctionDef] = {}
-        for cls in reversed(own_classes):
-            for item in cls.body:
-                if isinstance(item, ast.FunctionDef):
-                    methods[item.name] = item
-        layers = self._layer_attributes(own_classes)
-        cached = self._cached_functions(top_funcs, methods)
+        return top_funcs, classes, module_state
 
+    def _forward_roots(
+        self,
+        own_classes: list[ast.ClassDef],
+        methods: dict[str, ast.FunctionDef],
+        top_funcs: dict[str, ast.AST],
+    ) -> list[ast.AST]:
+        """Where the forward paths start: ModelNew's methods but `__init__`, the class bodies' other
+        statements, and the decorator calls of the Triton kernels (autotune configs, heuristics)."""
         roots: list[ast.AST] = [m for n, m in methods.items() if n != "__init__"]
         for cls in own_classes:
             roots += [s for s in cls.body if not isinstance(s, ast.FunctionDef | ast.ClassDef)]
@@ -59,6 +76,18 @@ class ForwardRules(ModuleScan):
                 for dec in fn.decorator_list:
                     if isinstance(dec, ast.Call):
                         roots.append(dec)
+        return roots
+
+    def _forward_path(
+        self,
+        roots: list[ast.AST],
+        top_funcs: dict[str, ast.AST],
+        classes: dict[str, ast.ClassDef],
+        model: ast.ClassDef,
+        methods: dict[str, ast.FunctionDef],
+    ) -> list[ast.AST]:
+        """Everything the roots refer to, transitively: top-level functions, other classes' bodies and
+        `self.` methods; Triton kernels are not followed (their bodies run on the GPU)."""
         seen: set[int] = set()
         queue = list(roots)
         path: list[ast.AST] = []
@@ -81,8 +110,7 @@ class ForwardRules(ModuleScan):
                     and sub.attr in methods
                 ):
                     queue.append(methods[sub.attr])
-        for node in path:
-            self._scan_forward(node, layers, module_state, cached, methods)
+        return path
 
     @staticmethod
     def _class_chain(cls: ast.ClassDef, classes: dict[str, ast.ClassDef]) -> list[ast.ClassDef]:
@@ -177,39 +205,55 @@ class ForwardRules(ModuleScan):
         func = node.func
         canon = self.resolve(func)
         if canon and canon.startswith("torch.") and not self.banned(canon):
-            if canon in self.allowed:
-                ok = True
-            elif canon.startswith("torch.Tensor."):
-                ok = canon.split(".")[2] in TENSOR_ALLOWED
-            else:
-                ok = canon in TORCH_ALLOWED or canon.startswith(TORCH_ALLOWED_PREFIXES)
-            if not ok:
-                self.flag(
-                    "torch-compute",
-                    node,
-                    f"calls {canon} in the forward path (the work must be done "
-                    "by the candidate's Triton kernels)",
-                )
+            self._torch_call(node, canon)
         elif isinstance(func, ast.Attribute) and canon is None:
-            receiver = self.resolve(func.value)
-            allowed = f"torch.Tensor.{func.attr}" in self.allowed
-            if receiver is None and func.attr in TENSOR_COMPUTE and not allowed:
-                self.flag(
-                    "torch-compute",
-                    node,
-                    f"calls .{func.attr}() in the forward path (tensor compute outside Triton)",
-                )
-            if (
-                isinstance(func.value, ast.Name)
-                and func.value.id == "self"
-                and func.attr in layers
-                and layers[func.attr] not in self.allowed
-            ):
-                self.flag(
-                    "torch-compute",
-                    node,
-                    f"calls self.{func.attr}, a {layers[func.attr]} layer, in the forward path",
-                )
+            self._method_call(node, func, layers)
+        self._cache_key_call(node, func, cached, params)
+
+    def _torch_call(self, node: ast.Call, canon: str) -> None:
+        """`torch-compute`: a torch function or Tensor method that computes, unless allowed."""
+        if canon in self.allowed:
+            ok = True
+        elif canon.startswith("torch.Tensor."):
+            ok = canon.split(".")[2] in TENSOR_ALLOWED
+        else:
+            ok = canon in TORCH_ALLOWED or canon.startswith(TORCH_ALLOWED_PREFIXES)
+        if not ok:
+            self.flag(
+                "torch-compute",
+                node,
+                f"calls {canon} in the forward path (the work must be done "
+                "by the candidate's Triton kernels)",
+            )
+
+    def _method_call(self, node: ast.Call, func: ast.Attribute, layers: dict[str, str]) -> None:
+        """`torch-compute`: a method of an unknown receiver named as tensor compute, or a torch.nn layer
+        held in `self`."""
+        receiver = self.resolve(func.value)
+        allowed = f"torch.Tensor.{func.attr}" in self.allowed
+        if receiver is None and func.attr in TENSOR_COMPUTE and not allowed:
+            self.flag(
+                "torch-compute",
+                node,
+                f"calls .{func.attr}() in the forward path (tensor compute outside Triton)",
+            )
+        if (
+            isinstance(func.value, ast.Name)
+            and func.value.id == "self"
+            and func.attr in layers
+            and layers[func.attr] not in self.allowed
+        ):
+            self.flag(
+                "torch-compute",
+                node,
+                f"calls self.{func.attr}, a {layers[func.attr]} layer, in the forward path",
+            )
+
+    def _cache_key_call(
+        self, node: ast.Call, func: ast.expr, cached: dict[str, bool], params: set[str]
+    ) -> None:
+        """`result-cache`: results keyed by object identity or data pointer, or forward's arguments passed
+        to a functools-cached function."""
         if isinstance(func, ast.Name) and func.id == "id" and "id" not in self.bound:
             self.flag(
                 "result-cache", node, "calls id() in the forward path (results keyed by object identity)"
