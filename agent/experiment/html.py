@@ -56,49 +56,58 @@ def forest_svg(c: Comparison, key: str) -> str | None:
         ]
         ax.scatter(xs, ys, c=colours, s=36, zorder=3, edgecolor="white", lw=0.5)
         y0 = len(xs) + 0.3
-        ax.errorbar(
-            [c.estimate],
-            [y0],
-            xerr=[[c.estimate - c.ci_low], [c.ci_high - c.estimate]],
-            fmt="D",
-            color="#212121",
-            capsize=4,
-            zorder=4,
-        )
-        ax.axvspan(
-            c.ci_low,
-            c.ci_high,
-            color="#90caf9",
-            alpha=0.25,
-            zorder=1,
-            label=f"{round(c.ci_level * 100)}% CI (bootstrap over problems)",
-        )
-        ax.axvline(1.0 if ratio else 0.0, color="#424242", lw=0.9, ls="--", zorder=2, label="no difference")
+        _forest_overall(ax, c, y0, ratio)
         ax.set_yticks([*ys, y0], [*c.problems, "overall (geomean)" if ratio else "overall (mean)"])
         ax.set_ylim(y0 + 0.7, -0.7)
-        if ratio:
-            from matplotlib.ticker import FuncFormatter
-
-            ax.set_xscale("log")
-            plain = FuncFormatter(lambda v, _: f"{v:.3g}")
-            ax.xaxis.set_major_formatter(plain)
-            ax.xaxis.set_minor_formatter(plain)
-            lo, hi = min([*xs, c.ci_low]), max([*xs, c.ci_high])
-            ax.set_xlim(min(lo, 1) / 1.1, max(hi, 1) * 1.1)
-        else:
-            lo, hi = min([*xs, c.ci_low, 0]), max([*xs, c.ci_high, 0])
-            pad = 0.1 * max(hi - lo, 0.2)
-            ax.set_xlim(lo - pad, hi + pad)
-        better = "higher" if c.metric.higher_is_better else "lower"
-        label = (
-            f"{c.metric.label}: {c.arm_b}/{c.arm_a}" if ratio else f"{c.metric.label}: {c.arm_b} − {c.arm_a}"
-        )
-        ax.set_xlabel(f"{label} per problem ({better} is better for {c.arm_b})")
+        _forest_x_axis(ax, c, xs, ratio)
         ax.grid(axis="y", visible=False)
         ax.legend(
             loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(xs) < 4 else -0.18), ncol=2, fontsize=8
         )
         return _svg(fig, key)
+
+
+def _forest_overall(ax: Any, c: Comparison, y0: float, ratio: bool) -> None:
+    """The overall estimate at `y0` with its confidence interval, and the line of no difference."""
+    ax.errorbar(
+        [c.estimate],
+        [y0],
+        xerr=[[c.estimate - c.ci_low], [c.ci_high - c.estimate]],
+        fmt="D",
+        color="#212121",
+        capsize=4,
+        zorder=4,
+    )
+    ax.axvspan(
+        c.ci_low,
+        c.ci_high,
+        color="#90caf9",
+        alpha=0.25,
+        zorder=1,
+        label=f"{round(c.ci_level * 100)}% CI (bootstrap over problems)",
+    )
+    ax.axvline(1.0 if ratio else 0.0, color="#424242", lw=0.9, ls="--", zorder=2, label="no difference")
+
+
+def _forest_x_axis(ax: Any, c: Comparison, xs: list[float], ratio: bool) -> None:
+    """The effect's axis: logarithmic around 1 for ratios, linear around 0 for differences, with every
+    point, the interval and no-difference in view."""
+    if ratio:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        lo, hi = min([*xs, c.ci_low]), max([*xs, c.ci_high])
+        ax.set_xlim(min(lo, 1) / 1.1, max(hi, 1) * 1.1)
+    else:
+        lo, hi = min([*xs, c.ci_low, 0]), max([*xs, c.ci_high, 0])
+        pad = 0.1 * max(hi - lo, 0.2)
+        ax.set_xlim(lo - pad, hi + pad)
+    better = "higher" if c.metric.higher_is_better else "lower"
+    label = f"{c.metric.label}: {c.arm_b}/{c.arm_a}" if ratio else f"{c.metric.label}: {c.arm_b} − {c.arm_a}"
+    ax.set_xlabel(f"{label} per problem ({better} is better for {c.arm_b})")
 
 
 def distribution_svg(r: ExperimentResults, metric: str, key: str) -> str | None:
