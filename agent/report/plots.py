@@ -14,6 +14,7 @@ import statistics
 from collections.abc import Callable, Sequence
 
 import matplotlib
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
@@ -208,6 +209,14 @@ def roofline_svg(
         return None
     fig = _figure(height=3.8, ncols=2, ratios=[2.2, 1])
     ax, bx = fig.axes
+    _bandwidth_panel(ax, accepted, peak_gbps)
+    _roofline_time_panel(bx, [c for c in steps if c.median_ms is not None and c.roofline_ms is not None])
+    return svg_text(fig)
+
+
+def _bandwidth_panel(ax: Axes, accepted: list[CandidateRow], peak_gbps: float | None) -> None:
+    """The roofline plot's left panel: each accepted kernel's achieved bandwidth, the best ones marked,
+    against the measured copy bandwidth (the roofline) and the datasheet's peak."""
     copies = [c.copy_bandwidth_gbps for c in accepted if c.copy_bandwidth_gbps]
     copy = statistics.median(copies) if copies else None
     ax.scatter(
@@ -244,7 +253,11 @@ def roofline_svg(
     ax.set_ylabel("achieved bandwidth, GB/s")
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("memory roofline: bytes moved / median time", fontsize=9)
-    best = [c for c in steps if c.median_ms is not None and c.roofline_ms is not None]
+
+
+def _roofline_time_panel(bx: Axes, best: list[CandidateRow]) -> None:
+    """The roofline plot's right panel: each best kernel's measured time as a bar, its roofline time as a
+    line across it."""
     rows = range(len(best))
     bx.barh(rows, [c.median_ms for c in best], color=ACCEPTED, height=0.5, label="measured", zorder=2)
     for i, c in enumerate(best):
@@ -272,7 +285,6 @@ def roofline_svg(
     bx.set_title("best kernels, in order: time vs roofline time", fontsize=9)
     bx.grid(axis="y", visible=False)
     bx.legend(loc="lower right", fontsize=8)
-    return svg_text(fig)
 
 
 @_plot
