@@ -1,4 +1,5 @@
-"""Known-truth tests of the experiment statistics (agent/experiment/stats.py): pure, seeded, fast.
+"""Known-truth tests of the experiment statistics (agent/experiment/stats.py, significance.py): pure, seeded,
+fast.
 
 Reference p-values were computed with scipy 1.17 (scipy.stats.wilcoxon / permutation_test), which the
 project does not depend on.
@@ -9,11 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from agent.experiment.stats import (
-    METRICS,
+from agent.experiment.significance import (
     bootstrap_ci,
-    compare,
-    compare_many,
     holm,
     min_problems,
     power_analysis,
@@ -21,6 +19,7 @@ from agent.experiment.stats import (
     sign_flip_test,
     wilcoxon_signed_rank,
 )
+from agent.experiment.stats import METRICS, compare, compare_many
 
 SPEEDUP, CORRECT, TOKENS = METRICS["speedup"], METRICS["correct"], METRICS["tokens"]
 DARWIN = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75]  # scipy's wilcoxon example
