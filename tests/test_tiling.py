@@ -19,7 +19,8 @@ from agent.evaluation.candidate import load_candidate
 from agent.prompt.stages import load_stage
 from agent.proposers.tiling_search import TilingSearch
 from agent.source.stage_rules import check_constraints
-from agent.source.tiling_space import BLOCK, MULTIPLIER, WARPS, TilingSpace, UnknownKernel, tiling_space
+from agent.source.tiling_points import BLOCK, MULTIPLIER, WARPS, TilingSpace
+from agent.source.tiling_space import UnknownKernel, tiling_space
 
 TILING = load_stage("tiling")
 SEARCH = TilingSearch(TILING)

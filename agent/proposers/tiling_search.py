@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from agent.prompt.stages import Stage
 from agent.proposers.base import LOW_OCCUPANCY_PCT, OCCUPANCY, ProposalContext, last_metric
 from agent.records import Candidate
-from agent.source.tiling_space import BLOCK, WARPS, Point, TilingSpace, UnknownKernel, tiling_space
+from agent.source.tiling_points import BLOCK, WARPS, Point, TilingSpace
+from agent.source.tiling_space import UnknownKernel, tiling_space
 from agent.source.variants import VariantError
 
 MULTIPLIER_PARAMETER = "programs per SM"
