@@ -92,7 +92,7 @@ def _oneline(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def _fence(code: str) -> str:
+def fence(code: str) -> str:
     """A backtick fence longer than any backtick run inside the code, so the code cannot close it."""
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
     return "`" * max(3, longest + 1)
@@ -143,14 +143,14 @@ def render_prompt(ctx: PromptContext) -> str:
         gpu=ctx.gpu,
         stage=ctx.stage,
         code=code,
-        code_fence=_fence(code),
+        code_fence=fence(code),
         metrics=ctx.metrics,
         metrics_unavailable_reason=ctx.metrics_unavailable_reason,
         ncu_rules=ctx.ncu_rules,
         history=ctx.history,
         problem=ctx.problem,
         standing=ctx.standing,
-        reference_fence=_fence(ctx.problem.reference) if ctx.problem else "```",
+        reference_fence=fence(ctx.problem.reference) if ctx.problem else "```",
     )
 
 

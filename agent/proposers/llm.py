@@ -24,7 +24,6 @@ the next request then raises it.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,13 +36,10 @@ from agent.llm.client import FATAL_STATUS, Budget, BudgetExhausted, ChatClient, 
 from agent.llm.extract import CodeSyntaxError, ExtractError, extract_code, strip_harness
 from agent.llm.reply import Attempt, ChatResult, Choice, Usage
 from agent.llm.settings import LLMSettings
-from agent.prompt.render import environment, split_sections
 from agent.proposers.base import ProposalContext, Proposer
+from agent.proposers.llm_repair import render_repair, truncated_reason
 from agent.records import Candidate, EvalResult, Status
 from agent.store import Store
-
-REPAIR_TEMPLATE = "repair.j2"
-_ERROR_HEAD = _ERROR_TAIL = 3000  # chars of a long error shown in a repair prompt
 
 
 class ReplyFailure(BaseModel):
@@ -78,52 +74,6 @@ class _Usable(BaseModel):
     reply_id: int
     text: str
     truncated: bool = False  # finish_reason "length": the code may be cut
-
-
-def truncated_reason(max_tokens: int) -> str:
-    """What a reply cut at the token limit is told: it names the cut and asks for the whole file, shorter."""
-    return (
-        f"the reply was cut at the token limit (finish_reason=length, max_tokens={max_tokens}) before its "
-        "code was complete: give the complete file again, shorter (no explanation, fewer comments)"
-    )
-
-
-def _fence(text: str) -> str:
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
-def _clip(text: str) -> str:
-    if len(text) <= _ERROR_HEAD + _ERROR_TAIL:
-        return text
-    cut = len(text) - _ERROR_HEAD - _ERROR_TAIL
-    return f"{text[:_ERROR_HEAD]}\n[... {cut} chars cut ...]\n{text[-_ERROR_TAIL:]}"
-
-
-def _without_current_code(prompt: str) -> str:
-    """The stage prompt less its [CURRENT CODE] block: the failed code below replaces it, so that the
-    request carries one copy of the kernel instead of two nearly equal ones."""
-    sections = split_sections(prompt)
-    if "[CURRENT CODE]" not in sections:
-        return prompt
-    return "".join(text for header, text in sections.items() if header != "[CURRENT CODE]")
-
-
-def render_repair(prompt: str, code: str, error: str) -> str:
-    prompt = _without_current_code(prompt)
-    code = code.replace("\r\n", "\n").strip("\n")
-    error = _clip(error.replace("\r\n", "\n").strip("\n")) or "(no message)"
-    return (
-        environment()
-        .get_template(REPAIR_TEMPLATE)
-        .render(
-            prompt=prompt.rstrip("\n"),
-            code=code,
-            code_fence=_fence(code),
-            error=error,
-            error_fence=_fence(error),
-        )
-    )
 
 
 def _digest(text: str) -> str:
