@@ -255,7 +255,8 @@ def profile(
     out_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("runs/profiles"),
 ) -> None:
     """Profile one candidate with ncu, or print the metrics of an existing report (works without a GPU)."""
-    from agent.profiling.ncu import MetricSetError, load_metric_set, profile_candidates
+    from agent.profiling.metric_sets import MetricSetError, load_metric_set
+    from agent.profiling.ncu import profile_candidates
     from agent.profiling.read import profile_report_table, ranked_rules, read_report, seed_json
     from agent.profiling.target import ProfileCandidate
 

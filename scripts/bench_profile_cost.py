@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from agent.problem import load_problem
-from agent.profiling.ncu import load_metric_set, profile_candidates
+from agent.profiling.metric_sets import load_metric_set
+from agent.profiling.ncu import profile_candidates
 from agent.profiling.read import read_report
 from agent.profiling.target import ProfileCandidate
 from agent.prompt.stages import load_stage

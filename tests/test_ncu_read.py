@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.profiling import read as ncu_read
-from agent.profiling.ncu import list_metric_sets, load_metric_set
+from agent.profiling.metric_sets import list_metric_sets, load_metric_set
 from agent.profiling.read import (
     NcuReportError,
     import_ncu_report,

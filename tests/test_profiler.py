@@ -18,17 +18,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent.profiling.ncu import (
-    ALL_RANGES,
-    MetricSet,
-    MetricSetError,
-    ProfileFailure,
-    build_ncu_command,
-    find_ncu,
-    list_metric_sets,
-    load_metric_set,
-    profile_candidates,
-)
+from agent.profiling.metric_sets import MetricSet, MetricSetError, list_metric_sets, load_metric_set
+from agent.profiling.ncu import ALL_RANGES, ProfileFailure, build_ncu_command, find_ncu, profile_candidates
 from agent.profiling.read import NcuReportError, import_ncu_report, profile_report_table, read_report
 from agent.profiling.target import ProfileCandidate, pin_configs
 from agent.records import ProblemSpec

@@ -37,7 +37,8 @@ def profile_step(
     reason = _skip_reason(settings)
     if reason is not None:
         return [ProfileOutcome(unavailable_reason=reason) for _ in items]
-    from agent.profiling.ncu import load_metric_set, profile_candidates
+    from agent.profiling.metric_sets import load_metric_set
+    from agent.profiling.ncu import profile_candidates
     from agent.profiling.target import ProfileCandidate
 
     metric_set = load_metric_set(settings.metric_set)
