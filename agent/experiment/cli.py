@@ -76,9 +76,10 @@ def run_experiment_command(request: ExperimentRequest, options: RunOptions) -> N
     from rich.console import Console
 
     from agent.experiment.design import ExperimentError
-    from agent.experiment.findings import AnalysisOptions, analyze, terminal_report, write_results
+    from agent.experiment.findings import AnalysisOptions, analyze, write_results
     from agent.experiment.html import write_html
     from agent.experiment.stats import METRICS
+    from agent.experiment.tables import terminal_report
     from agent.experiment.units import run_experiment
 
     console = Console(width=None if sys.stdout.isatty() else 160)

@@ -1,4 +1,4 @@
-"""The experiment's HTML page (EXP_DIR/report.html): the tables of agent/experiment/findings.py and inline
+"""The experiment's HTML page (EXP_DIR/report.html): the tables of agent/experiment/tables.py and inline
 SVG plots (matplotlib: each problem's effect with the overall estimate, the metric's distribution per arm,
 the rates); no scripts, no network. Rendered with prompts/report/experiment.j2."""
 
@@ -9,12 +9,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from agent.experiment.findings import (
+from agent.experiment.findings import RATES, REPORT_FILE, ExperimentResults
+from agent.experiment.stats import METRICS, Comparison
+from agent.experiment.tables import (
     ARM_HEADERS,
     COMPARE_HEADERS,
-    RATES,
-    REPORT_FILE,
-    ExperimentResults,
     arm_rows,
     compare_rows,
     effect_header,
@@ -23,7 +22,6 @@ from agent.experiment.findings import (
     fmt_value,
     fmt_x,
 )
-from agent.experiment.stats import METRICS, Comparison
 from agent.report.plots import RC as PLOT_RC
 from agent.report.plots import prefix_ids, svg_text
 
