@@ -37,10 +37,9 @@ from agent.batch.summary import (
     fast_ps,
     geomean,
     level_of,
-    summary_tables,
     unmeasured_note,
-    write_summary,
 )
+from agent.batch.summary_output import summary_tables, write_summary
 from agent.cli import app
 from agent.commands.run_setup import NEEDS_LLM
 from agent.config import RunOptions

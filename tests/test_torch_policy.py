@@ -302,7 +302,7 @@ def test_the_aten_table_is_what_dispatch_sees(grad: bool) -> None:
 def test_batch_records_and_summarizes_the_policy(tmp_path: Path) -> None:
     from agent.batch.driver import create_batch, run_batch
     from agent.batch.inputs import BatchConfig, Budget, find_problems
-    from agent.batch.summary import summary_tables
+    from agent.batch.summary_output import summary_tables
     from agent.config import RunOptions
 
     folder = tmp_path / "conv_bias_relu"

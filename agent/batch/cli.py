@@ -163,7 +163,7 @@ def _run_and_report(batch_dir: Path, execution: Execution, plan: RunPlan) -> Non
     """Run the batch, print its tables and notes; exit 1 when nothing could be attempted or every problem
     failed for the LLM endpoint."""
     from agent.batch.driver import run_batch
-    from agent.batch.summary import summary_tables
+    from agent.batch.summary_output import summary_tables
     from agent.llm.client import endpoint_failed
 
     console.print(f"[bold]ncu-agent batch[/bold] {batch_dir}")

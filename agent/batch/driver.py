@@ -8,10 +8,10 @@
     BATCH_DIR/summary.json, summary.csv, summary_overall.csv
 
 `run_batch` starts a job (agent/batch/job.py) for each problem not done yet, through a backend
-(agent/batch/backends.py), then writes the summary (agent/batch/summary.py). A job that dies without
-finishing its problem is started again, up to `max_attempts` times per invocation, then recorded as
-crashed. Resume is `run_batch` again on the same directory: done problems are skipped, unfinished ones
-continue their run (agent/batch/resume.py), and nothing is recorded twice.
+(agent/batch/backends.py), then writes the summary (agent/batch/summary.py, summary_output.py). A job
+that dies without finishing its problem is started again, up to `max_attempts` times per invocation,
+then recorded as crashed. Resume is `run_batch` again on the same directory: done problems are skipped,
+unfinished ones continue their run (agent/batch/resume.py), and nothing is recorded twice.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from agent.batch.outcome import (
     read_outcome,
     record_end,
 )
-from agent.batch.summary import BatchSummary, summarize, write_summary
+from agent.batch.summary import BatchSummary, summarize
+from agent.batch.summary_output import write_summary
 from agent.store import Store
 
 HEARTBEAT_S = 5.0
