@@ -377,8 +377,8 @@ def test_float32_is_full_float32_in_every_phase_of_a_worker():
 
     code = (
         "import torch; torch.backends.cudnn.allow_tf32 = True; torch.set_float32_matmul_precision('high')\n"
-        "from agent.evaluation import worker\n"
-        "worker.preload(gpu=False)\n"
+        "from agent.evaluation import worker_setup\n"
+        "worker_setup.preload(gpu=False)\n"
         "print(torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,"
         " torch.backends.cuda.matmul.allow_tf32)\n"
     )

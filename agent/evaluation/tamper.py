@@ -36,6 +36,7 @@ _AGENT_MODULES = (
     "agent.evaluation.verdicts",
     "agent.evaluation.candidate_session",
     "agent.evaluation.worker",
+    "agent.evaluation.worker_setup",
     "agent.evaluation.guards",
     "agent.evaluation.accounting",
     "agent.evaluation.draws",

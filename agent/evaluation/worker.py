@@ -26,7 +26,6 @@ candidate code existed, so the parent can tell them from something the candidate
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
 import time
@@ -54,6 +53,7 @@ from agent.evaluation.messages import (
     Refused,
 )
 from agent.evaluation.verdicts import HARNESS_FAILED, Rejected, classify, describe, exit_note
+from agent.evaluation.worker_setup import prepare, warm_harness
 from agent.records import EvalRequest, EvalResult, Status
 
 
@@ -209,30 +209,6 @@ class _Server:
         return Evaluated(result=result, clean=clean, why=why)
 
 
-def warm_harness(request: EvalRequest) -> None:
-    """What the harness would otherwise do lazily during the first candidate's evaluation, done before the
-    first TamperWatch snapshot of a serving worker: torch.compile's first use patches
-    nn.Module.__init__ and __setstate__ (dynamo's module tracking), which the watch would report as the
-    candidate's tampering, and the worker would never be reused."""
-    if request.device == "cuda" and request.time and request.baselines:
-        _warm_compile()
-
-
-@functools.cache
-def _warm_compile() -> None:
-    import torch
-
-    from agent.evaluation import (
-        timing,  # noqa: F401  (imported here, not mid-evaluation)
-    )
-
-    with contextlib.suppress(Exception):  # a broken torch.compile shows up as the baseline's compile_error
-        fn = torch.compile(lambda x: x * 2 + 1)
-        fn(torch.ones(8, device="cuda"))
-        torch.cuda.synchronize()
-        torch._dynamo.reset()
-
-
 class _GpuMemory:
     """GPU memory a serving worker still holds after an evaluation, against what it held after its first
     one (the kept baseline Model lives there): tensors kept between candidates would pile up across warm
@@ -280,55 +256,6 @@ def _release_memory() -> None:
         with contextlib.suppress(Exception):
             if torch.cuda.is_available() and torch.cuda.is_initialized():
                 torch.cuda.empty_cache()
-
-
-def preload(gpu: bool) -> None:
-    """Import everything the harness uses before any candidate runs: afterwards this process reads no
-    module file (a candidate could have changed what it would find)."""
-    import torch
-    import torch.utils.deterministic
-    import triton.language  # noqa: F401
-
-    from agent import problem  # noqa: F401
-    from agent.evaluation import (  # noqa: F401
-        baseline_cache,
-        candidate,
-        compare,
-        compare_kernel,
-        guards,
-        interpreter_shims,
-        judge,
-        retune,
-        timing,
-        triton_hooks,
-        verdicts,
-        weights,
-    )
-    from agent.prompt import gpus  # noqa: F401  (the interpreter's stand-in driver answers from it)
-
-    if gpu:
-        from agent.evaluation import parallel_compile  # noqa: F401
-    judge.full_fp32()  # before any candidate: every phase at one precision
-    del torch
-
-
-def prepare(setup_line: bytes | str) -> None:
-    """Between the parent's setup and the first candidate: harness imported, its sources checked against
-    the parent's hashes, then the process locked down (agent.evaluation.lockdown)."""
-    from agent.evaluation.lockdown import WorkerSetup, changed_sources, lock_down
-
-    setup = WorkerSetup.model_validate_json(setup_line)
-    preload(gpu=not setup.block_processes)
-    changed = changed_sources(setup.sources)
-    if changed:
-        sys.stderr.write(
-            "error: the evaluator's own files changed since the run started (refusing to judge with them): "
-            + ", ".join(changed)
-            + "\n"
-        )
-        sys.stderr.flush()
-        os._exit(5)
-    lock_down(setup)
 
 
 def serve(cmd_fd: int, resp_fd: int) -> None:
