@@ -1,6 +1,7 @@
 """Test setup: without a GPU, Triton kernels run in its interpreter (set before kernels are defined)."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,13 +29,55 @@ def full_draws():
         os.environ["NCU_AGENT_DRAW_BUDGET_S"] = before
 
 
+FULL_ENV = "NCU_AGENT_FULL_TESTS"  # "1": as --full
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="also run the tests marked slow: whole runs, batches, experiments, kills and resumes, the "
+        "cheating corpus at run time (about 45 min on 2 CPU cores; docs/measurements.md)",
+    )
+
+
+def _slow_tests_run(config) -> bool:
+    """The quick tier leaves out the tests marked slow, unless --full or `-m` naming them."""
+    if config.getoption("--full") or os.environ.get(FULL_ENV) == "1":
+        return True
+    return "slow" in (config.option.markexpr or "")
+
+
+def _named(config) -> list[str]:
+    """Test ids given on the command line (`tests/test_x.py::test_y`), relative to the root: a slow test
+    named there runs in any tier."""
+    named = []
+    for arg in config.args:
+        if "::" in arg:
+            path, _, rest = arg.partition("::")
+            named.append(f"{Path(os.path.relpath(Path(path).resolve(), config.rootpath))}::{rest}")
+    return named
+
+
 def pytest_collection_modifyitems(config, items):
+    if not _slow_tests_run(config):
+        quick = pytest.mark.skip(reason="slow: the full tier runs it (python -m pytest --full)")
+        named = _named(config)
+        for item in items:
+            if "slow" in item.keywords and not any(item.nodeid.startswith(n) for n in named):
+                item.add_marker(quick)
     if HAS_GPU:
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none found)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    if _slow_tests_run(config):
+        return "tier: full (the tests marked slow run too)"
+    return "tier: quick (tests marked slow are skipped; python -m pytest --full runs them)"
 
 
 @pytest.fixture

@@ -133,6 +133,7 @@ def test_corpus_covers_every_exploit():
 # --- `ncu-agent check` on every exploit (CPU) ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ENTRIES, ids=lambda p: p.stem)
 def test_check_rejects_exploit(path):
     rule, status = expectation(header(path)["expect"])
@@ -151,6 +152,7 @@ def test_check_rejects_exploit(path):
 RUNTIME_CPU = [p for p in ENTRIES if header(p)["runtime-cpu"] != "skip"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", RUNTIME_CPU, ids=lambda p: p.stem)
 def test_runtime_defences_alone(path, l1, pool):
     result = evaluate(l1, path.read_text(), "cpu", seeds=(0,), static=False, pool=pool, timeout_s=60)
@@ -160,6 +162,7 @@ def test_runtime_defences_alone(path, l1, pool):
 # --- honest candidates --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda p: p.parent.name)
 def test_check_accepts_bundled_kernel(kernel):
     code, data = check_cli(kernel, str(kernel.parent))
@@ -177,6 +180,7 @@ def test_check_accepts_bundled_kernel(kernel):
         LaunchConfig(num_warps=16, num_stages=1),
     ],
 )
+@pytest.mark.slow
 def test_check_accepts_search_variants(config, tmp_path):
     source = with_launch_config(
         (HERE.parent / "kernels" / "l1_norm" / "kernel.py").read_text(), "l1_norm_kernel_autotune", config
@@ -187,6 +191,7 @@ def test_check_accepts_search_variants(config, tmp_path):
     assert code == 0, data["reason"]
 
 
+@pytest.mark.slow
 def test_honest_test_candidates_pass_the_runtime_guards(l1, pool):
     for name in ("simple_l1.py", "reads_secret.py"):
         result = evaluate(l1, (HERE / "candidates" / name).read_text(), "cpu", seeds=(0,), pool=pool)
@@ -232,6 +237,7 @@ class ModelNew(nn.Module):
 """
 
 
+@pytest.mark.slow
 def test_candidate_runs_without_secrets_in_a_fresh_directory_with_limits(l1, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp-test-not-a-real-token")
@@ -252,6 +258,7 @@ FAULT_STATUS = {
 }
 
 
+@pytest.mark.slow
 def test_faults_are_contained_and_the_next_worker_is_healthy(l1):
     """Each fault runs on a warm worker and ends it; the honest candidate after it gets a new, healthy one."""
     honest = (HERE / "candidates" / "simple_l1.py").read_text()
@@ -317,6 +324,7 @@ def test_an_interrupted_evaluation_kills_its_worker(l1, monkeypatch):
     assert _gone(started[0].proc.pid, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
     """A worker leads its own session (so its group can be killed), yet a SIGKILL of its caller (a batch
@@ -384,6 +392,7 @@ def test_tamper_watch_covers_the_judge_and_the_candidate_session():
     assert not watch.changed()
 
 
+@pytest.mark.slow
 def test_warm_worker_is_reused_only_after_clean_candidates(l1):
     with WorkerPool() as pool:
         honest = (HERE / "candidates" / "simple_l1.py").read_text()
@@ -400,6 +409,7 @@ def test_warm_worker_is_reused_only_after_clean_candidates(l1):
         assert third.accepted and pool.started == 2
 
 
+@pytest.mark.slow
 def test_one_process_path_on_the_cpu(l1):
     """The GPU path (judge and candidate in one worker: a new one, and a warm one in a pool) on the CPU."""
     assert evaluate(l1, l1.kernel_path.read_text(), "cpu", seeds=(0,), split=False).accepted

@@ -80,6 +80,7 @@ def test_corpus_covers_every_class():
         assert {"exploit", "runtime", "reason"} <= set(header(path)), path.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ENTRIES, ids=lambda p: p.stem)
 def test_cheat_caught_at_run_time(path, pool):
     h = header(path)
@@ -101,6 +102,7 @@ def test_cheat_caught_at_run_time(path, pool):
     assert any(h["reason"] in t for t in texts), f"{path.name}: {h['reason']!r} not in {texts}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", HONEST, ids=lambda p: p.stem)
 def test_honest_candidate_accepted(path, pool):
     result = evaluate(load_problem("kernels/l1_norm"), path.read_text(), "cpu", seeds=(0,), pool=pool)

@@ -39,6 +39,7 @@ def failed(result) -> set[str]:
 # --- whole evaluations, one per candidate ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_starting_kernel_is_accepted(l1):
     result = evaluate(l1, l1.kernel_path.read_text(), "cpu")
     assert result.status == Status.ACCEPTED, result.reason
@@ -77,6 +78,7 @@ def test_plain_kernel_is_accepted(l1):
     assert result.kernels_launched == {"l1_rows": 1}
 
 
+@pytest.mark.slow
 def test_raising_candidate_crashes(l1):
     result = evaluate(l1, source("raises.py"), "cpu", seeds=(0,))
     assert result.status == Status.CRASHED
@@ -84,6 +86,7 @@ def test_raising_candidate_crashes(l1):
     assert "forward" in result.reason  # names the frame it came from
 
 
+@pytest.mark.slow
 def test_hanging_candidate_times_out_and_the_next_evaluation_works(l1):
     start = time.perf_counter()
     result = evaluate(l1, source("hangs.py"), "cpu", seeds=(0,), timeout_s=8)
@@ -93,6 +96,7 @@ def test_hanging_candidate_times_out_and_the_next_evaluation_works(l1):
     assert evaluate(l1, source("simple_l1.py"), "cpu", seeds=(0,)).status == Status.ACCEPTED
 
 
+@pytest.mark.slow
 def test_wrong_values_are_incorrect(l1):
     result = evaluate(l1, source("wrong_values.py"), "cpu", seeds=(0,))
     assert result.status == Status.INCORRECT
@@ -119,6 +123,7 @@ def test_torch_only_candidate_is_cheating(l1):
     assert "no-triton-kernel" in failed(result)
 
 
+@pytest.mark.slow
 def test_unwritten_tail_is_incorrect(l1):
     result = evaluate(l1, source("unwritten_tail.py"), "cpu", seeds=(0,))
     assert result.status == Status.INCORRECT
@@ -128,6 +133,7 @@ def test_unwritten_tail_is_incorrect(l1):
     assert "(0, 5000)" in written.detail
 
 
+@pytest.mark.slow
 def test_input_mutation_is_incorrect(l1):
     result = evaluate(l1, source("mutates_input.py"), "cpu", seeds=(0,))
     assert result.status == Status.INCORRECT
@@ -135,12 +141,14 @@ def test_input_mutation_is_incorrect(l1):
     assert "values" not in failed(result)  # its outputs are right; only the input is wrong
 
 
+@pytest.mark.slow
 def test_returning_the_input_is_rejected(l1):
     result = evaluate(l1, source("returns_input.py"), "cpu", seeds=(0,))
     assert not result.accepted
     assert {"output-aliases-input", "input-mutation"} <= failed(result)
 
 
+@pytest.mark.slow
 def test_segfault_is_a_crash_naming_the_signal(l1):
     result = evaluate(l1, source("segfaults.py"), "cpu", seeds=(0,))
     assert result.status == Status.CRASHED
@@ -148,6 +156,7 @@ def test_segfault_is_a_crash_naming_the_signal(l1):
     assert "line 29 in forward" in result.reason  # faulthandler's traceback names the frame
 
 
+@pytest.mark.slow
 def test_stdout_flood_is_bounded(l1):
     result = evaluate(l1, source("floods_stdout.py"), "cpu", seeds=(0,))
     assert result.status == Status.ACCEPTED, result.reason
@@ -155,6 +164,7 @@ def test_stdout_flood_is_bounded(l1):
     assert len(result.log_tail) < 12_000
 
 
+@pytest.mark.slow
 def test_secrets_are_hidden_from_the_candidate(l1, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     result = evaluate(l1, source("reads_secret.py"), "cpu", seeds=(0,))

@@ -298,6 +298,7 @@ def test_speedups_from_records_and_a_faster_arm_wins(tmp_path):
 
 
 # --- end to end ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_better_arm_wins_on_correctness(experiment):
     exp_dir, proc, _ = experiment
     r = _results(exp_dir)

@@ -287,6 +287,7 @@ def test_run_with_a_refused_key_fails_before_any_stage(monkeypatch, tmp_path, se
     assert KEY not in result.output and server.count == 0
 
 
+@pytest.mark.slow
 def test_a_key_refused_mid_run_ends_it_failed(monkeypatch, tmp_path, server):
     """The preflight passed (and picked the only model); then the key is refused: failed, exit 1."""
     server.script(error(401, "key revoked"))

@@ -62,6 +62,7 @@ def _run(problem: str, base_url: str, tmp_path: Path) -> tuple[subprocess.Comple
     return proc, run_dir
 
 
+@pytest.mark.slow
 def test_run_with_llm_completes_a_stage(scripted_llm, tmp_path):
     proc, run_dir = _run("kernels/l1_norm", scripted_llm, tmp_path)
     assert "scripted at http://127.0.0.1" in proc.stdout  # the banner names model and endpoint
@@ -81,6 +82,7 @@ def test_run_with_llm_completes_a_stage(scripted_llm, tmp_path):
     assert "test-key-not-secret" not in (run_dir / "records.sqlite").read_bytes().decode("latin-1")
 
 
+@pytest.mark.slow
 def test_a_reply_without_code_is_recorded_and_survived(scripted_llm, tmp_path):
     """A kernel with 6 configs already gets prose only: NO_CODE is recorded and the run ends normally."""
     problem = tmp_path / "l1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fakes import Quiet
 
 import agent.loop as loop
@@ -47,6 +48,7 @@ def test_the_pool_reaches_the_evaluator_only_when_there_is_one(tmp_path):
     assert seen[0]["seeds"] == (0,)
 
 
+@pytest.mark.slow
 def test_a_stage_runs_its_candidates_in_one_warm_worker(tmp_path):
     spec = load_problem(ROOT / "kernels" / "l1_norm")
     stage = load_stage("micro")

@@ -133,6 +133,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow
 def test_bundled_kernels_match_their_references_for_every_config():
     # A subprocess: the interpreter flag must be set before Triton kernels are defined, and the hooks
     # patch Triton for the whole process.

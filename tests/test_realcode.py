@@ -80,6 +80,7 @@ def test_the_static_checks_pass_or_fire_only_the_pending_rules(name):
         for n in sorted(PROBLEMS)
     ],
 )
+@pytest.mark.slow
 def test_an_honest_kernel_is_accepted_on_the_cpu(name, pool):
     source = (HERE / "corpus" / f"{name}.py").read_text()
     result = evaluate(

@@ -329,6 +329,7 @@ def test_best_kernel_file_overrides_the_replay(real_run: Path):
     assert any("best_kernel.py is candidate #3" in n for n in data.notes)
 
 
+@pytest.mark.slow
 def test_pipeline_run_steps_cross_stages(tmp_path: Path):
     run_dir = make_pipeline_run(tmp_path / "pipe")
     data = load_run_dir(run_dir)

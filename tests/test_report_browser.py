@@ -121,6 +121,7 @@ def test_console_detector_catches_errors(served, tmp_path: Path):
     assert any("Uncaught ReferenceError" in line for line in console)
 
 
+@pytest.mark.slow
 def test_run_page_in_browser(served, tmp_path: Path):
     root, server = served
     run_dir = copy_real_run(root / "l1_norm")
@@ -140,6 +141,7 @@ def test_run_page_in_browser(served, tmp_path: Path):
     assert shot.stat().st_size > 50_000  # a blank page is a few KB
 
 
+@pytest.mark.slow
 def test_batch_page_in_browser(served, tmp_path: Path):
     root, server = served
     batch = make_batch(root / "synthetic_batch")

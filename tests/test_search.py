@@ -119,6 +119,7 @@ TILING_SPACES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", sorted(TILING_SPACES))
 def test_the_search_serves_tiling_for_every_bundled_kernel(problem):
     kernel, size = TILING_SPACES[problem]

@@ -334,6 +334,7 @@ BUNDLED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", sorted(BUNDLED))
 def test_each_bundled_kernel_has_its_tiling_space_or_says_why_not(problem):
     kernel, axes, size = BUNDLED[problem]

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,6 +32,7 @@ def _run(problem: str, tmp_path: Path) -> tuple[str, sqlite3.Connection]:
     return proc.stdout, sqlite3.connect(run_dir / "records.sqlite")
 
 
+@pytest.mark.slow
 def test_tiling_runs_with_the_search_and_evaluates_a_block_variant(tmp_path):
     out, db = _run("l1_norm", tmp_path)
     assert "built-in search (coordinate) over tiling: BLOCK sizes, programs per SM, num_warps" in out
@@ -48,6 +51,7 @@ def test_tiling_runs_with_the_search_and_evaluates_a_block_variant(tmp_path):
     assert "triton.Config({'BLOCK_SIZE_D': 8192}" in source
 
 
+@pytest.mark.slow
 def test_a_capped_block_is_searched_at_its_cap(tmp_path):
     """softmax computes BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096): the cap is what moves."""
     out, db = _run("softmax", tmp_path)
@@ -63,6 +67,7 @@ def test_a_capped_block_is_searched_at_its_cap(tmp_path):
     assert "BLOCK_SIZE = min(triton.next_power_of_2(n_cols), " in source
 
 
+@pytest.mark.slow
 def test_tiling_searches_a_block_computed_at_run_time(tmp_path):
     """An uncapped `triton.next_power_of_2(n_cols)` block is searched at the call's result (x2, /2), as real
     libraries compute their blocks, instead of being reported as not searchable."""

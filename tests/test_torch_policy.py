@@ -147,6 +147,7 @@ def _check(problem: Path, source: str, allow: list[str]) -> object:
     return evaluate(spec, source, "cpu", seeds=(0,), time=False)
 
 
+@pytest.mark.slow
 def test_conv_kept_in_torch_is_accepted_only_when_allowed() -> None:
     allowed = _check(LEVEL2, HONEST, ["conv2d"])
     assert allowed.status.value in ("accepted", "undecided"), allowed.reason
@@ -163,6 +164,7 @@ def test_conv_kept_in_torch_is_accepted_only_when_allowed() -> None:
     assert "convolution" in run_time.reason
 
 
+@pytest.mark.slow
 def test_an_op_outside_the_policy_is_still_rejected() -> None:
     static = _check(LEVEL2, TORCH_RELU, ["conv2d"])
     assert static.status.value == "cheating" and "relu" in static.reason, static.reason
@@ -176,6 +178,7 @@ def test_an_op_outside_the_policy_is_still_rejected() -> None:
 @pytest.mark.parametrize(
     "source", [DECOY_FIRST_CALL, DECOY_SCRATCH, DECOY_NO_WRITE], ids=["first-call", "scratch", "no-write"]
 )
+@pytest.mark.slow
 def test_allowed_ops_never_stand_in_for_the_candidates_kernels(tmp_path: Path, source: str) -> None:
     problem = tmp_path / "conv_only.py"
     problem.write_text(CONV_ONLY)
@@ -216,6 +219,7 @@ def test_unknown_names_are_refused_with_the_known_ones(tmp_path: Path) -> None:
         assert "unknown torch op" in out.output and "conv2d" in out.output and "Traceback" not in out.output
 
 
+@pytest.mark.slow
 def test_problem_toml_allow_torch_is_honoured(tmp_path: Path) -> None:
     folder = tmp_path / "p"
     folder.mkdir()
@@ -299,6 +303,7 @@ def test_the_aten_table_is_what_dispatch_sees(grad: bool) -> None:
         assert seen - STRICT_ALLOWED == allowed_aten_ops([name]), name
 
 
+@pytest.mark.slow
 def test_batch_records_and_summarizes_the_policy(tmp_path: Path) -> None:
     from agent.batch.driver import create_batch, run_batch
     from agent.batch.inputs import BatchConfig, Budget, find_problems
