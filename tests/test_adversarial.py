@@ -365,7 +365,7 @@ def test_a_worker_dies_with_the_process_that_started_it(tmp_path):
 def test_tamper_watch_covers_the_judge_and_the_candidate_session():
     """The judge's, the verdicts' and the session's modules are the harness too (`tamper._AGENT_MODULES`):
     replacing one of their functions or methods is seen."""
-    from agent.evaluation import candidate_session, judge, verdicts, worker
+    from agent.evaluation import candidate_session, judge, runners, verdicts, worker
     from agent.evaluation.tamper import TamperWatch
 
     targets = {
@@ -376,7 +376,7 @@ def test_tamper_watch_covers_the_judge_and_the_candidate_session():
             candidate_session.CandidateSession,
             "call",
         ),
-        "agent.evaluation.candidate_session.RemoteRunner.call": (candidate_session.RemoteRunner, "call"),
+        "agent.evaluation.runners.RemoteRunner.call": (runners.RemoteRunner, "call"),
         "agent.evaluation.worker.evaluate_in_process": (worker, "evaluate_in_process"),
     }
     watch = TamperWatch()

@@ -252,8 +252,8 @@ def _left_behind(result: EvalResult, left: list[Path]) -> EvalResult:
 
 def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
     """The judge here, the candidate in a worker process."""
-    from agent.evaluation.candidate_session import RemoteRunner
     from agent.evaluation.judge import Judge
+    from agent.evaluation.runners import RemoteRunner
 
     deadline = _time.monotonic() + limit
     worker, key = _acquire(request, pool)

@@ -8,8 +8,7 @@ The **judge** (`Judge`) builds the reference Model and draws the inputs, compute
 and compares: values, unwritten (poisoned) elements, NaN/Inf, shape/dtype/device, input mutation,
 determinism, plus the extra draws (in-place refreshed inputs and fresh tensors against result caches,
 a scaled value distribution, another shape). It talks to the candidate through a runner
-(`agent.evaluation.candidate_session`: `RemoteRunner` to a worker process, `InProcessRunner` in its own
-process;
+(`agent.evaluation.runners`: `RemoteRunner` to a worker process, `InProcessRunner` in its own process;
 where each is used is in `agent.evaluation.worker`).
 
 Per seed: the reference Model and ModelNew are built with the seed, the inputs drawn with a secret seed

@@ -1,7 +1,7 @@
 """The harness's own limits on a worker, sized to the problem so that they never fail an honest candidate.
 
 A worker writes the candidate's outputs (and its inputs after the call) to a file that the judge reads
-back (agent.evaluation.candidate_session.RemoteRunner), under RLIMIT_FSIZE; on the CPU its address space is
+back (agent.evaluation.runners.RemoteRunner), under RLIMIT_FSIZE; on the CPU its address space is
 capped too. Fixed caps failed every problem whose tensors outgrew them (a level-1 LayerNorm's output is
 1 GiB): here both grow with the bytes of one call, found on the meta device without allocating, and a
 write that still meets the cap is reported as the harness's limit (`limit_hit`), never the candidate's.

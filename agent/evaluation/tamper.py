@@ -35,6 +35,7 @@ _AGENT_MODULES = (
     "agent.evaluation.judge_draws",
     "agent.evaluation.verdicts",
     "agent.evaluation.candidate_session",
+    "agent.evaluation.runners",
     "agent.evaluation.worker",
     "agent.evaluation.worker_setup",
     "agent.evaluation.guards",

@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agent.evaluation.candidate_session import CandidateSession, InProcessRunner
+from agent.evaluation.candidate_session import CandidateSession
 from agent.evaluation.judge import Judge
 from agent.evaluation.limits import limit_hit
 from agent.evaluation.messages import (
@@ -52,6 +52,7 @@ from agent.evaluation.messages import (
     Load,
     Refused,
 )
+from agent.evaluation.runners import InProcessRunner
 from agent.evaluation.verdicts import HARNESS_FAILED, Rejected, classify, describe, exit_note
 from agent.evaluation.worker_setup import prepare, warm_harness
 from agent.records import EvalRequest, EvalResult, Status
