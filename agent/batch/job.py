@@ -105,27 +105,27 @@ def _run(
         store = ReplayStore(pdir / Store.FILENAME, run_id)
     lock = job_lock(batch_dir, name)
     reporter = FileReporter(pdir / "log.txt")
-    record = _OutcomeRecord(pdir, base, store, reporter, _device())
+    outcome_record = _OutcomeRecord(pdir, base, store, reporter, _device())
     job = ProblemRun(
         plan,
         spec,
         spec.kernel_path,
         store,
         pdir,
-        record.device,
+        outcome_record.device,
         reporter,
         problem=str(entry.path),
         record={"batch": str(batch_dir.resolve())},
         run_id=run_id,
         hooks=lambda rid: LoopHooks(evaluator_for(store, rid, budget, lock), profiler_for(store, lock)),
         budget_errors=(BudgetExhausted, JobStopped),
-        before_finish=record,
+        before_finish=outcome_record,
     )
     try:
         run_one(job)
     finally:
         store.close()
-    return record.ended[0]
+    return outcome_record.ended[0]
 
 
 def _unfinished_run(store: Store) -> int | None:
