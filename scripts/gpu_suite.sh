@@ -28,6 +28,7 @@ mkdir -p "$OUT/work"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PYTHONPATH=$ROOT
+export NCU_AGENT_FULL_TESTS=1  # the GPU machine runs the full tier of every test file it names (tests/conftest.py)
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   # Once per wheel set, under a lock: a second suite started beside this one (another GPU) must not import
   # from a half-installed set.

@@ -318,6 +318,7 @@ def test_the_better_arm_wins_on_correctness(experiment):
     assert any("speedup: not measured" in n for n in r["notes"])
 
 
+@pytest.mark.slow  # the module's experiment fixture runs 16 units
 def test_every_unit_is_a_run_directory_with_the_same_seed_in_every_arm(experiment):
     exp_dir, _, server = experiment
     cfg = json.loads((exp_dir / "experiment.json").read_text())
@@ -342,6 +343,7 @@ def test_every_unit_is_a_run_directory_with_the_same_seed_in_every_arm(experimen
     assert sent == {next(iter(s)) for s in seeds.values()}  # the seed went to the endpoint
 
 
+@pytest.mark.slow  # the module's experiment fixture runs 16 units
 def test_show_works_on_a_unit(experiment):
     from typer.testing import CliRunner
 
@@ -353,6 +355,7 @@ def test_show_works_on_a_unit(experiment):
     assert "compile_error" in result.output
 
 
+@pytest.mark.slow  # the module's experiment fixture runs 16 units
 def test_resume_reruns_only_unfinished_units(experiment, tmp_path):
     exp_dir, _, server = experiment
     copy = tmp_path / "exp"
@@ -375,6 +378,7 @@ def test_resume_reruns_only_unfinished_units(experiment, tmp_path):
     assert "24 of 24" not in again.stdout and "A beats B on compile rate" in again.stdout
 
 
+@pytest.mark.slow  # the module's experiment fixture runs 16 units
 def test_html_report_in_chromium(experiment, tmp_path):
     exp_dir, _, _ = experiment
     page = exp_dir / "report.html"

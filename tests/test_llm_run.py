@@ -5,12 +5,15 @@ stage's rules, evaluated in a worker, recorded; the next prompt carries the hist
 recorded and survived.
 """
 
+import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,31 @@ def test_a_reply_without_code_is_recorded_and_survived(scripted_llm, tmp_path):
     assert statuses[0] == "accepted" and "no_code" in statuses
     reasons = [r[0] for r in db.execute("SELECT reason FROM evaluations WHERE status = 'no_code'")]
     assert all("no Python code block" in r for r in reasons)
+
+
+def test_a_client_gone_mid_request_leaves_no_traceback(capsys):
+    """A run killed while its request waits (the resume tests do it) closes the connection; the scripted
+    server has no one to answer and says nothing (no BrokenPipeError traceback in a demo's terminal)."""
+    server = serve(delay_s=0.3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        body = json.dumps({"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        for _ in range(3):
+            sock = socket.create_connection(server.server_address)
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            # an RST at close (linger 0), as a killed process's socket gives
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+        deadline = time.time() + 5
+        while server.completions < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.6)  # the replies are written (and fail) after the delay
+    finally:
+        server.shutdown()
+    assert server.completions == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
