@@ -1,9 +1,10 @@
 """One problem of a batch, in a process of its own: `python -m agent.batch.job BATCH_DIR NAME`.
 
-The job runs the problem as `ncu-agent run` would (agent/commands/run_setup.py) in `BATCH_DIR/problems/NAME/`,
-with three things around the loop: the GPU's lock around every evaluation and ncu run, the batch's
-budgets, and, when an earlier job of this problem was killed, the continuation of its run (ReplayStore:
-recorded evaluations and profiles are given back, not run again, and no record is written twice).
+The job runs the problem as `ncu-agent run` would (agent/commands/run_problem.py) in
+`BATCH_DIR/problems/NAME/`, with three things around the loop: the GPU's lock around every evaluation and
+ncu run, the batch's budgets, and, when an earlier job of this problem was killed, the continuation of its
+run (ReplayStore: recorded evaluations and profiles are given back, not run again, and no record is written
+twice).
 
 A problem is done when `outcome.json` says how it ended and its run is finished in its store; the job
 writes the first, then finishes the run, so a kill between the two only costs a replay.
@@ -39,15 +40,8 @@ from agent.batch.outcome import (
     read_outcome,
 )
 from agent.batch.resume import ReplayStore
-from agent.commands.run_setup import (
-    NEEDS_LLM,
-    ProblemRun,
-    RunEnd,
-    RunPlan,
-    RunSetupError,
-    plan_run,
-    run_one,
-)
+from agent.commands.run_problem import ProblemRun, RunEnd, run_one
+from agent.commands.run_setup import NEEDS_LLM, RunPlan, RunSetupError, plan_run
 from agent.evaluation.sandbox import die_with_parent
 from agent.evaluation.torch_policy import merged
 from agent.llm.client import BudgetExhausted

@@ -193,12 +193,13 @@ def run_command(
     options: RunOptions,
 ) -> None:
     """`ncu-agent run` after its flags: plan, banner, the run, and its summary (or what Ctrl-C left)."""
-    from agent.commands.run_setup import ProblemRun, run_one
+    req = run_request(problem, resume, options, run_dir)
+    run = prepare_run(req, from_stage, start, small_shapes)
+    # The run's modules (the loop, the pipeline, torch) load once its flags are known to be good.
+    from agent.commands.run_problem import ProblemRun, run_one
     from agent.problem import describe_shapes
     from agent.store import Store
 
-    req = run_request(problem, resume, options, run_dir)
-    run = prepare_run(req, from_stage, start, small_shapes)
     spec, plan = run.spec, run.plan
     device = eval_device()
     proposer_line, llm_line = plan.describe_proposer()
@@ -240,7 +241,7 @@ def interrupted(store: Store, run_dir: Path, reporter: RichReporter) -> NoReturn
 
 def summary(title: str, store: Store, run_id: int, outcome: PipelineOutcome, device: str) -> None:
     """The run's history table, its notes, and the best kernel against the start."""
-    from agent.commands.run_setup import NOTHING_RAN, outcome_notes
+    from agent.commands.run_problem import NOTHING_RAN, outcome_notes
     from agent.report.tables import history_table
 
     last, first = outcome.last, outcome.first

@@ -165,7 +165,7 @@ def run_unit(
 ) -> UnitOutcome:
     """One (arm, problem, sample), from nothing: an unfinished earlier attempt is removed first."""
     from agent.batch.hooks import FileReporter
-    from agent.commands.run_setup import ProblemRun, run_one
+    from agent.commands.run_problem import ProblemRun, run_one
     from agent.evaluation.torch_policy import merged
     from agent.loop import LoopHooks
     from agent.problem import ProblemError, load_problem
