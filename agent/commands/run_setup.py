@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent.config import RunOptions
-from agent.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from agent.prompt.gpus import TARGET_ENV, GpuSpec, find_gpu, resolve_gpu
 from agent.prompt.stages import Stage, default_pipeline, load_stage
 from agent.proposers.search import SearchProposer
+
+if TYPE_CHECKING:
+    from agent.llm.settings import LLMSettings
 
 NEEDS_LLM = "no starting Triton kernel: a first version needs the LLM (--llm, the first stage)"
 
@@ -68,6 +71,9 @@ def plan_run(options: RunOptions, api_key: str | None = None, *, has_kernel: boo
             stages.insert(0, load_stage(default_pipeline(has_kernel=False)[0]))
         target = resolve_gpu(options.gpu)
         gpu_note = "" if target is not None else " (no GPU detected and no --gpu: prompts target the H200)"
+        # imported once the stages and the GPU are known to be good (pydantic-settings, ~0.1 s)
+        from agent.llm.settings import load_llm_settings
+
         llm_settings = load_llm_settings(options.llm_config, options.llm_overrides, api_key=api_key)
         if options.llm:
             llm_settings.require_endpoint()  # the model may still come from the preflight
@@ -75,7 +81,7 @@ def plan_run(options: RunOptions, api_key: str | None = None, *, has_kernel: boo
             raise ValueError(
                 f"--search {options.search!r}: choose one of {', '.join(SearchProposer.STRATEGIES)}"
             )
-    except (KeyError, ValueError, LLMConfigError) as e:
+    except (KeyError, ValueError) as e:  # LLMConfigError is a ValueError
         raise RunSetupError(str(e)) from None
     target = target or find_gpu("h200")
     # CPU workers answer Triton's device queries with this GPU's table (agent/evaluation/interpreter_shims.py)
@@ -90,6 +96,7 @@ def check_llm(plan: RunPlan, notify: Callable[[str], None] | None = None) -> str
     if not plan.options.llm:
         return None
     from agent.llm.preflight import preflight
+    from agent.llm.settings import LLMConfigError
 
     try:
         found = preflight(plan.llm_settings, notify)
