@@ -24,12 +24,16 @@ from pathlib import Path
 
 from agent.evaluation import confine
 from agent.evaluation.confine import isolation
+from agent.evaluation.judge import Judge
 from agent.evaluation.limits import MIN_ADDRESS_SPACE_BYTES, WorkerLimits, limits_for
 from agent.evaluation.messages import Evaluate, Evaluated, read_reply
+from agent.evaluation.runners import RemoteRunner
 from agent.evaluation.sandbox import WorkerOutcome
-from agent.evaluation.verdicts import HARNESS_FAILED
+from agent.evaluation.verdicts import HARNESS_FAILED, describe, undecided
 from agent.evaluation.worker_pool import WorkerFault, WorkerPool, WorkerProcess
 from agent.records import Check, EvalRequest, EvalResult, ProblemSpec, Status
+from agent.source import anticheat as static_checks
+from agent.source.anticheat_rules import EVIDENCE_ONLY
 
 CPU_TIMEOUT_S = 120.0
 GPU_TIMEOUT_S = 600.0
@@ -48,9 +52,6 @@ def default_device() -> str:
 def static_result(problem: ProblemSpec, source: str) -> EvalResult | None:
     """The verdict of the static checks alone, or None when they let the candidate through (findings the
     run time decides, `EVIDENCE_ONLY`, are for `static_evidence`)."""
-    from agent.source import anticheat as static_checks
-    from agent.source.anticheat_rules import EVIDENCE_ONLY
-
     report = static_checks.check_source(source, [problem.reference_path.stem], problem.allow_torch)
     if report.syntax_error:
         return None  # the worker reports it as a compile error, with the line
@@ -72,9 +73,6 @@ def static_result(problem: ProblemSpec, source: str) -> EvalResult | None:
 
 def static_evidence(problem: ProblemSpec, source: str) -> list[Check]:
     """Static findings the run time decides, shown with the verdict as warnings (`static-evidence`)."""
-    from agent.source import anticheat as static_checks
-    from agent.source.anticheat_rules import EVIDENCE_ONLY
-
     report = static_checks.check_source(source, [problem.reference_path.stem], problem.allow_torch)
     found = [v for v in report.ranked() if v.rule in EVIDENCE_ONLY]
     return [
@@ -161,8 +159,6 @@ def _judged(request: EvalRequest, limit: float, pool: WorkerPool | None, split: 
 def _undecided_on_cpu(result: EvalResult, source: str) -> EvalResult:
     """An accepted CPU result becomes UNDECIDED when a device or interpreter branch does other work in the
     arm the CPU never runs."""
-    from agent.evaluation.verdicts import undecided
-
     found = undecided(source)
     if found is None:
         return result
@@ -252,9 +248,6 @@ def _left_behind(result: EvalResult, left: list[Path]) -> EvalResult:
 
 def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
     """The judge here, the candidate in a worker process."""
-    from agent.evaluation.judge import Judge
-    from agent.evaluation.runners import RemoteRunner
-
     deadline = _time.monotonic() + limit
     worker, key = _acquire(request, pool)
     runner = RemoteRunner(worker, request.device, deadline)
@@ -274,8 +267,6 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
     except WorkerFault as fault:
         result = fault_result(fault.outcome, limit)
     except Exception as e:  # a bug of the judge's side: never the caller's problem, never a reused worker
-        from agent.evaluation.verdicts import describe
-
         result = EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}"[:2000])
         reusable = False
     return _finish(pool, key, worker, reusable, result, *worker.tails())

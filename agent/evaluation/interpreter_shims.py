@@ -24,6 +24,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from agent.prompt.gpus import target_gpu
+
 
 class InterpreterLimit(NotImplementedError):
     """Something a kernel uses that the CPU interpreter cannot run (the GPU can)."""
@@ -296,8 +298,6 @@ class TargetDriver:
 
 def _install_driver() -> None:
     from triton.runtime import driver
-
-    from agent.prompt.gpus import target_gpu
 
     driver.set_active(TargetDriver(target_gpu()))  # type: ignore[arg-type]
 

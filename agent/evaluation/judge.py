@@ -28,11 +28,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.evaluation import draws
+from agent.evaluation import draws, triton_hooks
 from agent.evaluation.judge_draws import ExtraDraws, kernel_check
 from agent.evaluation.judge_timing import JudgeTiming
 from agent.evaluation.verdicts import Ledger, Rejected, describe
-from agent.problem import build_model
+from agent.problem import (
+    ProblemError,
+    _call,
+    build_model,
+    check_inputs,
+    default_device,
+    flatten_outputs,
+    load_reference,
+)
 from agent.records import Check, EvalRequest, EvalResult, Status, Timings
 
 if TYPE_CHECKING:
@@ -75,8 +83,6 @@ def full_fp32() -> None:
 
 def draw_inputs(module: Any, path: Path, device: str, seed: int) -> list[Any]:
     import torch
-
-    from agent.problem import _call, check_inputs, default_device
 
     torch.manual_seed(seed)
     with default_device(device):
@@ -132,8 +138,6 @@ class Judge(ExtraDraws, JudgeTiming):
         )
 
     def run(self) -> EvalResult:
-        from agent.problem import ProblemError, load_reference
-
         full_fp32()
         if self.ref_module is None:
             try:
@@ -170,8 +174,6 @@ class Judge(ExtraDraws, JudgeTiming):
             return self._result(r.status, r.reason)
         result = self._result(Status.ACCEPTED, timings=timings)
         if self.runner.in_process and self.device == "cuda":
-            from agent.evaluation import triton_hooks
-
             result.chosen_configs = triton_hooks.chosen_configs()
         return result
 
@@ -192,8 +194,6 @@ class Judge(ExtraDraws, JudgeTiming):
         return statistics.median(self.small_calls) if self.small_calls else None
 
     def _draw(self, module: Any, label: str) -> list[Any]:
-        from agent.problem import ProblemError
-
         seed = secrets.randbits(48)
         self.draws.append(f"{label}: input seed {seed}")
         try:
@@ -203,8 +203,6 @@ class Judge(ExtraDraws, JudgeTiming):
             raise Rejected(Status.CRASHED, f"{label}: the problem's reference failed: {e}") from None
 
     def _build(self, module: Any, key: str, seed: int) -> Any:
-        from agent.problem import ProblemError
-
         try:
             model, init_inputs = build_model(module, self.req.problem.reference_path, self.device, seed)
         except ProblemError as e:
@@ -243,8 +241,6 @@ class Judge(ExtraDraws, JudgeTiming):
 
     def _reference(self, model: Any, inputs: list[Any], where: str) -> list[Any]:
         import torch
-
-        from agent.problem import flatten_outputs
 
         try:
             with torch.no_grad(), self._phase("of which: reference calls"):

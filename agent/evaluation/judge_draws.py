@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.evaluation import draws
 from agent.evaluation.verdicts import Rejected
-from agent.problem import build_model
+from agent.problem import ProblemError, build_model, flatten_outputs, load_reference
 from agent.records import Check
 
 if TYPE_CHECKING:
@@ -110,7 +110,6 @@ class ExtraDraws(JudgeState):
         import torch
 
         from agent.evaluation import compare as verify
-        from agent.problem import flatten_outputs
 
         floats = [r for r in refs if isinstance(r, torch.Tensor) and r.dtype == torch.float32]
         if not floats or len(floats) != len(refs):
@@ -197,8 +196,6 @@ class ExtraDraws(JudgeState):
         source compares against, within the bounds of `agent.evaluation.draws`."""
         import torch
 
-        from agent.problem import ProblemError, load_reference
-
         spec = self.req.problem
         if not self.req.small or not spec.small_shapes or self.last is None:
             return
@@ -253,8 +250,6 @@ class ExtraDraws(JudgeState):
     ) -> tuple[Any, list[Any], str] | None:
         """The reference Model, inputs and the candidate's "alt" model at other shape globals, or None (and a
         warning) when the reference fails there."""
-        from agent.problem import ProblemError, load_reference
-
         try:
             module = load_reference(self.req.problem, small=False)
             for k, v in shape.items():

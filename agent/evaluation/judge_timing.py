@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.evaluation import baseline_cache, retune, timing, triton_hooks
 from agent.evaluation.judge_draws import JudgeState, match_check
 from agent.evaluation.verdicts import Rejected, describe
+from agent.problem import flatten_outputs
 from agent.records import Check, Status, Timings
 
 CPU_TIMING_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times are not measured"
@@ -29,7 +31,7 @@ class JudgeTiming(JudgeState):
             return Timings(skipped_reason=CPU_TIMING_SKIPPED)
         if not self.req.time:
             return Timings(skipped_reason="timing not requested")
-        from agent.evaluation import baseline_cache, tamper, timing
+        from agent.evaluation import tamper
 
         assert self.last is not None
         model, new_model, inputs = self.last
@@ -67,8 +69,6 @@ class JudgeTiming(JudgeState):
     def _check_timed(self, model: Any, inputs: list[Any], sampler: _TimedSampler) -> None:
         """Outputs of timed calls drawn at random, against the reference: a candidate honest only while
         checked is wrong here."""
-        from agent.problem import flatten_outputs
-
         if not sampler.kept:
             return
         refs = self._reference(model, inputs, "timed calls")
@@ -84,9 +84,6 @@ class JudgeTiming(JudgeState):
         if new_model is None:
             return
         import torch
-
-        from agent.evaluation import retune, triton_hooks
-        from agent.problem import flatten_outputs
 
         refs: list[Any] = []
 
@@ -134,8 +131,6 @@ class _TimedSampler:
         self.kept: list[tuple[int, Any]] = []
 
     def __call__(self, *args: Any) -> Any:
-        from agent.problem import flatten_outputs
-
         out = self.model(*args)
         self.calls += 1
         if len(self.kept) < self.keep and self.rng.random() < self.chance:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from agent.evaluation.sandbox import CPU_ADDRESS_SPACE_BYTES as MIN_ADDRESS_SPACE_BYTES
 from agent.evaluation.sandbox import MAX_FILE_BYTES as MIN_FILE_BYTES  # also caps the worker's log files
+from agent.problem import ProblemError, inspect_problem
 from agent.records import ProblemSpec
 
 MIB = 1024**2
@@ -30,8 +31,6 @@ class WorkerLimits(BaseModel):
 
 def call_bytes(spec: ProblemSpec, small: bool) -> int:
     """Bytes of one call's inputs and outputs at the size evaluated (meta device; 0 if it cannot tell)."""
-    from agent.problem import ProblemError, inspect_problem
-
     try:
         shapes = inspect_problem(spec, small)
     except ProblemError:

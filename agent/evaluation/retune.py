@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from agent.evaluation import timing
 from agent.records import RetuneNote
 
 TARGET_S = 0.6  # about how long re-tuning may take per autotuned kernel, at most
@@ -110,8 +111,6 @@ def retune(
 ) -> tuple[list[RetuneNote], str | None]:
     """Re-tune each (tuner, key) the call uses; returns the notes and, if a switched-to config gives wrong
     results, what `check` said about it (the configs are then left as the autotuner chose them)."""
-    from agent.evaluation import timing
-
     notes: list[RetuneNote] = []
     for tuner, key in used_keys(tuners, call):
         original = tuner.cache[key]

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from agent.evaluation import triton_hooks
 from agent.records import Check
 
 _WATCHED = {
@@ -77,8 +78,6 @@ def _watched_owners() -> dict[str, Any]:
     import time
 
     from triton.runtime import autotuner, jit
-
-    from agent.evaluation import triton_hooks
 
     owners = (
         torch,

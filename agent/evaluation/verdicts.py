@@ -7,7 +7,9 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+from agent.evaluation.interpreter_shims import interpreter_limit
 from agent.records import Check, Status
+from agent.source.device_branches import device_branches
 
 MAX_TEXT = 2000
 HARNESS_FAILED = "the evaluator itself failed"  # a failure of the harness's side, not the candidate's
@@ -29,8 +31,6 @@ def exit_code(status: Status) -> int:
 
 def undecided(source: str) -> tuple[str, list[Check]] | None:
     """(reason, checks) when the CPU cannot decide on `source` (device-branch findings), else None."""
-    from agent.source.device_branches import device_branches
-
     found = device_branches(source)
     if not found:
         return None
@@ -126,8 +126,6 @@ CPU_NOTE = " (the CPU interpreter cannot run this, so the CPU cannot decide; the
 def classify(e: BaseException) -> tuple[Status, str | None]:
     """The status of an evaluation a candidate's exception ended (and the rule, for a process exit or an
     interpreter limit)."""
-    from agent.evaluation.interpreter_shims import interpreter_limit
-
     names = {c.__name__ for c in type(e).__mro__}
     if names & EXIT_EXCEPTIONS:
         return Status.CHEATING, "process-exit"
