@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from agent.profiling.metric_sets import load_metric_set
+from agent.profiling.ncu import profile_candidates
+from agent.profiling.target import ProfileCandidate
 from agent.records import EvalResult, NcuMetrics, ProblemSpec, ProfileRecord
 from agent.store import Store
 
@@ -37,9 +40,6 @@ def profile_step(
     reason = _skip_reason(settings)
     if reason is not None:
         return [ProfileOutcome(unavailable_reason=reason) for _ in items]
-    from agent.profiling.metric_sets import load_metric_set
-    from agent.profiling.ncu import profile_candidates
-    from agent.profiling.target import ProfileCandidate
 
     metric_set = load_metric_set(settings.metric_set)
     out_dir = settings.run_dir / "profiles"

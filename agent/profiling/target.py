@@ -21,6 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.evaluation import triton_hooks
+from agent.evaluation.candidate import load_candidate
+from agent.problem import build, default_device, load_reference
 from agent.profiling.read import RANGE_PREFIX
 from agent.records import ProblemSpec
 
@@ -97,8 +100,6 @@ def pin_configs(tuners: list[Any], pinned: dict[str, dict[str, Any]]) -> list[st
 def _build_model(cand: Any, ref_module: Any, reference: Any, seed: int, device: str) -> Any:
     import torch
 
-    from agent.problem import default_device
-
     torch.manual_seed(seed)
     with default_device(device):
         model = cand.ModelNew(*ref_module.get_init_inputs())
@@ -134,9 +135,6 @@ def profile_one(index: int, cand: ProfileCandidate, setup: _Setup, workdir: Path
     """Import, pin, warm up, then one call inside the candidate's NVTX range."""
     import torch
 
-    from agent.evaluation import triton_hooks
-    from agent.evaluation.candidate import load_candidate
-
     before = len(triton_hooks.STATE.autotuners)
     module = load_candidate(cand.source, workdir)
     tuners = triton_hooks.STATE.autotuners[before:]
@@ -162,9 +160,6 @@ def profile_one(index: int, cand: ProfileCandidate, setup: _Setup, workdir: Path
 
 
 def run(req: ProfileRequest) -> CandidateStatus:
-    from agent.evaluation import triton_hooks
-    from agent.problem import build, load_reference
-
     triton_hooks.install()  # before any candidate is imported, so its autotuners are seen
     ref_module = load_reference(req.problem, small=req.small)
     reference, inputs = build(ref_module, req.problem.reference_path, req.device, req.seed)  # once for all
