@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.data.paths import kernels_dir
+from agent.evaluation.torch_policy import PolicyError, parse_names
 from agent.records import ProblemShapes, ProblemSpec, TensorInfo
 
 
@@ -110,8 +111,6 @@ def _load_folder(folder: Path) -> ProblemSpec:
 
 def _allow_torch(toml_path: Path, names: object) -> list[str]:
     """`allow_torch = ["conv2d", ...]`: the problem's torch-op policy (agent.evaluation.torch_policy)."""
-    from agent.evaluation.torch_policy import PolicyError, parse_names
-
     if not isinstance(names, list):
         raise ProblemError(toml_path, f"allow_torch is a list of op names (got {names!r})")
     try:

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
+from agent.evaluation.secrets import environ  # the key, moved out of os.environ at start
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CACHE_PATH = Path("~/.cache/ncu-agent/llm-cache.sqlite")
 
@@ -278,8 +280,6 @@ def load_llm_settings(
     Raises LLMConfigError naming each bad field, its value (never the key's) and the layer it came from.
     """
     if env is None:
-        from agent.evaluation.secrets import environ  # the key, moved out of os.environ at start
-
         env = environ()
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}

@@ -7,6 +7,7 @@ import ast
 import difflib
 import re
 
+from agent.problem import ProblemError, inspect_problem
 from agent.prompt.render import ProblemFacts, Standing
 from agent.records import EvalResult, ProblemSpec
 
@@ -33,8 +34,6 @@ def short_reference(source: str) -> str:
 def problem_facts(spec: ProblemSpec, small: bool) -> ProblemFacts | None:
     """Shapes and dtypes of one call (on the meta device: nothing is allocated) and the short reference;
     None when the problem cannot be inspected (its own check reports that)."""
-    from agent.problem import ProblemError, inspect_problem
-
     try:
         shapes = inspect_problem(spec, small=small and bool(spec.small_shapes))
         reference = spec.reference_path.read_text()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.evaluation import confine
+from agent.prompt.gpus import target_gpu
 from agent.source.variants import (
     VariantError,
     apply_edits,
@@ -101,8 +103,6 @@ def _refuse_unsafe(texts: list[str]) -> None:
 
 
 def _gpu() -> dict[str, int]:
-    from agent.prompt.gpus import target_gpu
-
     spec = target_gpu()
     major, minor = (int(x) for x in (spec.compute_capability or "9.0").split("."))
     return {
@@ -118,7 +118,6 @@ def _gpu() -> dict[str, int]:
 def _evaluate(statements: tuple[str, ...], expr: str, gpu_json: str) -> tuple[ConfigValue, ...]:
     _refuse_unsafe([*statements, expr])
     request = json.dumps({"statements": list(statements), "expr": expr, "gpu": json.loads(gpu_json)})
-    from agent.evaluation import confine
 
     base, box = confine.make_box(None)
     try:  # the candidate's own code: in a bwrap box without capabilities, like ncu's target
