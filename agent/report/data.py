@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from agent.config import LoopPolicy
 from agent.records import EvalResult
 from agent.report.models import (
     CandidateRow,
@@ -120,8 +121,6 @@ def _prompts(store: Store, run_id: int) -> list[PromptRow]:
 
 
 def _min_gain(settings: dict[str, Any]) -> float:
-    from agent.config import LoopPolicy
-
     default = LoopPolicy().min_gain
     return float(settings.get("min_gain", default))
 

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from pydantic import BaseModel
 
 from agent.data.paths import prompts_dir
+from agent.prompt.gpus import UnknownGpuError, find_gpu
 from agent.report import plots as report_plots
 from agent.report.batch import BatchData, batch_run_dirs, load_batch
 from agent.report.data import load_run_dir
@@ -130,8 +131,6 @@ def step_view(step: Step) -> StepView:
 
 
 def _peak_gbps(data: RunDirData) -> float | None:
-    from agent.prompt.gpus import UnknownGpuError, find_gpu
-
     gpu = next((r.gpu for r in reversed(data.runs) if r.gpu), None)
     try:
         return find_gpu(gpu).memory_bandwidth_gbps if gpu else None
