@@ -13,10 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.batch.inputs import write_atomic
 from agent.experiment.design import Arm, ExperimentConfig
 from agent.experiment.stats import METRICS, Comparison, compare_many, geomean
 from agent.experiment.units import Unit, read_unit, schedule, unit_dir
 from agent.records import Status
+from agent.store import Store
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
@@ -131,8 +133,6 @@ def _tokens(conn: Any, run_id: int) -> int:
 
 
 def unit_metrics(exp_dir: Path, u: Unit, min_gain: float) -> UnitMetrics:
-    from agent.store import Store
-
     udir = unit_dir(exp_dir, u)
     m = UnitMetrics(arm=u.arm, problem=u.problem, sample=u.sample, path=str(udir.relative_to(exp_dir)))
     outcome = read_unit(udir)
@@ -270,8 +270,6 @@ def analyze(
 
 
 def write_results(exp_dir: Path, results: ExperimentResults) -> Path:
-    from agent.batch.inputs import write_atomic
-
     path = Path(exp_dir) / RESULTS_FILE
     write_atomic(path, results.model_dump_json(indent=1))
     return path

@@ -28,6 +28,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agent.batch.inputs import write_atomic
+from agent.evaluation.evaluate import evaluate
+from agent.evaluation.torch_policy import merged
 from agent.experiment.design import (
     CONFIG_FILE,
     ArmSetup,
@@ -36,7 +38,9 @@ from agent.experiment.design import (
     prepare_arm,
     seeded_client,
 )
+from agent.problem import ProblemError, load_problem
 from agent.records import EvalResult, Status
+from agent.store import Store
 
 UNIT_FILE = "unit.json"
 FINAL = ("done", "budget", "failed")  # a unit that ended otherwise ("error", killed) runs again on resume
@@ -117,8 +121,6 @@ class CheckMemo:
 
     def load(self, exp_dir: Path, cfg: ExperimentConfig) -> None:
         """What the finished units of an earlier invocation checked."""
-        from agent.store import Store
-
         for u in schedule([a.name for a in cfg.arms], [p.name for p in cfg.problems], cfg.samples):
             udir = unit_dir(exp_dir, u)
             if not is_done(udir) or not (udir / Store.FILENAME).exists():
@@ -134,8 +136,6 @@ class CheckMemo:
                 self._keep(self._key(u.problem, source), EvalResult.model_validate_json(result))
 
     def evaluator(self, problem_name: str) -> Callable[..., EvalResult]:
-        from agent.evaluation.evaluate import evaluate
-
         def check(problem: Any, source: str, device: str | None = None, **kw: Any) -> EvalResult:
             if device != "cpu":
                 return evaluate(problem, source, device, **kw)
@@ -166,11 +166,8 @@ def run_unit(
     """One (arm, problem, sample), from nothing: an unfinished earlier attempt is removed first."""
     from agent.batch.hooks import FileReporter
     from agent.commands.run_problem import ProblemRun, run_one
-    from agent.evaluation.torch_policy import merged
     from agent.loop import LoopHooks
-    from agent.problem import ProblemError, load_problem
     from agent.prompt.render import template_dirs
-    from agent.store import Store
 
     udir = unit_dir(exp_dir, u)
     if udir.exists():
