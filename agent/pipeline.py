@@ -18,6 +18,7 @@ from agent.prompt.render import HistoryEntry
 from agent.prompt.stages import Stage
 from agent.proposers.base import Proposer
 from agent.records import ProblemSpec
+from agent.start.first import run_first
 from agent.store import Store
 
 
@@ -80,8 +81,6 @@ def run_pipeline(
         reporter.info(f"stage {stage.name} ({stage.title}) with the {proposer.name} proposer")
         stage_settings = replace(settings, stage=stage, metric_set=metric_set_override or stage.metric_set)
         if stage.starts_from == "reference" and previous is None:
-            from agent.start.first import run_first
-
             result = run_first(problem, proposer, store, run_id, stage_settings, reporter, tried, history)
         else:
             result = run_stage(

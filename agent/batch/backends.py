@@ -26,6 +26,7 @@ from pathlib import Path
 from agent.batch.gpu_slots import GPU_ENV, Slots
 from agent.batch.key_channel import KEY_FILE_ENV, remove_key_file, write_key_file
 from agent.batch.outcome import PARENT_ENV, problem_dir
+from agent.evaluation.secrets import environ
 
 OnExit = Callable[[str, int], bool]  # (problem, exit code) -> start it again?
 POLL_S = 0.2
@@ -60,8 +61,6 @@ def job_env(gpu: str | None, key_file: Path | None = None) -> dict[str, str]:
     """This process's environment for a job (a job is this tool again, undumpable: it gets its secrets
     back), PYTHONPATH able to import `agent`, the GPU, and the path of the file holding the key the
     driver hands it (`key_file`: agent/batch/key_channel.py; a Ray node has not the driver's environment)."""
-    from agent.evaluation.secrets import environ
-
     env = dict(environ())
     root = str(Path(__file__).resolve().parents[2])  # the checkout, which holds the package `agent`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)

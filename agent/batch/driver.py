@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.batch.backends import run_local, run_ray
 from agent.batch.budget import BatchCounter, JobBudget, worker_evaluations
 from agent.batch.gpu_slots import Slots, host, visible_gpus
 from agent.batch.inputs import BatchConfig, Execution, Invocation, Invocations
@@ -173,12 +174,8 @@ def run_batch(
     ev = _JobEvents(batch_dir, cfg, budget, history, me, log)
     try:
         if exe.backend == "ray":
-            from agent.batch.backends import run_ray
-
             run_ray(batch_dir, todo, exe.address, deadline, ev.on_exit, ev.tick, ev.on_start, api_key)
         else:
-            from agent.batch.backends import run_local
-
             slots = Slots(gpus, jobs)
             run_local(batch_dir, todo, slots, deadline, ev.on_exit, ev.tick, ev.on_start, api_key)
     finally:

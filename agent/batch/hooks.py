@@ -18,7 +18,9 @@ from typing import Any
 from agent.batch.budget import JobBudget
 from agent.batch.gpu_slots import GpuLock
 from agent.batch.resume import ReplayStore
+from agent.evaluation.evaluate import evaluate
 from agent.loop import LoopHooks
+from agent.profiling.ncu import ProfileProvenance, ProfileResult, profile_candidates
 from agent.records import EvalResult
 from agent.store import Store
 
@@ -49,7 +51,6 @@ def evaluator_for(
     store: Store, run_id: int, budget: JobBudget | None, lock: GpuLock | None
 ) -> Callable[..., Any]:
     """`budget` None: no budget but the run's own (a resumed `ncu-agent run`)."""
-    from agent.evaluation.evaluate import evaluate
 
     def evaluator(problem: Any, source: str, device: str | None = None, **kw: Any) -> EvalResult:
         if isinstance(store, ReplayStore):
@@ -65,8 +66,6 @@ def evaluator_for(
 
 
 def profiler_for(store: Store, lock: GpuLock | None) -> Callable[..., list[Any]]:
-    from agent.profiling.ncu import ProfileProvenance, ProfileResult, profile_candidates
-
     def profiler(problem: Any, candidates: list[Any], metric_set: Any, out_dir: Any, **kw: Any) -> list[Any]:
         name = metric_set if isinstance(metric_set, str) else metric_set.name
         if isinstance(store, ReplayStore):
