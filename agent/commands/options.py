@@ -16,7 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.commands.checks import fail
 from agent.config import LLM_FLAGS, RunOptions
+from agent.evaluation.torch_policy import PolicyError, parse_names
 
 
 def _help(name: str) -> str:
@@ -50,9 +52,6 @@ AllowTorch = Annotated[
 
 def allow_torch_flag(value: str | None) -> list[str]:
     """The names of `--allow-torch`, checked; exit 2 naming the known ones otherwise."""
-    from agent.commands.checks import fail
-    from agent.evaluation.torch_policy import PolicyError, parse_names
-
     try:
         return parse_names(value)
     except PolicyError as e:
