@@ -63,7 +63,7 @@ def load_problem(path: Path | str, small_shapes: dict[str, int | float] | None =
     if small_shapes:
         spec.small_shapes, spec.shapes_origin = dict(small_shapes), "flag"
     elif not spec.small_shapes:
-        from agent.start.small_shapes import derive_small_shapes
+        from agent.start.small_shapes import derive_small_shapes  # deferred: it imports this module
 
         spec.small_shapes, spec.shapes_origin = derive_small_shapes(spec), "derived"
     if spec.small_shapes:

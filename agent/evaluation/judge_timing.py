@@ -31,7 +31,7 @@ class JudgeTiming(JudgeState):
             return Timings(skipped_reason=CPU_TIMING_SKIPPED)
         if not self.req.time:
             return Timings(skipped_reason="timing not requested")
-        from agent.evaluation import tamper
+        from agent.evaluation import tamper  # deferred: it imports torch at import
 
         assert self.last is not None
         model, new_model, inputs = self.last

@@ -164,6 +164,7 @@ def run_unit(
     exp_dir: Path, cfg: ExperimentConfig, setup: ArmSetup, u: Unit, memo: CheckMemo | None, device: str
 ) -> UnitOutcome:
     """One (arm, problem, sample), from nothing: an unfinished earlier attempt is removed first."""
+    # deferred: the loop and the prompt templates (jinja2) load only when a unit runs
     from agent.batch.hooks import FileReporter
     from agent.commands.run_problem import ProblemRun, run_one
     from agent.loop import LoopHooks

@@ -152,7 +152,7 @@ def replay_steps(
     starting kernel, then each candidate that beats the best by the loop's own rule (`agent.loop.beats`).
     A stage starts from the previous stage's best. At the end of each stage, the `best_kernel.STAGE.py`
     of `run_dir` (when there) has the last word. Marks `new_best` on the steps' candidates."""
-    from agent.loop import Best, beats
+    from agent.loop import Best, beats  # deferred: the loop brings jinja2 (the prompts)
 
     last_of_stage = {c.stage: i for i, c in enumerate(candidates)}
     steps: list[Step] = []
