@@ -371,8 +371,8 @@ def test_hooks_reuse_records_hold_the_gpu_lock_and_keep_budgets(tmp_path, monkey
         prov = ProfileProvenance(metric_set=metric_set.name)
         return [ProfileResult(index=i, ok=True, provenance=prov) for i in range(len(candidates))]
 
-    monkeypatch.setattr("agent.evaluation.evaluate.evaluate", fake_evaluate)
-    monkeypatch.setattr("agent.profiling.ncu.profile_candidates", fake_ncu)
+    monkeypatch.setattr("agent.batch.hooks.evaluate", fake_evaluate)
+    monkeypatch.setattr("agent.batch.hooks.profile_candidates", fake_ncu)
     lock = GpuLock(tmp_path, "0", "l1_norm")
     budget = JobBudget(tmp_path, Budget(problem_evaluations=2), None)
     evaluator, profiler = evaluator_for(store, run, budget, lock), profiler_for(store, lock)
