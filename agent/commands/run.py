@@ -122,7 +122,8 @@ def prepare_run(
     from agent.commands.run_setup import RunSetupError, check_llm, plan_run
 
     try:
-        plan_run(req.options)  # the flags alone, refused before the problem's reference loads torch
+        # the flags alone, refused before the problem's reference loads torch
+        flags_plan = plan_run(req.options)
     except RunSetupError as e:
         raise fail(str(e)) from None
     from agent.llm.client import EndpointFailed
@@ -135,7 +136,8 @@ def prepare_run(
     run_dir = req.run_dir or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
     resume_from = None
     try:
-        plan = plan_run(req.options, has_kernel=spec.kernel_path is not None)
+        # without a starting kernel the plan puts the first stage in front: planned again for that
+        plan = flags_plan if spec.kernel_path is not None else plan_run(req.options, has_kernel=False)
         if req.found is None:
             plan.stages, resume_from = resume_point(run_dir, plan.stages, from_stage)
         llm_note = check_llm(plan, status)
