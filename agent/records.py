@@ -127,7 +127,8 @@ class RetuneNote(BaseModel):
 
 
 class Timings(BaseModel):
-    """The candidate and the PyTorch baselines, all measured in one worker process, interleaved."""
+    """The candidate and the PyTorch baselines, measured in one run, interleaved (`layout` says in which
+    processes)."""
 
     candidate: TimingStats | None = None
     eager: TimingStats | None = None
@@ -139,6 +140,11 @@ class Timings(BaseModel):
     device_name: str | None = None
     skipped_reason: str | None = None
     mode: str = Field(default="events", description="'events' (per call) or 'cudagraph' (graph replays)")
+    layout: str = Field(
+        default="one-process",
+        description="'split': the candidate timed in its sandboxed worker, the baselines in the judge's "
+        "process, in turns; 'one-process': all three in one process.",
+    )
     noisy: bool = Field(default=False, description="Re-measured and still unsteady: compare with care.")
     noise_detail: str = ""
     retuned: list[RetuneNote] = Field(

@@ -3,6 +3,7 @@
 #   bash scripts/gpu_suite.sh [STEP...]
 # The default, in order of priority (docs/measurements.md "GPU runs planned" splits them over device calls):
 #   env kernelbench sandbox judge evalrate memgrowth
+#   split (by name): the split layout's GPU tests, CUDA IPC into the sandbox, its times against one process.
 #   kernelbench: KernelBench level 1 (.kernelbench/, scripts/fetch_kernelbench.sh) through `batch --llm`
 #     against the scripted endpoint; fast_p summary, and eager/compile ratios against KernelBench's own.
 #   sandbox: the escape tests on the GPU, and the cost per warm evaluation with and without bwrap.
@@ -96,6 +97,16 @@ kb_batch() {
   tar -czf "$out/records.tar.gz" --exclude='*.ncu-rep' --exclude='*.sqlite-wal' -C /tmp "$(basename "$d")"
   rm -rf "$d.cache"
 }
+
+if has split; then
+  step "the split layout on the GPU: CUDA IPC into the box, its tests, and its times against one process"
+  mkdir -p "$OUT/split"
+  python3 scripts/ipc_probe.py 2>&1 | tee "$OUT/split/ipc_probe.txt"
+  python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_split_timing.py tests/test_evaluate.py \
+    tests/test_retune.py tests/test_timing.py 2>&1 | tee "$OUT/split/gpu_tests.log" | tail -30
+  python3 scripts/bench_layouts.py ${LAYOUT_PROBLEMS:-kernels/l1_norm kernels/softmax kernels/matmul_fp16} \
+    --rounds "${LAYOUT_ROUNDS:-3}" --out "$OUT/split/layouts.json" 2>&1 | tee "$OUT/split/layouts.log" | tail -20
+fi
 
 if has kernelbench; then
   step "KernelBench level 1: batch --llm (scripted), fast_p, eager/compile against KernelBench's timings"

@@ -7,10 +7,12 @@ leaving the process early is CHEATING, and everything else is whatever the judge
    the rule named, and no worker is started.
 2. The judge (`agent.evaluation.judge.Judge`), reaching the candidate through a runner
 (`agent.evaluation.candidate_session`):
-   - split (the default on the CPU): the judge runs here, with the reference and the comparison; the
-     candidate runs in a worker process that only ever sees inputs and returns outputs;
-   - one process (the default on the GPU, where the timing phase runs the reference beside the
-     candidate): judge and candidate share a worker process (`agent.evaluation.worker`).
+   - split (the default): the judge runs here, with the reference, the comparison and, on a GPU, the
+     eager and torch.compile baselines' timing; the candidate runs in a worker process that only ever
+     sees inputs, returns outputs and, on a GPU, times its own calls in turns with the judge's
+     (agent/evaluation/timing_sides.py);
+   - one process (`split=False`, kept to compare the two layouts' timings): judge and candidate share a
+     worker process (`agent.evaluation.worker`), where a candidate could reach the reference.
 3. With a `WorkerPool`, the worker process is kept warm between candidates (imports done, CUDA or the
    interpreter initialised) and replaced after any fault or any candidate that was not clean.
 """
@@ -103,8 +105,8 @@ def evaluate(
     """Check `source` (a module defining ModelNew) against `problem` and, on a GPU, time it.
 
     `pool`: reuse warm worker processes (see `WorkerPool`); `static=False` skips the static checks (to
-    test the run-time defences alone); `split`: judge outside the candidate's process (default: on the
-    CPU only); `baselines=False`: time the candidate alone (no eager or torch.compile).
+    test the run-time defences alone); `split`: judge outside the candidate's process (the default;
+    False: both in one worker); `baselines=False`: time the candidate alone (no eager or torch.compile).
     """
     device = device or default_device()
     cpu = device == "cpu"
@@ -123,7 +125,7 @@ def evaluate(
             **({"timing_reps": timing_reps} if timing_reps else {}),
         )
         limit = timeout_s if timeout_s is not None else CPU_TIMEOUT_S if cpu else GPU_TIMEOUT_S
-        result = _judged(request, limit, pool, cpu if split is None else split)
+        result = _judged(request, limit, pool, True if split is None else split)
     if static and not decided_statically:
         result.checks += static_evidence(problem, source)
     if cpu and result.status == Status.ACCEPTED:
@@ -269,7 +271,21 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
     except Exception as e:  # a bug of the judge's side: never the caller's problem, never a reused worker
         result = EvalResult(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {describe(e)}"[:2000])
         reusable = False
+    finally:
+        if request.device == "cuda":
+            _release_judge_memory()
     return _finish(pool, key, worker, reusable, result, *worker.tails())
+
+
+def _release_judge_memory() -> None:
+    """The judge's freed GPU memory back to the device, for the candidate's worker and the profiler (the
+    baselines kept between candidates stay)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:

@@ -60,6 +60,7 @@ CHEATING_CHECKS = (
     "result-cache",
     "launch-covers-output",
     "host-compute",
+    "timed-launches",
 )
 
 
@@ -112,6 +113,8 @@ class Judge(ExtraDraws, JudgeTiming):
         self.rule: str | None = None
         self.phases: dict[str, float] = {}
         self.retuned: list[Any] = []
+        self.chosen: dict[str, Any] = {}  # each autotuned kernel's config in the timed calls (split layout)
+        self.own_per_call: int | None = None  # launches of its own kernels in each checked call, the fewest
         self.rng = (
             secrets.SystemRandom()
         )  # which calls are poisoned, how many calls: the candidate can't know
@@ -146,7 +149,8 @@ class Judge(ExtraDraws, JudgeTiming):
                 return self._result(Status.CRASHED, f"the problem's reference failed: {e}")
         try:
             with self._phase("load"):
-                self.runner.load(self.req.candidate_source, self.req.problem.allow_torch)
+                quick = self.device == "cuda" and self.req.time  # the judge re-tunes its autotuned kernels
+                self.runner.load(self.req.candidate_source, self.req.problem.allow_torch, quick)
             for i, seed in enumerate(self.req.seeds or [0]):
                 with self._phase(f"seed {seed}"):
                     self._check_seed(i, seed)
@@ -173,8 +177,8 @@ class Judge(ExtraDraws, JudgeTiming):
                 self.ledger.add("candidate", Check(name=r.rule, passed=False, detail=r.reason))
             return self._result(r.status, r.reason)
         result = self._result(Status.ACCEPTED, timings=timings)
-        if self.runner.in_process and self.device == "cuda":
-            result.chosen_configs = triton_hooks.chosen_configs()
+        if self.device == "cuda":
+            result.chosen_configs = triton_hooks.chosen_configs() if self.runner.in_process else self.chosen
         return result
 
     @contextlib.contextmanager
@@ -298,6 +302,8 @@ class Judge(ExtraDraws, JudgeTiming):
             add(f"{where}, {call}", kernel_check(c))
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
             self.kernels = dict(c2.launches)
+        own = sum(c2.launches.get(k, 0) for k in c2.own_kernels)
+        self.own_per_call = own if self.own_per_call is None else min(self.own_per_call, own)
         ref_aliases = bool(tensor_checks.aliased(refs, inputs))
         if not ref_aliases:  # before input-mutation: returning the input is the more telling finding
             for call, c in (("call 1", c1), ("call 2", c2)):

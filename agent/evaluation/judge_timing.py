@@ -9,6 +9,8 @@ from typing import Any
 
 from agent.evaluation import baseline_cache, retune, timing, triton_hooks
 from agent.evaluation.judge_draws import JudgeState, match_check
+from agent.evaluation.timed_calls import TimedCalls
+from agent.evaluation.timing_sides import RemoteSide
 from agent.evaluation.verdicts import Rejected, describe
 from agent.problem import flatten_outputs
 from agent.records import Check, Status, Timings
@@ -19,7 +21,10 @@ CPU_TIMING_SKIPPED = "no GPU: correctness only, in Triton's interpreter; times a
 class JudgeTiming(JudgeState):
     """Mixed into `Judge`: timing, the timed calls' checks and re-tuning."""
 
+    HOST_TIMING = False  # time on the CPU too, with the host clock (the split protocol's tests)
     device: str
+    own_per_call: int | None
+    chosen: dict[str, Any]
     bytes_moved: int
     retuned: Any
     rule: Any
@@ -27,30 +32,26 @@ class JudgeTiming(JudgeState):
     _phase: Any
 
     def _time(self) -> Timings:
-        if self.device != "cuda":
+        if self.device != "cuda" and not self.HOST_TIMING:
             return Timings(skipped_reason=CPU_TIMING_SKIPPED)
         if not self.req.time:
             return Timings(skipped_reason="timing not requested")
-        from agent.evaluation import tamper  # deferred: it imports torch at import
-
         assert self.last is not None
         model, new_model, inputs = self.last
         try:
             with self._phase("baselines"):
                 compiled = None
                 if self.req.baselines:
-                    seed = (self.req.seeds or [0])[-1]
-                    text = self.req.problem.reference_path.read_text()
-                    key = baseline_cache.cache_key(self.req.problem.name, text, seed, inputs)
-                    env = tamper.triton_environment()
-                    model, compiled = baseline_cache.baselines_for(key, model, inputs)
-                    watch = getattr(getattr(self.runner, "session", None), "watch", None)
-                    if watch is not None and tamper.triton_environment() != env:
-                        watch.accept([tamper.TRITON_ENV])  # torch.compile's own settings, not the candidate's
-            sampler = _TimedSampler(new_model, self.rng)
+                    model, compiled = self._baselines(model, inputs)
+            if self.runner.in_process:
+                calls = TimedCalls(new_model, self.runner.session.module.__name__)
+                candidate: Any = calls
+            else:
+                self.runner.time_start("main", inputs)
+                candidate = RemoteSide(self.runner)
             with self._phase("timing"):
                 t = timing.time_models(
-                    sampler,
+                    candidate,
                     model,
                     inputs,
                     reps=self.req.timing_reps,
@@ -58,30 +59,73 @@ class JudgeTiming(JudgeState):
                     bytes_moved=self.bytes_moved,
                     flops=self._flops(),
                     compiled=compiled,
+                    device=self.device,
                 )
+            if self.runner.in_process:
+                calls.close()
+                counted = (calls.calls, calls.own_launches(), calls.kept)
+            else:
+                ended, outs = self.runner.time_end()
+                counted = (ended.calls, ended.own_launches, list(zip(ended.kept, outs, strict=True)))
+                self.chosen = ended.chosen
+        except Rejected:
+            raise
         except BaseException as e:
             raise Rejected(Status.CRASHED, f"while timing: {describe(e)}") from None
         t.retuned = self.retuned
         self.ledger.add("timing", timing.plausibility(t))
-        self._check_timed(model, inputs, sampler)
+        self._check_timed(model, inputs, *counted)
         return t
 
-    def _check_timed(self, model: Any, inputs: list[Any], sampler: _TimedSampler) -> None:
-        """Outputs of timed calls drawn at random, against the reference: a candidate honest only while
-        checked is wrong here."""
-        if not sampler.kept:
-            return
-        refs = self._reference(model, inputs, "timed calls")
-        for i, out in sampler.kept:
-            comparison = self._compare(flatten_outputs(out), refs)
-            self.ledger.add(
-                f"timed call {i}", match_check("timed-calls", comparison, "matches the reference")
-            )
+    def _baselines(self, model: Any, inputs: list[Any]) -> tuple[Any, Any]:
+        """The eager Model and its torch.compile, kept by this process between candidates of one problem."""
+        from agent.evaluation import tamper  # deferred: it imports torch at import
+
+        seed = (self.req.seeds or [0])[-1]
+        text = self.req.problem.reference_path.read_text()
+        key = baseline_cache.cache_key(self.req.problem.name, text, seed, inputs)
+        env = tamper.triton_environment()
+        kept = baseline_cache.baselines_for(key, model, inputs)
+        watch = getattr(getattr(self.runner, "session", None), "watch", None)
+        if watch is not None and tamper.triton_environment() != env:
+            watch.accept([tamper.TRITON_ENV])  # torch.compile's own settings, not the candidate's
+        return kept
+
+    def _check_timed(
+        self, model: Any, inputs: list[Any], calls: int, own_launches: int, kept: list[tuple[int, Any]]
+    ) -> None:
+        """Every timed call launched the candidate's own kernels as its checked calls did, and the outputs
+        of timed calls drawn at random match the reference: a candidate honest only while checked fails
+        here."""
+        need = calls * (self.own_per_call or 0)
+        self.ledger.add(
+            "timed calls",
+            Check(
+                name="timed-launches",
+                passed=own_launches >= need,
+                detail=f"{own_launches} launches of its own kernels in {calls} timed calls"
+                + (
+                    f", fewer than the {self.own_per_call} per call of its checked calls (a result served "
+                    "without the work while timed?)"
+                    if own_launches < need
+                    else f" (its checked calls: {self.own_per_call} per call)"
+                ),
+            ),
+        )
+        if kept:
+            refs = self._reference(model, inputs, "timed calls")
+            for i, out in kept:
+                comparison = self._compare(flatten_outputs(out), refs)
+                self.ledger.add(
+                    f"timed call {i}", match_check("timed-calls", comparison, "matches the reference")
+                )
         self._stop_on_failure()
 
     def _retune(self, model: Any, new_model: Any, inputs: list[Any]) -> None:
-        """Re-choose each autotuned kernel's config by the judge's own timing (`agent.evaluation.retune`)."""
-        if new_model is None:
+        """Re-choose each autotuned kernel's config by the judge's own timing (`agent.evaluation.retune`):
+        here, or in the candidate's worker (then its pinned configs are checked with one more call)."""
+        if not self.runner.in_process:
+            self._retune_remote(model, inputs)
             return
         import torch
 
@@ -103,14 +147,33 @@ class JudgeTiming(JudgeState):
         except BaseException as e:
             raise Rejected(Status.CRASHED, f"while re-tuning its autotune configs: {describe(e)}") from None
         if problem is not None:
-            self.rule = "autotune-config"
-            self.ledger.add("re-tuning", Check(name="autotune-config", passed=False, detail=problem))
-            raise Rejected(
-                Status.INCORRECT,
-                f"autotune-config failed (re-tuning at the full size): {problem}; the autotuner may pick "
-                "this config in another process",
-                "autotune-config",
-            )
+            self._wrong_config(problem)
+
+    def _retune_remote(self, model: Any, inputs: list[Any]) -> None:
+        reply = self.runner.retune("main")
+        self.retuned, self.chosen = reply.notes, reply.chosen
+        switched = [n for n in reply.notes if n.chosen != n.autotuner_choice]
+        if not switched:
+            return
+        result = self._call("main", inputs, 0, "re-tuning", "same")
+        for c in result.checks:
+            self.ledger.add("re-tuning", c)
+        refs = self._reference(model, inputs, "re-tuning")
+        failed = [c for c in self._compare(result.outputs, refs).checks if not c.passed]
+        if failed:
+            names = ", ".join(f"{n.chosen} of {n.kernel}" for n in switched)
+            self._wrong_config(f"autotune config {names}: {failed[0].name}: {failed[0].detail}")
+        self._stop_on_failure()
+
+    def _wrong_config(self, problem: str) -> None:
+        self.rule = "autotune-config"
+        self.ledger.add("re-tuning", Check(name="autotune-config", passed=False, detail=problem))
+        raise Rejected(
+            Status.INCORRECT,
+            f"autotune-config failed (re-tuning at the full size): {problem}; the autotuner may pick "
+            "this config in another process",
+            "autotune-config",
+        )
 
     def _flops(self) -> float | None:
         expr = self.req.problem.flops
@@ -120,19 +183,3 @@ class JudgeTiming(JudgeState):
             return float(eval(expr, {}, dict(vars(self.ref_module))))
         except Exception:
             return None
-
-
-class _TimedSampler:
-    """The candidate as the timing loop calls it; keeps the outputs of up to 3 calls drawn at random."""
-
-    def __init__(self, model: Any, rng: Any, keep: int = 3, chance: float = 0.05):
-        self.model, self.rng, self.keep, self.chance = model, rng, keep, chance
-        self.calls = 0
-        self.kept: list[tuple[int, Any]] = []
-
-    def __call__(self, *args: Any) -> Any:
-        out = self.model(*args)
-        self.calls += 1
-        if len(self.kept) < self.keep and self.rng.random() < self.chance:
-            self.kept.append((self.calls, [o.clone() for o in flatten_outputs(out)]))
-        return out

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from agent.records import Check, EvalRequest, EvalResult, Status
+from agent.records import Check, EvalRequest, EvalResult, RetuneNote, Status
 
 
 class Load(BaseModel):
@@ -22,6 +22,7 @@ class Load(BaseModel):
     source: str
     device: str
     allow_torch: list[str] = []  # the torch-op policy's names (agent.evaluation.torch_policy)
+    quick_autotune: bool = False  # the judge re-tunes on the GPU: the autotuner's own pick may be quick
 
 
 class Build(BaseModel):
@@ -50,6 +51,39 @@ class Call(BaseModel):
     poison: bool = True
 
 
+class Retune(BaseModel):
+    """Re-choose the configs of model `key`'s autotuned kernels by timing them on the inputs of its last call
+    (agent/evaluation/retune.py); the judge then checks the pinned configs' outputs."""
+
+    op: Literal["retune"] = "retune"
+    key: str
+
+
+class TimeStart(BaseModel):
+    """Start timing model `key` on the inputs saved at `inputs` (loaded into tensors of their own)."""
+
+    op: Literal["time_start"] = "time_start"
+    key: str
+    inputs: str
+
+
+class Time(BaseModel):
+    """`warmup` untimed calls, then `rounds` timed ones (a cold cache before each); `round_only`: one round,
+    flush included, timed as a whole (to plan how many rounds fit)."""
+
+    op: Literal["time"] = "time"
+    rounds: int = Field(ge=0, le=100_000)
+    warmup: int = Field(default=0, ge=0, le=1000)
+    round_only: bool = False
+
+
+class TimeEnd(BaseModel):
+    """End the timing: the kept outputs go to `outputs`."""
+
+    op: Literal["time_end"] = "time_end"
+    outputs: str
+
+
 class Finish(BaseModel):
     """Unload the candidate; the reply says whether the process is clean enough to be reused."""
 
@@ -70,7 +104,10 @@ class Bye(BaseModel):
     op: Literal["bye"] = "bye"
 
 
-Command = Annotated[Load | Build | Call | Finish | Evaluate | Bye, Field(discriminator="op")]
+Command = Annotated[
+    Load | Build | Call | Retune | TimeStart | Time | TimeEnd | Finish | Evaluate | Bye,
+    Field(discriminator="op"),
+]
 COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 
 
@@ -104,6 +141,23 @@ class Called(Done):
     work: dict[
         str, float
     ] = {}  # host_ms: the thread's CPU time outside launches; ops: the candidate's ATen ops
+
+
+class Retuned(Done):
+    notes: list[RetuneNote]
+    chosen: dict[str, dict[str, Any]] = {}
+
+
+class Timed(Done):
+    times_ms: list[float]
+    tamper: Check | None = None  # the tamper watch after the calls (the timing code is watched too)
+
+
+class TimeEnded(Done):
+    calls: int  # the candidate's calls while timed, warm-ups included
+    own_launches: int  # launches of the candidate's own kernels in those calls
+    kept: list[int]  # which calls' outputs were kept (saved at TimeEnd.outputs)
+    chosen: dict[str, dict[str, Any]] = {}  # each autotuned kernel's config in the timed calls
 
 
 class Finished(Done):

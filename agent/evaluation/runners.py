@@ -24,6 +24,13 @@ from agent.evaluation.messages import (
     Load,
     R,
     Refused,
+    Retune,
+    Retuned,
+    Time,
+    Timed,
+    TimeEnd,
+    TimeEnded,
+    TimeStart,
     read_reply,
 )
 from agent.evaluation.verdicts import MAX_TEXT, Rejected
@@ -38,8 +45,8 @@ class InProcessRunner:
     def __init__(self, device: str, workdir: Path, watch: Any):
         self.session = CandidateSession(device, workdir, watch)
 
-    def load(self, source: str, allow_torch: list[str] | None = None) -> None:
-        self.session.load(source, allow_torch)
+    def load(self, source: str, allow_torch: list[str] | None = None, quick_autotune: bool = False) -> None:
+        self.session.load(source, allow_torch)  # this process's autotune settings are the worker's
 
     def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> str:
         self.session.build(key, seed, init_inputs, state_dict)
@@ -85,9 +92,15 @@ class RemoteRunner:
         self.count += 1
         return self.dir / f"{stem}_{self.count}.pt"
 
-    def load(self, source: str, allow_torch: list[str] | None = None) -> None:
+    def load(self, source: str, allow_torch: list[str] | None = None, quick_autotune: bool = False) -> None:
         self.dir = self.worker.new_dir()
-        load = Load(dir=str(self.dir), source=source, device=self.device, allow_torch=allow_torch or [])
+        load = Load(
+            dir=str(self.dir),
+            source=source,
+            device=self.device,
+            allow_torch=allow_torch or [],
+            quick_autotune=quick_autotune,
+        )
         self._request(load, Done)
 
     def build(self, key: str, seed: int, init_inputs: list[Any], state_dict: dict[str, Any]) -> str:
@@ -142,6 +155,50 @@ class RemoteRunner:
 
     def model(self, key: str) -> Any:
         raise RuntimeError("the candidate's model lives in another process")
+
+    def retune(self, key: str) -> Retuned:
+        """Re-tune model `key`'s autotuned kernels in the worker, on the inputs of its last call."""
+        return self._request(Retune(key=key), Retuned)
+
+    def time_start(self, key: str, inputs: list[Any]) -> None:
+        """Hand the worker the inputs to time model `key` on (tensors of its own: the judge's stay here)."""
+        import torch
+
+        path = self._path("timed_inputs")
+        torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], path)
+        try:
+            self._request(TimeStart(key=key, inputs=str(path)), Done)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def time(self, rounds: int, warmup: int = 0, round_only: bool = False) -> list[float]:
+        """The worker's times of `rounds` candidate calls (after `warmup` untimed ones), in ms; a tampered
+        harness rejects the candidate."""
+        reply = self._request(Time(rounds=rounds, warmup=warmup, round_only=round_only), Timed)
+        if reply.tamper is not None and not reply.tamper.passed:
+            raise Rejected(Status.CHEATING, f"tamper failed (while timing): {reply.tamper.detail}", "tamper")
+        if len(reply.times_ms) != (1 if round_only else rounds):
+            raise Rejected(Status.CRASHED, f"the worker sent {len(reply.times_ms)} times for {rounds} calls")
+        return reply.times_ms
+
+    def time_end(self) -> tuple[TimeEnded, list[list[Any]]]:
+        """End the timing: what the worker counted, and the outputs of the timed calls it kept."""
+        import torch
+
+        path = self._path("timed_outputs")
+        try:
+            ended = self._request(TimeEnd(outputs=str(path)), TimeEnded)
+            try:
+                kept = torch.load(path, weights_only=True, map_location=self.device)
+            except Exception as e:
+                raise Rejected(
+                    Status.CRASHED, f"the kept outputs of timed calls could not be read: {e}"[:MAX_TEXT]
+                ) from None
+        finally:
+            path.unlink(missing_ok=True)
+        if not isinstance(kept, list) or len(kept) != len(ended.kept):
+            raise Rejected(Status.CRASHED, "the worker's kept outputs do not match its list of kept calls")
+        return ended, [list(outs) for outs in kept]
 
     def finish(self) -> tuple[bool, str]:
         if not self.worker.alive:

@@ -49,6 +49,11 @@ _AGENT_MODULES = (
     "agent.evaluation.timing",
     "agent.evaluation.compare_kernel",
     "agent.evaluation.parallel_compile",
+    "agent.evaluation.timing_sides",
+    "agent.evaluation.timed_calls",
+    "agent.evaluation.worker_timing",
+    "agent.evaluation.retune",
+    "agent.evaluation.messages",
 )
 
 

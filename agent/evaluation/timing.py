@@ -21,27 +21,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.evaluation.timing_sides import (
+    TURN_ROUNDS,
+    CudaClock,
+    LocalSide,
+    RemoteSide,
+    Side,
+    clock_for,
+    in_turns,
+)
 from agent.records import Check, Timings, TimingStats
 
-FLUSH_BYTES = 256 * 1024**2
 METHOD = "cuda-events on the current stream, L2 flushed (256 MiB zeroed) before each call, interleaved"
+SPLIT_NOTE = (
+    "; the candidate timed in its own process, the baselines in the judge's, "
+    f"in turns of {TURN_ROUNDS} rounds"
+)
 GRAPH_METHOD = "cuda-graph replays timed with cuda-events, L2 flushed before each replay, interleaved"
 BUDGET_S = 1.0  # a measurement takes at most as many rounds as fit in about this long
 MIN_WINDOW_S = 0.25  # and at least as many as fit in this long (and the request's reps)
 PRECISION = 0.005  # in between, rounds go on until every median is known to within +-0.5% (95%)
 MAX_REPS = 500
 NOISE_THRESHOLD = 0.02  # halves of one measurement disagreeing by more: measure again, then mark it noisy
-
-
-def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """fn captured once in a CUDA graph (after its warm-up): replays cost no Python or launch overhead."""
-    import torch
-
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    torch.cuda.synchronize()
-    return graph.replay
 
 
 def time_interleaved(
@@ -57,49 +58,38 @@ def time_interleaved(
     """Time each fn `reps` times, interleaved round by round, with a cold L2 before every call.
 
     `graphs`: time replays of a CUDA graph of each fn (for launch-bound kernels); the L2 flush stays
-    outside the graphs. Compare graph times only with graph times. `max_s`: as many rounds as fit in about
-    `max_s` seconds (judged from one timed round after the warm-up), at least `reps` and at most `max_reps`:
-    short kernels are then measured over a window long enough that clock changes average out.
-    `still_open`: a sequential measurement (`Rounds`): after the first `reps` rounds and at least `min_s`
-    seconds, rounds go on in chunks only for the fns it returns (none: the measurement is done).
+    outside the graphs. Compare graph times only with graph times. The rest as in `time_sides`.
     """
-    import torch
-
-    for fn in fns.values():
-        for _ in range(max(1, warmup)):  # the first call compiles and autotunes
-            fn()
-    torch.cuda.synchronize()
-    if graphs:
-        fns = {name: _graphed(fn) for name, fn in fns.items()}
-    flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
-
-    def timed(names: list[str], rounds: int) -> dict[str, list[float]]:
-        events: dict[str, list[tuple[Any, Any]]] = {name: [] for name in names}
-        for _ in range(rounds):
-            for name in names:
-                flush.zero_()
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                fns[name]()
-                end.record()
-                events[name].append((start, end))
-        torch.cuda.synchronize()
-        return {name: [s.elapsed_time(e) for s, e in pairs] for name, pairs in events.items()}
-
-    round_s = None
-    if max_s is not None or min_s:  # one timed round, flushes included
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for fn in fns.values():
-            flush.zero_()
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        round_s = start.elapsed_time(end) / 1e3
-    plan = Rounds.planned(reps, round_s, max_s, max_reps, min_s)
+    side = LocalSide(fns, CudaClock(), graphs)
     method = GRAPH_METHOD if graphs else METHOD
-    times = plan.run(list(fns), timed, still_open)
+    return time_sides([side], reps, warmup, max_s, max_reps, min_s, still_open, method)
+
+
+def time_sides(
+    sides: list[Side],
+    reps: int,
+    warmup: int = 3,
+    max_s: float | None = None,
+    max_reps: int | None = None,
+    min_s: float = 0.0,
+    still_open: Callable[[dict[str, TimingStats]], list[str]] | None = None,
+    method: str = METHOD,
+) -> dict[str, TimingStats]:
+    """Time the fns of every side `reps` times, interleaved round by round (in turns across processes:
+    agent/evaluation/timing_sides.py), with a cold cache before every call.
+
+    `max_s`: as many rounds as fit in about `max_s` seconds (judged from one timed round after the
+    warm-up), at least `reps` and at most `max_reps`: short kernels are then measured over a window long
+    enough that clock changes average out. `still_open`: a sequential measurement (`Rounds`): after the
+    first `reps` rounds and at least `min_s` seconds, rounds go on in chunks only for the fns it returns
+    (none: the measurement is done).
+    """
+    for side in sides:
+        side.warm(warmup)
+    round_s = sum(side.round_s() for side in sides) if max_s is not None or min_s else None
+    plan = Rounds.planned(reps, round_s, max_s, max_reps, min_s)
+    names = [name for side in sides for name in side.names]
+    times = plan.run(names, in_turns(sides), still_open)
     return {name: TimingStats(times_ms=t, method=method) for name, t in times.items()}
 
 
@@ -273,7 +263,7 @@ def compile_baseline(reference: Callable[..., Any], inputs: list[Any]) -> tuple[
 
 
 def time_models(
-    candidate: Callable[..., Any],
+    candidate: Callable[..., Any] | Side,
     reference: Callable[..., Any],
     inputs: list[Any],
     *,
@@ -283,37 +273,48 @@ def time_models(
     flops: float | None = None,
     graphs: bool = False,
     compiled: tuple[Any, str | None] | None = None,
+    device: str = "cuda",
 ) -> Timings:
     """Candidate, eager reference and torch.compile of the reference, interleaved, plus the roofline.
 
-    `compiled`: the reference's torch.compile as `compile_baseline` returned it (a warm worker keeps it
-    between candidates); compiled here when None. A torch.compile failure is recorded in `compile_error`;
-    a candidate failure propagates.
+    `candidate`: a callable in this process, or the `RemoteSide` of its worker (the split layout: the
+    baselines are timed here, the candidate there, in turns). `compiled`: the reference's torch.compile as
+    `compile_baseline` returned it (a warm process keeps it between candidates); compiled here when None.
+    A torch.compile failure is recorded in `compile_error`; a candidate failure propagates. `device`
+    "cpu": the host clock and no roofline (the two-process protocol's tests).
     """
     import torch
 
-    torch.cuda.empty_cache()
-    fns: dict[str, Callable[[], Any]] = {"candidate": lambda: candidate(*inputs)}
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+    local: dict[str, Callable[[], Any]] = {}
+    remote = candidate if isinstance(candidate, RemoteSide) else None
+    if remote is None:
+        local["candidate"] = lambda: candidate(*inputs)  # type: ignore[operator]
     compile_error = None
     with torch.no_grad():
         if baselines:
-            fns["eager"] = lambda: reference(*inputs)
+            local["eager"] = lambda: reference(*inputs)
             fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
             if fn is not None:
-                fns["compiled"] = lambda: fn(*inputs)
+                local["compiled"] = lambda: fn(*inputs)
+        sides: list[Side] = [LocalSide(local, clock_for(device), graphs)] if local else []
+        sides += [remote] if remote is not None else []
         budget = {
             "max_s": BUDGET_S,
             "max_reps": MAX_REPS,
             "min_s": MIN_WINDOW_S,
             "still_open": until_precise(PRECISION),
+            "method": (GRAPH_METHOD if graphs else METHOD) + (SPLIT_NOTE if remote is not None else ""),
         }
-        stats = time_interleaved(fns, reps=reps, warmup=3, graphs=graphs, **budget)
+        stats = time_sides(sides, reps=reps, warmup=3, **budget)  # type: ignore[arg-type]
         unsteady = noisy(stats)
         if unsteady:  # measure once more; keep the second measurement, and say if it is still unsteady
-            stats = time_interleaved(fns, reps=reps, warmup=1, graphs=graphs, **budget)
+            stats = time_sides(sides, reps=reps, warmup=1, **budget)  # type: ignore[arg-type]
             unsteady = noisy(stats)
-    bw = measure_copy_bandwidth()
-    tflops = measure_matmul_tflops() if flops else None
+    bw = measure_copy_bandwidth() if cuda else None
+    tflops = measure_matmul_tflops() if flops and cuda else None
     return Timings(
         candidate=stats["candidate"],
         eager=stats.get("eager"),
@@ -321,9 +322,10 @@ def time_models(
         compile_error=compile_error,
         copy_bandwidth_gbps=bw,
         bytes_moved=bytes_moved,
-        roofline_ms=roofline_ms(bytes_moved, bw, flops, tflops),
-        device_name=torch.cuda.get_device_name(),
+        roofline_ms=roofline_ms(bytes_moved, bw, flops, tflops) if bw else None,
+        device_name=torch.cuda.get_device_name() if cuda else "cpu (host clock)",
         mode="cudagraph" if graphs else "events",
+        layout="split" if remote is not None else "one-process",
         noisy=bool(unsteady),
         noise_detail=(
             f"medians of the two halves of the reps disagree beyond {NOISE_THRESHOLD:.0%} twice: "

@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agent.evaluation import triton_hooks
 from agent.evaluation.candidate_session import CandidateSession
 from agent.evaluation.judge import Judge
 from agent.evaluation.limits import limit_hit
@@ -51,17 +52,21 @@ from agent.evaluation.messages import (
     Finished,
     Load,
     Refused,
+    Retune,
+    Time,
+    TimeEnd,
+    TimeStart,
 )
 from agent.evaluation.runners import InProcessRunner
 from agent.evaluation.verdicts import HARNESS_FAILED, Rejected, classify, describe, exit_note
 from agent.evaluation.worker_setup import prepare, warm_harness
+from agent.evaluation.worker_timing import WorkerTiming, retune_in_worker
 from agent.records import EvalRequest, EvalResult, Status
 
 
 def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult, bool, str]:
     """Judge and candidate in this process (the GPU path): (result, whether the process is clean, why not)."""
     from agent.evaluation import guards as runtime_guards
-    from agent.evaluation import triton_hooks
     from agent.evaluation.tamper import TamperWatch
     from agent.problem import ProblemError, load_reference
 
@@ -95,6 +100,7 @@ class _Server:
 
     def __init__(self) -> None:
         self.session: CandidateSession | None = None
+        self.timing: WorkerTiming | None = None
 
     def handle(self, cmd: Command) -> BaseModel:
         try:
@@ -105,6 +111,17 @@ class _Server:
                     return self.build(cmd)
                 case Call():
                     return self.call(cmd)
+                case Retune():
+                    return retune_in_worker(self._session(), cmd)
+                case TimeStart():
+                    self.timing = WorkerTiming(self._session(), cmd)
+                    return Done()
+                case Time():
+                    return self._timing().time(cmd)
+                case TimeEnd():
+                    ended = self._timing().end(cmd)
+                    self.timing = None
+                    return ended
                 case Finish():
                     return self.finish()
                 case Evaluate():
@@ -113,10 +130,26 @@ class _Server:
         except Rejected as r:
             return Refused(status=r.status, reason=r.reason, rule=r.rule)
 
+    def _session(self) -> CandidateSession:
+        if self.session is None:
+            raise ValueError("no candidate is loaded")
+        return self.session
+
+    def _timing(self) -> WorkerTiming:
+        if self.timing is None:
+            raise ValueError("no timing was started")
+        return self.timing
+
     def load(self, cmd: Load) -> Done:
         workdir = Path(cmd.dir)
         os.chdir(workdir)
         self.session = CandidateSession(cmd.device, workdir)
+        # the judge re-tunes every autotuned kernel before timing it: the autotuner's pick may be quick
+        triton_hooks.STATE.quick_autotune = cmd.quick_autotune
+        if cmd.quick_autotune:
+            from agent.evaluation import parallel_compile  # deferred: GPU only
+
+            parallel_compile.install()  # an autotuner's configs compile side by side
         self.session.load(cmd.source, cmd.allow_torch)
         return Done()
 
@@ -184,7 +217,11 @@ class _Server:
         if self.session is not None:
             self.session.unload()
         self.session = None
+        self.timing = None
         _release_memory()
+        grown = _GPU_MEMORY.growth()
+        if clean and grown:
+            clean, why = False, grown
         return Finished(clean=clean, why=why)
 
     def evaluate(self, cmd: Evaluate) -> Evaluated:

@@ -1,0 +1,117 @@
+"""The split layout's timing protocol, on the CPU: the judge times the baselines in its own process, the
+candidate is timed in its worker, in turns (agent/evaluation/timing_sides.py). On a GPU the clocks are CUDA
+events; here `JudgeTiming.HOST_TIMING` runs the same protocol with the host clock, so every message, turn
+and check below runs as it does on the GPU (the GPU run is `test_gpu_split_layout_times_like_one_process`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.evaluation import timing
+from agent.evaluation.evaluate import evaluate
+from agent.evaluation.judge_timing import JudgeTiming
+from agent.evaluation.timing_sides import TURN_ROUNDS, in_turns
+from agent.problem import load_problem
+from agent.records import ProblemSpec, Status
+
+HERE = Path(__file__).parent
+TIMING = HERE / "adversarial" / "timing"
+
+
+@pytest.fixture(scope="module")
+def l1() -> ProblemSpec:
+    return load_problem("kernels/l1_norm")
+
+
+@pytest.fixture
+def host_timing(monkeypatch):
+    """Time on the CPU with the host clock; torch.compile's baseline is left out (it needs a C compiler)."""
+    monkeypatch.setattr(JudgeTiming, "HOST_TIMING", True)
+    monkeypatch.setattr(timing, "compile_baseline", lambda ref, inputs: (None, "not compiled in this test"))
+    monkeypatch.setattr(timing, "BUDGET_S", 0.3)
+    monkeypatch.setattr(timing, "MIN_WINDOW_S", 0.05)
+
+
+class _FakeSide:
+    def __init__(self, names, log):
+        self.names, self.log = names, log
+
+    def timed(self, names, rounds):
+        self.log.append((tuple(names), rounds))
+        return {n: [1.0] * rounds for n in names}
+
+
+def test_two_sides_take_turns_and_get_the_same_rounds():
+    log: list = []
+    local, remote = _FakeSide(["eager", "compiled"], log), _FakeSide(["candidate"], log)
+    out = in_turns([local, remote])(["eager", "compiled", "candidate"], 20)
+    assert {n: len(t) for n, t in out.items()} == {"eager": 20, "compiled": 20, "candidate": 20}
+    # turns of TURN_ROUNDS, the judge's side first, never two sides at once
+    assert log == [
+        (("eager", "compiled"), TURN_ROUNDS),
+        (("candidate",), TURN_ROUNDS),
+        (("eager", "compiled"), TURN_ROUNDS),
+        (("candidate",), TURN_ROUNDS),
+        (("eager", "compiled"), 4),
+        (("candidate",), 4),
+    ]
+    log.clear()
+    in_turns([local])(["eager"], 20)
+    assert log == [(("eager",), 20)]  # one process: all its rounds at once, as before
+
+
+def test_split_layout_times_the_candidate_in_its_worker_and_the_baselines_here(l1, host_timing):
+    result = evaluate(l1, (HERE / "candidates" / "simple_l1.py").read_text(), "cpu", seeds=(0,))
+    assert result.status == Status.ACCEPTED, result.reason
+    t = result.timings
+    assert t is not None and t.layout == "split" and t.candidate is not None and t.eager is not None
+    assert t.compiled is None and t.compile_error == "not compiled in this test"
+    assert t.candidate.n == t.eager.n >= 10  # interleaved: every round has one call of each
+    assert "own process" in t.candidate.method
+    assert t.candidate.median_ms > 0 and t.eager.median_ms > 0
+    checks = {c.name: c for c in result.checks}
+    assert checks["timed-launches"].passed, checks["timed-launches"].detail
+    assert "launches of its own kernels" in checks["timed-launches"].detail
+
+
+def test_a_candidate_that_serves_a_cache_while_timed_is_caught(l1, host_timing):
+    result = evaluate(l1, (TIMING / "honest_while_checked.py").read_text(), "cpu", seeds=(0,), static=False)
+    assert result.status == Status.CHEATING, result.reason
+    assert result.rule == "timed-launches", result.reason
+    assert "0 launches of its own kernels" in result.reason
+
+
+def test_a_candidate_that_patches_the_workers_clock_while_timed_is_caught(l1, host_timing):
+    result = evaluate(l1, (TIMING / "patches_the_clock.py").read_text(), "cpu", seeds=(0,), static=False)
+    assert result.status == Status.CHEATING, result.reason
+    assert result.rule == "tamper" and "while timing" in result.reason
+    assert "timing_sides" in result.reason
+
+
+# --- the GPU ---
+
+
+@pytest.mark.gpu
+def test_gpu_split_layout_times_like_one_process():
+    spec = load_problem(HERE.parent / "kernels" / "l1_norm")
+    source = spec.kernel_path.read_text()
+    split = evaluate(spec, source, "cuda", seeds=(0,))
+    one = evaluate(spec, source, "cuda", seeds=(0,), split=False)
+    assert split.accepted and one.accepted, (split.reason, one.reason)
+    assert (split.timings.layout, one.timings.layout) == ("split", "one-process")
+    assert "l1_norm_kernel_autotune" in split.chosen_configs
+    checks = {c.name: c for c in split.checks}
+    assert checks["timed-launches"].passed, checks["timed-launches"].detail
+    # the same kernel against the same eager baseline: the two layouts' speedups within 15%
+    ratio = split.timings.speedup_eager / one.timings.speedup_eager
+    assert 0.85 < ratio < 1.15, (split.timings, one.timings)
+
+
+@pytest.mark.gpu
+def test_gpu_a_candidate_that_serves_a_cache_while_timed_is_caught():
+    spec = load_problem(HERE.parent / "kernels" / "l1_norm")
+    result = evaluate(spec, (TIMING / "honest_while_checked.py").read_text(), "cuda", seeds=(0,), static=False)
+    assert result.status == Status.CHEATING and result.rule == "timed-launches", result.reason
