@@ -38,7 +38,8 @@ def _scripted(monkeypatch, results):
         calls.append(request.candidate_source)
         return results[len(calls) - 1]
 
-    monkeypatch.setattr(ev, "_evaluate_pooled", fake)
+    monkeypatch.setattr(ev, "_evaluate_pooled", fake)  # the one-process layout
+    monkeypatch.setattr(ev, "_evaluate_split", fake)  # the split one (the default)
     monkeypatch.setattr(ev, "static_result", lambda problem, source: None)
     return calls
 

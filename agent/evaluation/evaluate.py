@@ -140,14 +140,13 @@ def evaluate(
 
 
 def _judged(request: EvalRequest, limit: float, pool: WorkerPool | None, split: bool) -> EvalResult:
-    """The judge's verdict, with the judge outside the candidate's process (`split`) or beside it."""
-    if split:
-        return _evaluate_split(request, limit, pool)
-    # Judge and candidate in one worker: the pool's warm one, or a new one closed after.
-    result = _evaluate_pooled(request, limit, pool)
+    """The judge's verdict, with the judge outside the candidate's process (`split`) or beside it. A harness
+    failure in a reused worker (its state, not the candidate's doing) is judged again in a new one."""
+    evaluate_once = _evaluate_split if split else _evaluate_pooled
+    result = evaluate_once(request, limit, pool)
     if pool is not None and result.worker_reused and _harness_failed(result):
-        first = result.reason  # the worker's state, not the candidate: a fresh one judges again
-        result = _evaluate_pooled(request, limit, pool)
+        first = result.reason
+        result = evaluate_once(request, limit, pool)
         result.checks.append(
             Check(
                 name="fresh-worker",

@@ -151,6 +151,7 @@ class Judge(ExtraDraws, JudgeTiming):
             with self._phase("load"):
                 quick = self.device == "cuda" and self.req.time  # the judge re-tunes its autotuned kernels
                 self.runner.load(self.req.candidate_source, self.req.problem.allow_torch, quick)
+            self.ledger.add("load", Check(name="transport", passed=True, detail=self.runner.transport))
             for i, seed in enumerate(self.req.seeds or [0]):
                 with self._phase(f"seed {seed}"):
                     self._check_seed(i, seed)

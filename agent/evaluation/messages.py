@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from agent.evaluation.cuda_ipc import SharedTensor, TensorMeta
 from agent.records import Check, EvalRequest, EvalResult, RetuneNote, Status
 
 
@@ -49,6 +50,24 @@ class Call(BaseModel):
     config: int = 0
     where: str
     poison: bool = True
+    shared: list[SharedTensor | None] = []  # CUDA IPC: the tensor inputs, in the judge's buffers
+    ipc: bool = False  # the outputs wait for `Fetch` instead of going to the file `outputs`
+
+
+class Fetch(BaseModel):
+    """Copy the last call's outputs and inputs (as they were after it) into the judge's buffers (CUDA IPC);
+    None: nothing to copy there."""
+
+    op: Literal["fetch"] = "fetch"
+    outputs: list[SharedTensor | None]
+    inputs: list[SharedTensor | None]
+
+
+class Probe(BaseModel):
+    """Map a judge's buffer of known bytes and say what it holds: whether CUDA IPC works here."""
+
+    op: Literal["probe"] = "probe"
+    shared: SharedTensor
 
 
 class Retune(BaseModel):
@@ -60,11 +79,13 @@ class Retune(BaseModel):
 
 
 class TimeStart(BaseModel):
-    """Start timing model `key` on the inputs saved at `inputs` (loaded into tensors of their own)."""
+    """Start timing model `key` on the inputs saved at `inputs` (loaded into tensors of their own), with
+    the tensor inputs in the judge's buffers when `shared` is given (CUDA IPC)."""
 
     op: Literal["time_start"] = "time_start"
     key: str
     inputs: str
+    shared: list[SharedTensor | None] = []
 
 
 class Time(BaseModel):
@@ -105,7 +126,7 @@ class Bye(BaseModel):
 
 
 Command = Annotated[
-    Load | Build | Call | Retune | TimeStart | Time | TimeEnd | Finish | Evaluate | Bye,
+    Load | Build | Call | Fetch | Probe | Retune | TimeStart | Time | TimeEnd | Finish | Evaluate | Bye,
     Field(discriminator="op"),
 ]
 COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
@@ -138,9 +159,15 @@ class Called(Done):
     checks: list[Check]
     aliasing: list[tuple[int, int]]
     max_configs: int = 1
+    outputs_meta: list[TensorMeta | None] | None = None  # CUDA IPC: what `Fetch` will copy
+    inputs_meta: list[TensorMeta | None] | None = None
     work: dict[
         str, float
     ] = {}  # host_ms: the thread's CPU time outside launches; ops: the candidate's ATen ops
+
+
+class Probed(Done):
+    sum: int  # of the buffer's bytes as the worker read them
 
 
 class Retuned(Done):

@@ -7,21 +7,26 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from agent.evaluation import cuda_ipc
 from agent.evaluation.candidate_session import CallResult, CandidateSession
 from agent.evaluation.messages import (
     Build,
     Call,
     Called,
     Done,
+    Fetch,
     Finish,
     Finished,
     Load,
+    Probe,
+    Probed,
     R,
     Refused,
     Retune,
@@ -38,9 +43,10 @@ from agent.records import Status
 
 
 class InProcessRunner:
-    """The candidate in the judge's own process (the GPU path)."""
+    """The candidate in the judge's own process (the one-process layout)."""
 
     in_process = True
+    transport = "none: the candidate runs in the judge's process"
 
     def __init__(self, device: str, workdir: Path, watch: Any):
         self.session = CandidateSession(device, workdir, watch)
@@ -75,6 +81,44 @@ class RemoteRunner:
         self.deadline = deadline
         self.dir: Path | None = None
         self.count = 0
+        self.transport = "files (torch.save, read with weights_only)"
+
+    @property
+    def ipc(self) -> bool:
+        return self.transport.startswith("CUDA IPC")
+
+    def _choose_transport(self) -> None:
+        """On a GPU, CUDA IPC when a probe buffer maps in the worker (decided once per worker), else files."""
+        known = getattr(self.worker, "transport", None)
+        if known is None:
+            known = self.transport
+            if self.device == "cuda":
+                works, why = self._probe()
+                known = (
+                    "CUDA IPC (the judge's buffers, mapped by the worker)"
+                    if works
+                    else f"{self.transport}: CUDA IPC did not work here ({why})"
+                )
+            self.worker.transport = known
+        self.transport = known
+
+    def _probe(self) -> tuple[bool, str]:
+        import torch
+
+        if os.environ.get("NCU_AGENT_IPC", "1") == "0":
+            return False, "NCU_AGENT_IPC=0"
+        exported = cuda_ipc.Exported()
+        try:
+            x = torch.arange(4096, device="cuda") % 251
+            shared = exported.share(x.to(torch.uint8))
+            torch.cuda.synchronize()
+            got = self._request(Probe(shared=shared), Probed).sum
+            want = int(x.sum())
+            return got == want, f"the worker read {got}, not {want}"
+        except (cuda_ipc.IpcError, OSError, Rejected) as e:
+            return False, str(getattr(e, "reason", e))[:300]
+        finally:
+            exported.release()
 
     def _request(self, message: BaseModel, kind: type[R]) -> R:
         """Send `message`; its reply as `kind`, or Rejected (the candidate's verdict, or a reply that could
@@ -94,6 +138,7 @@ class RemoteRunner:
 
     def load(self, source: str, allow_torch: list[str] | None = None, quick_autotune: bool = False) -> None:
         self.dir = self.worker.new_dir()
+        self._choose_transport()  # before the candidate is imported
         load = Load(
             dir=str(self.dir),
             source=source,
@@ -115,13 +160,12 @@ class RemoteRunner:
     def call(
         self, key: str, inputs: list[Any], mode: str, config: int, where: str, poison: bool = True
     ) -> CallResult:
-        import torch
-
         src, dst = self._path("inputs"), self._path("outputs")
-        if mode != "again":  # "again": the worker calls with the very tensors it holds, untouched
-            torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], src)
-        reply = self._request(
-            Call(
+        exported = cuda_ipc.Exported() if self.ipc else None
+        try:
+            # "again": the worker calls with the very tensors it holds, untouched
+            shared = self._send_inputs(inputs, src, exported) if mode != "again" else []
+            call = Call(
                 key=key,
                 inputs=str(src),
                 outputs=str(dst),
@@ -129,17 +173,16 @@ class RemoteRunner:
                 config=config,
                 where=where,
                 poison=poison,
-            ),
-            Called,
-        )
-        try:
-            data = torch.load(dst, weights_only=True, map_location=self.device)
-            outputs, inputs_after = list(data["outputs"]), list(data["inputs_after"])
-        except Exception as e:
-            raise Rejected(
-                Status.CRASHED, f"{where}: the worker's outputs could not be read: {e}"[:MAX_TEXT]
-            ) from None
+                shared=shared,
+                ipc=self.ipc,
+            )
+            reply = self._request(call, Called)
+            outputs, inputs_after = self._fetch(reply, inputs) if self.ipc else self._read(dst)
+        except cuda_ipc.IpcError as e:
+            raise Rejected(Status.CRASHED, f"{where}: CUDA IPC failed: {e}"[:MAX_TEXT]) from None
         finally:
+            if exported is not None:
+                exported.release()
             for p in (src, dst):
                 p.unlink(missing_ok=True)
         return CallResult(
@@ -153,6 +196,61 @@ class RemoteRunner:
             work=reply.work,
         )
 
+    def _send_inputs(
+        self, inputs: list[Any], path: Path, exported: cuda_ipc.Exported | None
+    ) -> list[cuda_ipc.SharedTensor | None]:
+        """The inputs to `path` (torch.save); with CUDA IPC, the GPU tensors into the judge's buffers instead
+        (their places in the file hold None)."""
+        import torch
+
+        shared: list[cuda_ipc.SharedTensor | None] = [
+            exported.share(x.detach()) if exported is not None and _on_gpu(x) else None for x in inputs
+        ]
+        if exported is not None:
+            torch.cuda.synchronize()  # the buffers are full before the worker maps them
+        torch.save(
+            [
+                None if sh is not None else x.detach().cpu() if isinstance(x, torch.Tensor) else x
+                for x, sh in zip(inputs, shared, strict=True)
+            ],
+            path,
+        )
+        return shared if exported is not None else []
+
+    def _read(self, path: Path) -> tuple[list[Any], list[Any]]:
+        import torch
+
+        try:
+            data = torch.load(path, weights_only=True, map_location=self.device)
+            return list(data["outputs"]), list(data["inputs_after"])
+        except Exception as e:
+            raise Rejected(
+                Status.CRASHED, f"the worker's outputs could not be read: {e}"[:MAX_TEXT]
+            ) from None
+
+    def _fetch(self, reply: Called, inputs: list[Any]) -> tuple[list[Any], list[Any]]:
+        """The call's outputs and inputs-after, copied by the worker into buffers the judge allocated for
+        the sizes it said (each at most half the GPU's free memory)."""
+        import torch
+
+        if reply.outputs_meta is None or reply.inputs_meta is None or len(reply.inputs_meta) != len(inputs):
+            raise Rejected(Status.CRASHED, "the worker did not describe the call's tensors")
+        limit = torch.cuda.mem_get_info()[0] // 2
+        exported = cuda_ipc.Exported()
+        try:
+            outs = [exported.empty(m, limit) if m is not None else None for m in reply.outputs_meta]
+            ins = [exported.empty(m, limit) if m is not None else None for m in reply.inputs_meta]
+            fetch = Fetch(
+                outputs=[o[0] if o else None for o in outs], inputs=[i[0] if i else None for i in ins]
+            )
+            self._request(fetch, Done)
+            outputs = [cuda_ipc.read_back(*o) if o else None for o in outs]
+            after = [cuda_ipc.read_back(*i) if i else x for i, x in zip(ins, inputs, strict=True)]
+            torch.cuda.synchronize()  # copied out before the buffers are freed
+        finally:
+            exported.release()
+        return outputs, after
+
     def model(self, key: str) -> Any:
         raise RuntimeError("the candidate's model lives in another process")
 
@@ -162,13 +260,16 @@ class RemoteRunner:
 
     def time_start(self, key: str, inputs: list[Any]) -> None:
         """Hand the worker the inputs to time model `key` on (tensors of its own: the judge's stay here)."""
-        import torch
-
         path = self._path("timed_inputs")
-        torch.save([x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs], path)
+        exported = cuda_ipc.Exported() if self.ipc else None
         try:
-            self._request(TimeStart(key=key, inputs=str(path)), Done)
+            shared = self._send_inputs(inputs, path, exported)
+            self._request(TimeStart(key=key, inputs=str(path), shared=shared), Done)
+        except cuda_ipc.IpcError as e:
+            raise Rejected(Status.CRASHED, f"timing: CUDA IPC failed: {e}"[:MAX_TEXT]) from None
         finally:
+            if exported is not None:
+                exported.release()
             path.unlink(missing_ok=True)
 
     def time(self, rounds: int, warmup: int = 0, round_only: bool = False) -> list[float]:
@@ -212,3 +313,9 @@ class RemoteRunner:
         if isinstance(reply, Refused):
             return False, reply.reason
         return reply.clean, reply.why
+
+
+def _on_gpu(x: Any) -> bool:
+    import torch
+
+    return isinstance(x, torch.Tensor) and x.is_cuda

@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agent.evaluation import triton_hooks
+from agent.evaluation import cuda_ipc, triton_hooks
 from agent.evaluation.candidate_session import CandidateSession
 from agent.evaluation.judge import Judge
 from agent.evaluation.limits import limit_hit
@@ -48,9 +48,12 @@ from agent.evaluation.messages import (
     Done,
     Evaluate,
     Evaluated,
+    Fetch,
     Finish,
     Finished,
     Load,
+    Probe,
+    Probed,
     Refused,
     Retune,
     Time,
@@ -101,6 +104,7 @@ class _Server:
     def __init__(self) -> None:
         self.session: CandidateSession | None = None
         self.timing: WorkerTiming | None = None
+        self.pending: tuple[list[Any], list[Any]] = ([], [])  # the last call's tensors, for `Fetch`
 
     def handle(self, cmd: Command) -> BaseModel:
         try:
@@ -111,6 +115,10 @@ class _Server:
                     return self.build(cmd)
                 case Call():
                     return self.call(cmd)
+                case Fetch():
+                    return self.fetch(cmd)
+                case Probe():
+                    return Probed(sum=cuda_ipc.probe_sum(cmd.shared))
                 case Retune():
                     return retune_in_worker(self._session(), cmd)
                 case TimeStart():
@@ -169,10 +177,7 @@ class _Server:
         held = session.inputs.get(cmd.key)
         if cmd.mode == "again" and held is not None:  # the very tensors of the last call, untouched
             return self._reply(session.call(cmd.key, held, cmd.where, cmd.config, cmd.poison), cmd)
-        loaded = [
-            x.to(session.device) if isinstance(x, torch.Tensor) else x
-            for x in torch.load(cmd.inputs, weights_only=True)
-        ]
+        loaded = cuda_ipc.load_inputs(cmd.inputs, cmd.shared, session.device)
         if cmd.mode in ("same", "refresh") and held is not None and len(held) == len(loaded):
             # the same objects as before (same data pointers), holding the values just sent
             for x, new in zip(held, loaded, strict=True):
@@ -189,6 +194,21 @@ class _Server:
     def _reply(self, result: Any, cmd: Call) -> Called | Refused:
         import torch
 
+        called = Called(
+            launches=result.launches,
+            own=result.own_kernels,
+            checks=result.checks,
+            aliasing=result.aliasing,
+            max_configs=result.max_configs,
+            work=result.work or {},
+        )
+        if cmd.ipc:  # the judge fetches them into its own buffers (`Fetch`)
+            self.pending = (list(result.outputs), list(result.inputs_after))
+            called.outputs_meta = [cuda_ipc.meta(o) if o is not None else None for o in result.outputs]
+            called.inputs_meta = [
+                cuda_ipc.meta(x) if isinstance(x, torch.Tensor) else None for x in result.inputs_after
+            ]
+            return called
         data = {
             "outputs": [o.detach().cpu().clone() if o is not None else None for o in result.outputs],
             "inputs_after": [
@@ -203,14 +223,18 @@ class _Server:
             if hit is None:
                 raise
             return Refused(status=Status.CRASHED, reason=f"{HARNESS_FAILED}: {hit}")
-        return Called(
-            launches=result.launches,
-            own=result.own_kernels,
-            checks=result.checks,
-            aliasing=result.aliasing,
-            max_configs=result.max_configs,
-            work=result.work or {},
-        )
+        return called
+
+    def fetch(self, cmd: Fetch) -> Done:
+        """The last call's outputs and inputs into the judge's buffers (None: nothing to copy there)."""
+        outputs, inputs = self.pending
+        self.pending = ([], [])
+        if len(cmd.outputs) != len(outputs) or len(cmd.inputs) != len(inputs):
+            raise ValueError("the judge's buffers do not match the last call")
+        for x, shared in (*zip(outputs, cmd.outputs, strict=True), *zip(inputs, cmd.inputs, strict=True)):
+            if shared is not None:
+                cuda_ipc.send(x, shared)
+        return Done()
 
     def finish(self) -> Finished:
         clean, why = (True, "") if self.session is None else self.session.clean()

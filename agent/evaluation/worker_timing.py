@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.evaluation import retune, triton_hooks
+from agent.evaluation import cuda_ipc, retune, triton_hooks
 from agent.evaluation.candidate_session import CandidateSession
 from agent.evaluation.messages import Retune, Retuned, Time, Timed, TimeEnd, TimeEnded, TimeStart
 from agent.evaluation.timed_calls import TimedCalls
@@ -25,11 +25,9 @@ class WorkerTiming:
     """One candidate's timing in this worker: started by `TimeStart`, run by `Time`, ended by `TimeEnd`."""
 
     def __init__(self, session: CandidateSession, cmd: TimeStart):
-        import torch
 
         self.session = session
-        loaded = torch.load(cmd.inputs, weights_only=True)
-        self.inputs = [x.to(session.device) if isinstance(x, torch.Tensor) else x for x in loaded]
+        self.inputs = cuda_ipc.load_inputs(cmd.inputs, cmd.shared, session.device)
         self.calls = TimedCalls(session.models[cmd.key], session.module.__name__)
         inputs = self.inputs
         self.side = LocalSide({"candidate": lambda: self.calls(*inputs)}, clock_for(session.device))
