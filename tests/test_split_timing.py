@@ -117,3 +117,34 @@ def test_gpu_a_candidate_that_serves_a_cache_while_timed_is_caught():
     spec = load_problem(HERE.parent / "kernels" / "l1_norm")
     result = evaluate(spec, (TIMING / "honest_while_checked.py").read_text(), "cuda", seeds=(0,), static=False)
     assert result.status == Status.CHEATING and result.rule == "timed-launches", result.reason
+
+
+# --- CUDA IPC: what the judge accepts from the worker (no GPU needed) ---
+
+
+def test_ipc_messages_take_only_well_formed_handles_and_known_dtypes():
+    from pydantic import ValidationError
+
+    from agent.evaluation import cuda_ipc
+
+    ok = {"handle": "ab" * 64, "nbytes": 16, "dtype": "float32", "size": [4], "stride": [1]}
+    assert cuda_ipc.SharedTensor(**ok).nbytes == 16
+    for bad in ({"handle": "ab" * 63}, {"handle": "zz" * 64}, {"nbytes": -1}, {"offset": -4}):
+        with pytest.raises(ValidationError):
+            cuda_ipc.SharedTensor(**{**ok, **bad})
+    with pytest.raises(cuda_ipc.IpcError, match="cannot cross"):
+        cuda_ipc.dtype_of("object")
+
+
+def test_the_judge_sizes_a_buffer_for_the_workers_tensor_within_its_limit():
+    from agent.evaluation import cuda_ipc
+
+    exported = cuda_ipc.Exported()
+    # the worker says a size: over the limit, or negative, and the judge allocates nothing
+    with pytest.raises(cuda_ipc.IpcError, match="over the 1024 allowed"):
+        exported.empty(cuda_ipc.TensorMeta(dtype="float32", size=[1 << 20, 1 << 20]), limit=1024)
+    with pytest.raises(cuda_ipc.IpcError, match="negative size"):
+        exported.empty(cuda_ipc.TensorMeta(dtype="float32", size=[-1, 4]), limit=1 << 30)
+    with pytest.raises(cuda_ipc.IpcError, match="cannot cross"):
+        exported.empty(cuda_ipc.TensorMeta(dtype="qint8", size=[4]), limit=1 << 30)
+    assert exported.ptrs == []
