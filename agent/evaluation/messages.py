@@ -99,10 +99,11 @@ class Time(BaseModel):
 
 
 class TimeEnd(BaseModel):
-    """End the timing: the kept outputs go to `outputs`."""
+    """End the timing: the kept outputs go to `outputs`, or with `ipc` wait for `Fetch`."""
 
     op: Literal["time_end"] = "time_end"
     outputs: str
+    ipc: bool = False
 
 
 class Finish(BaseModel):
@@ -184,6 +185,8 @@ class TimeEnded(Done):
     calls: int  # the candidate's calls while timed, warm-ups included
     own_launches: int  # launches of the candidate's own kernels in those calls
     kept: list[int]  # which calls' outputs were kept (saved at TimeEnd.outputs)
+    per_call: list[int] = []  # how many outputs each kept call has
+    outputs_meta: list[TensorMeta | None] | None = None  # CUDA IPC: the kept outputs, one after another
     chosen: dict[str, dict[str, Any]] = {}  # each autotuned kernel's config in the timed calls
 
 

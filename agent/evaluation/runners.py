@@ -177,7 +177,9 @@ class RemoteRunner:
                 ipc=self.ipc,
             )
             reply = self._request(call, Called)
-            outputs, inputs_after = self._fetch(reply, inputs) if self.ipc else self._read(dst)
+            outputs, inputs_after = (
+                self._fetch(reply.outputs_meta, reply.inputs_meta, inputs) if self.ipc else self._read(dst)
+            )
         except cuda_ipc.IpcError as e:
             raise Rejected(Status.CRASHED, f"{where}: CUDA IPC failed: {e}"[:MAX_TEXT]) from None
         finally:
@@ -217,29 +219,41 @@ class RemoteRunner:
         )
         return shared if exported is not None else []
 
-    def _read(self, path: Path) -> tuple[list[Any], list[Any]]:
+    def _read(self, path: Path, kept: str = "") -> tuple[list[Any], list[Any]]:
+        """A call's outputs and inputs-after from the worker's file (`kept`: a plain list under that name,
+        the timed calls' outputs)."""
         import torch
 
         try:
             data = torch.load(path, weights_only=True, map_location=self.device)
+            if kept:
+                if not isinstance(data, list):
+                    raise ValueError(f"not a list of {kept}")
+                return list(data), []
             return list(data["outputs"]), list(data["inputs_after"])
         except Exception as e:
             raise Rejected(
                 Status.CRASHED, f"the worker's outputs could not be read: {e}"[:MAX_TEXT]
             ) from None
 
-    def _fetch(self, reply: Called, inputs: list[Any]) -> tuple[list[Any], list[Any]]:
-        """The call's outputs and inputs-after, copied by the worker into buffers the judge allocated for
-        the sizes it said (each at most half the GPU's free memory)."""
+    def _fetch(
+        self,
+        outputs_meta: list[cuda_ipc.TensorMeta | None] | None,
+        inputs_meta: list[cuda_ipc.TensorMeta | None] | None,
+        inputs: list[Any],
+    ) -> tuple[list[Any], list[Any]]:
+        """The worker's tensors (a call's outputs and inputs-after, or the kept outputs of timed calls),
+        copied by the worker into buffers the judge allocated for the sizes it said (each at most half the
+        GPU's free memory)."""
         import torch
 
-        if reply.outputs_meta is None or reply.inputs_meta is None or len(reply.inputs_meta) != len(inputs):
-            raise Rejected(Status.CRASHED, "the worker did not describe the call's tensors")
+        if outputs_meta is None or inputs_meta is None or len(inputs_meta) != len(inputs):
+            raise Rejected(Status.CRASHED, "the worker did not describe its tensors")
         limit = torch.cuda.mem_get_info()[0] // 2
         exported = cuda_ipc.Exported()
         try:
-            outs = [exported.empty(m, limit) if m is not None else None for m in reply.outputs_meta]
-            ins = [exported.empty(m, limit) if m is not None else None for m in reply.inputs_meta]
+            outs = [exported.empty(m, limit) if m is not None else None for m in outputs_meta]
+            ins = [exported.empty(m, limit) if m is not None else None for m in inputs_meta]
             fetch = Fetch(
                 outputs=[o[0] if o else None for o in outs], inputs=[i[0] if i else None for i in ins]
             )
@@ -284,22 +298,24 @@ class RemoteRunner:
 
     def time_end(self) -> tuple[TimeEnded, list[list[Any]]]:
         """End the timing: what the worker counted, and the outputs of the timed calls it kept."""
-        import torch
-
         path = self._path("timed_outputs")
         try:
-            ended = self._request(TimeEnd(outputs=str(path)), TimeEnded)
-            try:
-                kept = torch.load(path, weights_only=True, map_location=self.device)
-            except Exception as e:
-                raise Rejected(
-                    Status.CRASHED, f"the kept outputs of timed calls could not be read: {e}"[:MAX_TEXT]
-                ) from None
+            ended = self._request(TimeEnd(outputs=str(path), ipc=self.ipc), TimeEnded)
+            if self.ipc:
+                flat, _ = self._fetch(ended.outputs_meta, [], [])
+            else:
+                flat, _ = self._read(path, "kept_outputs")
+        except cuda_ipc.IpcError as e:
+            raise Rejected(Status.CRASHED, f"timing: CUDA IPC failed: {e}"[:MAX_TEXT]) from None
         finally:
             path.unlink(missing_ok=True)
-        if not isinstance(kept, list) or len(kept) != len(ended.kept):
+        if len(ended.per_call) != len(ended.kept) or sum(ended.per_call) != len(flat):
             raise Rejected(Status.CRASHED, "the worker's kept outputs do not match its list of kept calls")
-        return ended, [list(outs) for outs in kept]
+        kept, at = [], 0
+        for n in ended.per_call:
+            kept.append(flat[at : at + n])
+            at += n
+        return ended, kept
 
     def finish(self) -> tuple[bool, str]:
         if not self.worker.alive:

@@ -127,8 +127,10 @@ class _Server:
                 case Time():
                     return self._timing().time(cmd)
                 case TimeEnd():
-                    ended = self._timing().end(cmd)
+                    ended, kept = self._timing().end(cmd)
                     self.timing = None
+                    if cmd.ipc:
+                        self.pending = (kept, [])
                     return ended
                 case Finish():
                     return self.finish()

@@ -54,18 +54,26 @@ class WorkerTiming:
             ) from None
         return Timed(times_ms=times, tamper=self.session.watch.check())
 
-    def end(self, cmd: TimeEnd) -> TimeEnded:
+    def end(self, cmd: TimeEnd) -> tuple[TimeEnded, list[Any]]:
+        """What was counted, and the kept outputs one after another (with `ipc`, for the judge's `Fetch`;
+        else saved to `cmd.outputs`)."""
         import torch
 
         self.calls.close()
         kept = self.calls.kept
-        torch.save([[o.detach().cpu() for o in outs] for _, outs in kept], cmd.outputs)
-        return TimeEnded(
+        flat = [o for _, outs in kept for o in outs]
+        ended = TimeEnded(
             calls=self.calls.calls,
             own_launches=self.calls.own_launches(),
             kept=[i for i, _ in kept],
+            per_call=[len(outs) for _, outs in kept],
             chosen=triton_hooks.chosen_configs(),
         )
+        if cmd.ipc:
+            ended.outputs_meta = [cuda_ipc.meta(o) for o in flat]
+        else:
+            torch.save([o.detach().cpu() for o in flat], cmd.outputs)
+        return ended, flat
 
 
 def retune_in_worker(session: CandidateSession, cmd: Retune) -> Retuned:
