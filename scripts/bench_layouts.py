@@ -2,13 +2,14 @@
 own process, the candidate is timed in its sandboxed worker, in turns) against the one-process layout
 (all three in one worker), on the same GPU in one run.
 
-python scripts/bench_layouts.py kernels/l1_norm kernels/softmax kernels/matmul_fp16 --rounds 3 --out layouts.json
+python scripts/bench_layouts.py kernels/softmax kernels/matmul_fp16 --rounds 3 --out layouts.json
 
 For each problem's starting kernel, the layouts alternate (split, one-process, split, ...) with warm workers
 (a pool per layout, so each keeps its compiled baseline), and each evaluation's candidate, eager and
 compiled medians and speedups are kept. Reports, per problem and layout, the median of the speedups over
 the rounds and the relative difference between the layouts, plus the wall time of each evaluation and of
-its timing phase (the turns cost messages over the worker's pipe).
+its timing phase (the turns cost messages over the worker's pipe). Then, for reference, do_bench of each
+candidate in this process (scripts/bench_stability.py's `do_bench_median`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def one(spec, source: str, split: bool, pool: WorkerPool) -> dict:
             timing_s=r.phases_s.get("timing"),
             retuned={n.kernel: n.chosen for n in t.retuned},
             timed_launches=next((c.detail for c in r.checks if c.name == "timed-launches"), ""),
+            transport=next((c.detail for c in r.checks if c.name == "transport"), ""),
         )
     return row
 
@@ -87,6 +89,33 @@ def main() -> None:
     finally:
         for pool in pools.values():
             pool.close()
+    # An independent measurement of each candidate after every evaluation: do_bench in this process, the
+    # autotuned kernels pinned to the split layout's last pick (the Triton hooks go in only now, so the
+    # evaluations above ran without them in this process).
+    from bench_stability import do_bench_median
+
+    from agent.evaluation import triton_hooks
+
+    triton_hooks.install()
+    tmp = args.out.parent / "layouts_tmp"
+    tmp.mkdir(exist_ok=True)
+    for p in args.problems:
+        spec = load_problem(p)
+        if spec.name not in out:
+            continue
+        rows = [r for r in out[spec.name]["rows"]["split"] if r.get("retuned") is not None]
+        pinned = rows[-1]["retuned"] if rows else {}
+        try:
+            ms = do_bench_median(spec, spec.kernel_path.read_text(), tmp, pinned)
+        except Exception as e:  # a problem too big for a third copy on this card
+            print(spec.name, "do_bench failed:", type(e).__name__, str(e)[:200], flush=True)
+            continue
+        summary = out[spec.name]["summary"]
+        summary["do_bench_ms"] = ms
+        for layout in ("split", "one-process"):
+            got = summary[layout]["candidate_ms"]
+            summary[layout]["vs_do_bench"] = got / ms - 1 if got else None
+        print(spec.name, "do_bench", json.dumps(summary), flush=True)
     args.out.write_text(json.dumps(out, indent=1))
 
 

@@ -103,7 +103,7 @@ if has split; then
   mkdir -p "$OUT/split"
   timeout 120 python3 scripts/ipc_probe.py 2>&1 | tee "$OUT/split/ipc_probe.txt"
   timeout "${LAYOUT_SECONDS:-300}" python3 scripts/bench_layouts.py \
-    ${LAYOUT_PROBLEMS:-kernels/l1_norm kernels/softmax kernels/matmul_fp16} --rounds "${LAYOUT_ROUNDS:-3}" \
+    ${LAYOUT_PROBLEMS:-kernels/softmax kernels/matmul_fp16 kernels/l1_norm} --rounds "${LAYOUT_ROUNDS:-3}" \
     --out "$OUT/split/layouts.json" 2>&1 | tee "$OUT/split/layouts.log" | tail -20
   timeout "${SPLIT_TESTS_SECONDS:-300}" python3 -m pytest -q -p no:cacheprovider -m gpu -rs \
     tests/test_split_timing.py tests/test_evaluate.py tests/test_retune.py tests/test_timing.py 2>&1 \

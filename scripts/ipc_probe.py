@@ -12,6 +12,7 @@ in the box, tensors could cross without copies; where it does not, they cross as
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -21,8 +22,17 @@ from pathlib import Path
 import torch
 from torch.multiprocessing.reductions import reduce_tensor
 
-from agent.evaluation import confine
+from agent.evaluation import confine, cuda_ipc
 
+DRIVER_CHILD = """
+import json, sys
+from agent.evaluation import cuda_ipc
+shared = cuda_ipc.SharedTensor.model_validate_json(open(sys.argv[1]).read())
+try:
+    print("opened; sum", float(cuda_ipc.receive(shared).sum()))
+except Exception as e:
+    print("failed:", type(e).__name__, str(e)[:300])
+"""
 CHILD = """
 import pickle, sys, torch
 from torch.multiprocessing.reductions import rebuild_cuda_tensor
@@ -53,6 +63,20 @@ def main() -> None:
         if argv is plain and boxed == plain:
             print("bwrap box: not tried (no bwrap here)")
             break
+    # the project's own route (agent/evaluation/cuda_ipc.py): a cuMemAlloc buffer, the driver's handle
+    exported = cuda_ipc.Exported()
+    shared = exported.share(x)
+    torch.cuda.synchronize()
+    (box / "shared.json").write_text(shared.model_dump_json())
+    (box / "driver_child.py").write_text(DRIVER_CHILD)
+    plain = [sys.executable, str(box / "driver_child.py"), str(box / "shared.json")]
+    boxed = confine.box_for(plain, box, [Path(__file__).resolve().parents[1]], gpu=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for label, argv in (("driver route, plain child", plain), ("driver route, bwrap box", boxed)):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=box, env=env)
+        said = (done.stdout.strip() or done.stderr.strip()[-400:]).replace("\n", " | ")
+        print(f"{label}: rc {done.returncode}: {said}")
+    exported.release()
     torch.cuda.synchronize()
 
 

@@ -41,6 +41,8 @@ from agent.evaluation.messages import (
 from agent.evaluation.verdicts import MAX_TEXT, Rejected
 from agent.records import Status
 
+HEADROOM_BYTES = 512 << 20  # GPU memory the judge keeps free when it sizes buffers for the worker's tensors
+
 
 class InProcessRunner:
     """The candidate in the judge's own process (the one-process layout)."""
@@ -177,6 +179,8 @@ class RemoteRunner:
                 ipc=self.ipc,
             )
             reply = self._request(call, Called)
+            if exported is not None:
+                exported.release()  # the worker holds its copies: the GPU memory is the outputs' now
             outputs, inputs_after = (
                 self._fetch(reply.outputs_meta, reply.inputs_meta, inputs) if self.ipc else self._read(dst)
             )
@@ -243,13 +247,13 @@ class RemoteRunner:
         inputs: list[Any],
     ) -> tuple[list[Any], list[Any]]:
         """The worker's tensors (a call's outputs and inputs-after, or the kept outputs of timed calls),
-        copied by the worker into buffers the judge allocated for the sizes it said (each at most half the
-        GPU's free memory)."""
+        copied by the worker into buffers the judge allocated for the sizes it said (each within the GPU's
+        free memory less a margin; a size past what the GPU has fails cleanly, as an allocation error)."""
         import torch
 
         if outputs_meta is None or inputs_meta is None or len(inputs_meta) != len(inputs):
             raise Rejected(Status.CRASHED, "the worker did not describe its tensors")
-        limit = torch.cuda.mem_get_info()[0] // 2
+        limit = torch.cuda.mem_get_info()[0] - HEADROOM_BYTES
         exported = cuda_ipc.Exported()
         try:
             outs = [exported.empty(m, limit) if m is not None else None for m in outputs_meta]
