@@ -33,6 +33,12 @@ def host_timing(monkeypatch):
     monkeypatch.setattr(timing, "compile_baseline", lambda ref, inputs: (None, "not compiled in this test"))
     monkeypatch.setattr(timing, "BUDGET_S", 0.3)
     monkeypatch.setattr(timing, "MIN_WINDOW_S", 0.05)
+    # the larger draws are another check's; a small budget keeps these evaluations short
+    monkeypatch.setenv("NCU_AGENT_DRAW_BUDGET_S", "1")
+
+
+def _timed_on_cpu(problem: ProblemSpec, path: Path, **kwargs):
+    return evaluate(problem, path.read_text(), "cpu", seeds=(0,), timing_reps=6, **kwargs)
 
 
 class _FakeSide:
@@ -64,12 +70,12 @@ def test_two_sides_take_turns_and_get_the_same_rounds():
 
 
 def test_split_layout_times_the_candidate_in_its_worker_and_the_baselines_here(l1, host_timing):
-    result = evaluate(l1, (HERE / "candidates" / "simple_l1.py").read_text(), "cpu", seeds=(0,))
+    result = _timed_on_cpu(l1, HERE / "candidates" / "simple_l1.py")
     assert result.status == Status.ACCEPTED, result.reason
     t = result.timings
     assert t is not None and t.layout == "split" and t.candidate is not None and t.eager is not None
     assert t.compiled is None and t.compile_error == "not compiled in this test"
-    assert t.candidate.n == t.eager.n >= 10  # interleaved: every round has one call of each
+    assert t.candidate.n == t.eager.n >= 6  # interleaved: every round has one call of each
     assert "own process" in t.candidate.method
     assert t.candidate.median_ms > 0 and t.eager.median_ms > 0
     checks = {c.name: c for c in result.checks}
@@ -78,14 +84,14 @@ def test_split_layout_times_the_candidate_in_its_worker_and_the_baselines_here(l
 
 
 def test_a_candidate_that_serves_a_cache_while_timed_is_caught(l1, host_timing):
-    result = evaluate(l1, (TIMING / "honest_while_checked.py").read_text(), "cpu", seeds=(0,), static=False)
+    result = _timed_on_cpu(l1, TIMING / "honest_while_checked.py", static=False)
     assert result.status == Status.CHEATING, result.reason
     assert result.rule == "timed-launches", result.reason
     assert "0 launches of its own kernels" in result.reason
 
 
 def test_a_candidate_that_patches_the_workers_clock_while_timed_is_caught(l1, host_timing):
-    result = evaluate(l1, (TIMING / "patches_the_clock.py").read_text(), "cpu", seeds=(0,), static=False)
+    result = _timed_on_cpu(l1, TIMING / "patches_the_clock.py", static=False)
     assert result.status == Status.CHEATING, result.reason
     assert result.rule == "tamper" and "while timing" in result.reason
     assert "timing_sides" in result.reason

@@ -53,7 +53,6 @@ _AGENT_MODULES = (
     "agent.evaluation.timed_calls",
     "agent.evaluation.worker_timing",
     "agent.evaluation.retune",
-    "agent.evaluation.messages",
 )
 
 
