@@ -80,14 +80,15 @@ def test_split_layout_times_the_candidate_in_its_worker_and_the_baselines_here(l
     assert t.candidate.median_ms > 0 and t.eager.median_ms > 0
     checks = {c.name: c for c in result.checks}
     assert checks["timed-launches"].passed, checks["timed-launches"].detail
-    assert "launches of its own kernels" in checks["timed-launches"].detail
+    assert "of its own kernels" in checks["timed-launches"].detail
 
 
 def test_a_candidate_that_serves_a_cache_while_timed_is_caught(l1, host_timing):
     result = _timed_on_cpu(l1, TIMING / "honest_while_checked.py", static=False)
     assert result.status == Status.CHEATING, result.reason
     assert result.rule == "timed-launches", result.reason
-    assert "0 launches of its own kernels" in result.reason
+    # once per input tensor: the values of every timed call are right, only the launches give it away
+    assert "1 launch of its own kernels in" in result.reason
 
 
 def test_a_candidate_that_patches_the_workers_clock_while_timed_is_caught(l1, host_timing):

@@ -103,7 +103,8 @@ class JudgeTiming(JudgeState):
             Check(
                 name="timed-launches",
                 passed=own_launches >= need,
-                detail=f"{own_launches} launches of its own kernels in {calls} timed calls"
+                detail=f"{own_launches} launch{'' if own_launches == 1 else 'es'} of its own kernels in "
+                f"{calls} timed calls"
                 + (
                     f", fewer than the {self.own_per_call} per call of its checked calls (a result served "
                     "without the work while timed?)"
