@@ -6,7 +6,8 @@ by what determines them: the problem, the reference file's text, the seed the Mo
 of the timing inputs. The next candidate of that problem times its baselines against the very same
 objects, so the compiled code is reused with no recompilation.
 
-A kept Model lives beside candidates that run in the same process (the GPU path), so before it is used
+A kept Model may live beside candidates that run in the same process (the one-process layout), so before it
+is used
 again it is checked: same class `forward` as when it was kept, no `forward` set on the instance, no
 hooks, the same parameters and buffers as the Model just built for this candidate, and the compiled
 wrapper still wraps it. Anything else and it is dropped and rebuilt (the worker is also only reused after

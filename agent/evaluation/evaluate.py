@@ -288,7 +288,8 @@ def _release_judge_memory() -> None:
 
 
 def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:
-    """Judge and candidate in one worker process (the GPU path): the pool's warm one, or a new one."""
+    """Judge and candidate in one worker process (the one-process layout): the pool's warm one, or a
+    new one."""
     worker, key = _acquire(request, pool, judges=True)
     reusable, why = False, ""
     try:

@@ -1,7 +1,9 @@
 """The judge's timing (agent/evaluation/judge.py): on the GPU, the accepted candidate timed against eager
-and `torch.compile` (agent/evaluation/timing.py) with the baselines a warm worker keeps, the outputs of
-timed calls drawn at random and checked, and the re-tuning of autotuned kernels by the judge's own timing
-(agent/evaluation/retune.py)."""
+and `torch.compile` (agent/evaluation/timing.py), with the baselines this process keeps between candidates.
+In the split layout the baselines are timed here and the candidate in its worker, in turns
+(agent/evaluation/timing_sides.py). The timed calls' launches are counted and the outputs of a few drawn at
+random are checked. Autotuned kernels are re-tuned by the judge's own timing (agent/evaluation/retune.py),
+in the worker in the split layout."""
 
 from __future__ import annotations
 

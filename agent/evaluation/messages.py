@@ -113,7 +113,7 @@ class Finish(BaseModel):
 
 
 class Evaluate(BaseModel):
-    """Judge and candidate in the worker (the GPU's one-process path)."""
+    """Judge and candidate in the worker (the one-process layout, `evaluate(split=False)`)."""
 
     op: Literal["evaluate"] = "evaluate"
     request: EvalRequest

@@ -2,7 +2,7 @@
 (agent/evaluation/candidate_session.py) by:
 - `RemoteRunner`: the session in a worker process (`python -m agent.evaluation.worker --serve`), reached over
   its pipes; inputs and outputs cross as `torch.save` files read back with `weights_only=True`.
-- `InProcessRunner`: the session in the judge's own process (the GPU path).
+- `InProcessRunner`: the session in the judge's own process (the one-process layout).
 """
 
 from __future__ import annotations

@@ -6,16 +6,16 @@ the code being judged: the **judge** (`agent.evaluation.judge`: reference, input
 guards), joined by a runner. This module is the process that hosts them.
 
 Where they run:
-- On the CPU (the default there), the judge runs in the parent (`agent.evaluation.evaluate`) and the session
-in a
+- By default (CPU and GPU), the judge runs in the parent (`agent.evaluation.evaluate`) and the session in a
   separate worker process (`python -m agent.evaluation.worker --serve`), reached through `RemoteRunner`:
-  inputs
-  and outputs cross as `torch.save` files read back with `weights_only=True`. The candidate's process
-  never holds the reference module, the reference outputs or the comparison code, so it cannot read or
-  patch them (docs/anticheat.md).
-- On the GPU (for now), judge and session share one worker process (`InProcessRunner`,
-  `evaluate_in_process`), because the timing phase runs the reference beside the candidate; a
-  `TamperWatch` then also guards the reference module and the harness.
+  tensors cross as `torch.save` files read back with `weights_only=True`, or on a GPU by CUDA IPC through
+  the judge's buffers (agent/evaluation/cuda_ipc.py); on a GPU the worker also re-tunes and times the
+  candidate, in turns with the judge's baselines (agent/evaluation/worker_timing.py). The candidate's
+  process never holds the reference module, the reference outputs or the comparison code, so it cannot
+  read or patch them (docs/anticheat.md).
+- In the one-process layout (`evaluate(split=False)`, to compare the layouts' timings), judge and session
+  share one worker process (`InProcessRunner`, `evaluate_in_process`); a `TamperWatch` then also guards
+  the reference module and the harness.
 
 The worker process serves (`--serve CMD_FD RESP_FD`: one request and one reply a line on private pipes,
 agent/evaluation/worker_pool.py) and always exits with `os._exit`, so threads or atexit handlers the
@@ -68,7 +68,8 @@ from agent.records import EvalRequest, EvalResult, Status
 
 
 def evaluate_in_process(request: EvalRequest, workdir: Path) -> tuple[EvalResult, bool, str]:
-    """Judge and candidate in this process (the GPU path): (result, whether the process is clean, why not)."""
+    """Judge and candidate in this process (the one-process layout): (result, whether the process is
+    clean, why not)."""
     from agent.evaluation import guards as runtime_guards
     from agent.evaluation.tamper import TamperWatch
     from agent.problem import ProblemError, load_reference
