@@ -273,6 +273,11 @@ class Judge(ExtraDraws, JudgeTiming):
             self._check_once(model, inputs, f"seed {seed}", 0, fresh=True)
         self.last = (model, self.runner.model("main") if self.runner.in_process else None, inputs)
 
+    def _count_own(self, c: CallResult) -> None:
+        """The fewest launches of its own kernels in a checked call: what every timed call must match."""
+        own = sum(c.launches.get(k, 0) for k in c.own_kernels)
+        self.own_per_call = own if self.own_per_call is None else min(self.own_per_call, own)
+
     def _guard_checks(self, where: str, result: CallResult) -> None:
         for c in result.checks:
             self.ledger.add(where, c)
@@ -303,8 +308,7 @@ class Judge(ExtraDraws, JudgeTiming):
             add(f"{where}, {call}", kernel_check(c))
         if not self.kernels:  # the second call: the first may include autotuning's benchmark launches
             self.kernels = dict(c2.launches)
-        own = sum(c2.launches.get(k, 0) for k in c2.own_kernels)
-        self.own_per_call = own if self.own_per_call is None else min(self.own_per_call, own)
+        self._count_own(c2)
         ref_aliases = bool(tensor_checks.aliased(refs, inputs))
         if not ref_aliases:  # before input-mutation: returning the input is the more telling finding
             for call, c in (("call 1", c1), ("call 2", c2)):

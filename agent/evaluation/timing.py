@@ -275,30 +275,18 @@ def time_models(
     compiled: tuple[Any, str | None] | None = None,
     device: str = "cuda",
 ) -> Timings:
-    """Candidate, eager reference and torch.compile of the reference, interleaved, plus the roofline.
-
-    `candidate`: a callable in this process, or the `RemoteSide` of its worker (the split layout: the
-    baselines are timed here, the candidate there, in turns). `compiled`: the reference's torch.compile as
-    `compile_baseline` returned it (a warm process keeps it between candidates); compiled here when None.
-    A torch.compile failure is recorded in `compile_error`; a candidate failure propagates. `device`
-    "cpu": the host clock and no roofline (the two-process protocol's tests).
-    """
+    """Candidate, eager and torch.compile of the reference, interleaved, plus the roofline. `candidate`: a
+    callable here, or its worker's `RemoteSide` (the split layout: baselines here, candidate there, in
+    turns). `compiled`: `compile_baseline`'s result kept by a warm process (None: compiled now; its failure
+    goes to `compile_error`). `device` "cpu": the host clock, no roofline (the protocol's tests)."""
     import torch
 
     cuda = device == "cuda"
     if cuda:
         torch.cuda.empty_cache()
-    local: dict[str, Callable[[], Any]] = {}
     remote = candidate if isinstance(candidate, RemoteSide) else None
-    if remote is None:
-        local["candidate"] = lambda: candidate(*inputs)  # type: ignore[operator]
-    compile_error = None
     with torch.no_grad():
-        if baselines:
-            local["eager"] = lambda: reference(*inputs)
-            fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
-            if fn is not None:
-                local["compiled"] = lambda: fn(*inputs)
+        local, compile_error = _local_fns(candidate, reference, inputs, baselines, compiled)
         sides: list[Side] = [LocalSide(local, clock_for(device), graphs)] if local else []
         sides += [remote] if remote is not None else []
         budget = {
@@ -334,6 +322,27 @@ def time_models(
         if unsteady
         else "",
     )
+
+
+def _local_fns(
+    candidate: Callable[..., Any] | Side,
+    reference: Callable[..., Any],
+    inputs: list[Any],
+    baselines: bool,
+    compiled: tuple[Any, str | None] | None,
+) -> tuple[dict[str, Callable[[], Any]], str | None]:
+    """The fns timed in this process: the candidate unless it is timed in its worker, and the baselines
+    (torch.compile's failure, if any, second)."""
+    local: dict[str, Callable[[], Any]] = {}
+    if not isinstance(candidate, RemoteSide):
+        local["candidate"] = lambda: candidate(*inputs)  # type: ignore[operator]
+    compile_error = None
+    if baselines:
+        local["eager"] = lambda: reference(*inputs)
+        fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
+        if fn is not None:
+            local["compiled"] = lambda: fn(*inputs)
+    return local, compile_error
 
 
 def plausibility(t: Timings) -> Check:
