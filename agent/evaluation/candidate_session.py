@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.evaluation.verdicts import Rejected, classify, describe, exit_note
+from agent.evaluation.verdicts import Rejected, candidate_raised, classify, describe, exit_note
 from agent.evaluation.weights import matched_state
 from agent.records import Check, Status
 
@@ -103,12 +103,7 @@ class CandidateSession:
             if loaded is not None:
                 model.load_state_dict(loaded)
         except BaseException as e:
-            status, rule = classify(e)
-            raise Rejected(
-                status,
-                f"seed {seed}: building ModelNew raised {describe(e, self.file)}{exit_note(rule)}",
-                rule,
-            ) from None
+            raise candidate_raised(e, f"seed {seed}: building ModelNew raised ", self.file) from None
         self.models[key] = model
         return model
 
@@ -143,16 +138,14 @@ class CandidateSession:
             if self.device == "cuda":
                 torch.cuda.synchronize()  # asynchronous errors surface here, inside the check
         except BaseException as e:
-            status, rule = classify(e)
+            _, rule = classify(e)
             if rule is None and report.threads:  # starting a process or thread failed (the sandbox blocks it)
                 raise Rejected(
                     Status.CHEATING,
                     f"threads failed ({where}): {report.threads[0]}; then it raised {describe(e, self.file)}",
                     "threads",
                 ) from None
-            raise Rejected(
-                status, f"{where}: the candidate raised {describe(e, self.file)}{exit_note(rule)}", rule
-            ) from None
+            raise candidate_raised(e, f"{where}: the candidate raised ", self.file) from None
         finally:
             launches = triton_hooks.stop_recording()
         return out, launches

@@ -143,6 +143,11 @@ def dtype_of(name: str) -> Any:
     return getattr(torch, name)
 
 
+def dtype_name(x: Any) -> str:
+    """`x`'s dtype as it crosses ("float16"), the name `dtype_of` takes back."""
+    return str(x.dtype).removeprefix("torch.")
+
+
 def _storage_bytes(x: Any) -> Any:
     """`x`'s whole storage as uint8 (what a `SharedTensor` carries)."""
     import torch
@@ -177,7 +182,7 @@ class Exported:
         return SharedTensor(
             handle=d.export(ptr),
             nbytes=nbytes,
-            dtype=str(x.dtype).removeprefix("torch."),
+            dtype=dtype_name(x),
             size=list(x.shape),
             stride=list(x.stride()),
             offset=x.storage_offset(),
@@ -246,7 +251,7 @@ def send(x: Any, shared: SharedTensor) -> None:
     """`x`, made contiguous, into the judge's buffer (sizes checked first), then unmapped."""
     import torch
 
-    if list(x.shape) != shared.size or str(x.dtype).removeprefix("torch.") != shared.dtype:
+    if list(x.shape) != shared.size or dtype_name(x) != shared.dtype:
         raise IpcError("the judge's buffer does not match the tensor")
     d = driver()
     ptr = d.open(shared.handle)
@@ -259,7 +264,7 @@ def send(x: Any, shared: SharedTensor) -> None:
 
 
 def meta(x: Any) -> TensorMeta:
-    return TensorMeta(dtype=str(x.dtype).removeprefix("torch."), size=list(x.shape))
+    return TensorMeta(dtype=dtype_name(x), size=list(x.shape))
 
 
 def load_inputs(path: str, shared: list[SharedTensor | None], device: str) -> list[Any]:

@@ -24,7 +24,7 @@ import time as _time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.evaluation import confine
+from agent.evaluation import confine, gpu_memory
 from agent.evaluation.confine import isolation
 from agent.evaluation.judge import Judge
 from agent.evaluation.limits import MIN_ADDRESS_SPACE_BYTES, WorkerLimits, limits_for
@@ -272,19 +272,8 @@ def _evaluate_split(request: EvalRequest, limit: float, pool: WorkerPool | None)
         reusable = False
     finally:
         if request.device == "cuda":
-            _release_judge_memory()
+            gpu_memory.release()  # the judge's freed memory, for the worker and the profiler
     return _finish(pool, key, worker, reusable, result, *worker.tails())
-
-
-def _release_judge_memory() -> None:
-    """The judge's freed GPU memory back to the device, for the candidate's worker and the profiler (the
-    baselines kept between candidates stay)."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    torch.cuda.empty_cache()
 
 
 def _evaluate_pooled(request: EvalRequest, limit: float, pool: WorkerPool | None) -> EvalResult:

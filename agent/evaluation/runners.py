@@ -185,7 +185,7 @@ class RemoteRunner:
                 self._fetch(reply.outputs_meta, reply.inputs_meta, inputs) if self.ipc else self._read(dst)
             )
         except cuda_ipc.IpcError as e:
-            raise Rejected(Status.CRASHED, f"{where}: CUDA IPC failed: {e}"[:MAX_TEXT]) from None
+            raise _ipc_failed(where, e) from None
         finally:
             if exported is not None:
                 exported.release()
@@ -284,7 +284,7 @@ class RemoteRunner:
             shared = self._send_inputs(inputs, path, exported)
             self._request(TimeStart(key=key, inputs=str(path), shared=shared), Done)
         except cuda_ipc.IpcError as e:
-            raise Rejected(Status.CRASHED, f"timing: CUDA IPC failed: {e}"[:MAX_TEXT]) from None
+            raise _ipc_failed("timing", e) from None
         finally:
             if exported is not None:
                 exported.release()
@@ -310,7 +310,7 @@ class RemoteRunner:
             else:
                 flat, _ = self._read(path, "kept_outputs")
         except cuda_ipc.IpcError as e:
-            raise Rejected(Status.CRASHED, f"timing: CUDA IPC failed: {e}"[:MAX_TEXT]) from None
+            raise _ipc_failed("timing", e) from None
         finally:
             path.unlink(missing_ok=True)
         if len(ended.per_call) != len(ended.kept) or sum(ended.per_call) != len(flat):
@@ -339,3 +339,7 @@ def _on_gpu(x: Any) -> bool:
     import torch
 
     return isinstance(x, torch.Tensor) and x.is_cuda
+
+
+def _ipc_failed(where: str, e: cuda_ipc.IpcError) -> Rejected:
+    return Rejected(Status.CRASHED, f"{where}: CUDA IPC failed: {e}"[:MAX_TEXT])

@@ -53,6 +53,7 @@ _AGENT_MODULES = (
     "agent.evaluation.timed_calls",
     "agent.evaluation.worker_timing",
     "agent.evaluation.retune",
+    "agent.evaluation.gpu_memory",
 )
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable
@@ -276,30 +277,30 @@ def time_models(
     device: str = "cuda",
 ) -> Timings:
     """Candidate, eager and torch.compile of the reference, interleaved, plus the roofline. `candidate`: a
-    callable here, or its worker's `RemoteSide` (the split layout: baselines here, candidate there, in
-    turns). `compiled`: `compile_baseline`'s result kept by a warm process (None: compiled now; its failure
-    goes to `compile_error`). `device` "cpu": the host clock, no roofline (the protocol's tests)."""
+    callable here, or its worker's `RemoteSide` (the split layout). `compiled`: `compile_baseline`'s result
+    kept by a warm process (None: compiled now). `device` "cpu": the host clock, no roofline (tests)."""
     import torch
 
     cuda = device == "cuda"
     if cuda:
         torch.cuda.empty_cache()
-    remote = candidate if isinstance(candidate, RemoteSide) else None
+    remote = isinstance(candidate, RemoteSide)
     with torch.no_grad():
-        local, compile_error = _local_fns(candidate, reference, inputs, baselines, compiled)
-        sides: list[Side] = [LocalSide(local, clock_for(device), graphs)] if local else []
-        sides += [remote] if remote is not None else []
-        budget = {
-            "max_s": BUDGET_S,
-            "max_reps": MAX_REPS,
-            "min_s": MIN_WINDOW_S,
-            "still_open": until_precise(PRECISION),
-            "method": (GRAPH_METHOD if graphs else METHOD) + (SPLIT_NOTE if remote is not None else ""),
-        }
-        stats = time_sides(sides, reps=reps, warmup=3, **budget)  # type: ignore[arg-type]
+        sides, compile_error = _sides(candidate, reference, inputs, baselines, compiled, device, graphs)
+        measure = functools.partial(
+            time_sides,
+            sides,
+            reps,
+            max_s=BUDGET_S,
+            max_reps=MAX_REPS,
+            min_s=MIN_WINDOW_S,
+            still_open=until_precise(PRECISION),
+            method=(GRAPH_METHOD if graphs else METHOD) + (SPLIT_NOTE if remote else ""),
+        )
+        stats = measure(warmup=3)
         unsteady = noisy(stats)
         if unsteady:  # measure once more; keep the second measurement, and say if it is still unsteady
-            stats = time_sides(sides, reps=reps, warmup=1, **budget)  # type: ignore[arg-type]
+            stats = measure(warmup=1)
             unsteady = noisy(stats)
     bw = measure_copy_bandwidth() if cuda else None
     tflops = measure_matmul_tflops() if flops and cuda else None
@@ -313,7 +314,7 @@ def time_models(
         roofline_ms=roofline_ms(bytes_moved, bw, flops, tflops) if bw else None,
         device_name=torch.cuda.get_device_name() if cuda else "cpu (host clock)",
         mode="cudagraph" if graphs else "events",
-        layout="split" if remote is not None else "one-process",
+        layout="split" if remote else "one-process",
         noisy=bool(unsteady),
         noise_detail=(
             f"medians of the two halves of the reps disagree beyond {NOISE_THRESHOLD:.0%} twice: "
@@ -324,17 +325,20 @@ def time_models(
     )
 
 
-def _local_fns(
+def _sides(
     candidate: Callable[..., Any] | Side,
     reference: Callable[..., Any],
     inputs: list[Any],
     baselines: bool,
     compiled: tuple[Any, str | None] | None,
-) -> tuple[dict[str, Callable[[], Any]], str | None]:
-    """The fns timed in this process: the candidate unless it is timed in its worker, and the baselines
-    (torch.compile's failure, if any, second)."""
+    device: str,
+    graphs: bool,
+) -> tuple[list[Side], str | None]:
+    """Who is timed where: this process's fns (the candidate unless its worker's `RemoteSide` times it, and
+    the baselines) on the device's clock, then the worker's side; torch.compile's failure, if any, second."""
+    remote = candidate if isinstance(candidate, RemoteSide) else None
     local: dict[str, Callable[[], Any]] = {}
-    if not isinstance(candidate, RemoteSide):
+    if remote is None:
         local["candidate"] = lambda: candidate(*inputs)  # type: ignore[operator]
     compile_error = None
     if baselines:
@@ -342,7 +346,8 @@ def _local_fns(
         fn, compile_error = compiled if compiled is not None else compile_baseline(reference, inputs)
         if fn is not None:
             local["compiled"] = lambda: fn(*inputs)
-    return local, compile_error
+    sides: list[Side] = [LocalSide(local, clock_for(device), graphs)] if local else []
+    return sides + ([remote] if remote is not None else []), compile_error
 
 
 def plausibility(t: Timings) -> Check:

@@ -143,6 +143,13 @@ def exit_note(rule: str | None) -> str:
     )
 
 
+def candidate_raised(e: BaseException, prefix: str, candidate_file: str | None = None) -> Rejected:
+    """The verdict on an exception the candidate's code raised: its status and rule (`classify`), the reason
+    `prefix` + the exception described + what its rule adds."""
+    status, rule = classify(e)
+    return Rejected(status, f"{prefix}{describe(e, candidate_file)}{exit_note(rule)}", rule)
+
+
 class Ledger:
     """Every check made, with where; summarised per check name for the result."""
 

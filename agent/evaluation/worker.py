@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agent.evaluation import cuda_ipc, triton_hooks
+from agent.evaluation import cuda_ipc, gpu_memory, triton_hooks
 from agent.evaluation.candidate_session import CandidateSession
 from agent.evaluation.judge import Judge
 from agent.evaluation.limits import limit_hit
@@ -245,10 +245,7 @@ class _Server:
             self.session.unload()
         self.session = None
         self.timing = None
-        _release_memory()
-        grown = _GPU_MEMORY.growth()
-        if clean and grown:
-            clean, why = False, grown
+        clean, why = _GPU_MEMORY.settle(clean, why)
         return Finished(clean=clean, why=why)
 
     def evaluate(self, cmd: Evaluate) -> Evaluated:
@@ -267,10 +264,7 @@ class _Server:
         result.device = request.device
         result.interpreter = request.device == "cpu"
         result.wall_s = time.perf_counter() - start
-        _release_memory()
-        grown = _GPU_MEMORY.growth()
-        if clean and grown:
-            clean, why = False, grown
+        clean, why = _GPU_MEMORY.settle(clean, why)
         return Evaluated(result=result, clean=clean, why=why)
 
 
@@ -284,6 +278,12 @@ class _GpuMemory:
 
     def __init__(self) -> None:
         self.first: int | None = None
+
+    def settle(self, clean: bool, why: str) -> tuple[bool, str]:
+        """After an evaluation: freed memory released, then whether the worker may be reused (and why not)."""
+        gpu_memory.release()
+        grown = self.growth()
+        return (False, grown) if clean and grown else (clean, why)
 
     def growth(self) -> str:
         """Why the worker should not be reused ("" if it may)."""
@@ -308,19 +308,6 @@ class _GpuMemory:
 
 
 _GPU_MEMORY = _GpuMemory()
-
-
-def _release_memory() -> None:
-    import gc
-
-    gc.collect()
-    if "torch" in sys.modules:
-        import torch
-
-        # after an illegal memory access the CUDA context is gone; the worker is replaced anyway
-        with contextlib.suppress(Exception):
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                torch.cuda.empty_cache()
 
 
 def serve(cmd_fd: int, resp_fd: int) -> None:

@@ -18,14 +18,13 @@ from agent.evaluation.candidate_session import CandidateSession
 from agent.evaluation.messages import Retune, Retuned, Time, Timed, TimeEnd, TimeEnded, TimeStart
 from agent.evaluation.timed_calls import TimedCalls
 from agent.evaluation.timing_sides import LocalSide, clock_for
-from agent.evaluation.verdicts import Rejected, classify, describe, exit_note
+from agent.evaluation.verdicts import candidate_raised
 
 
 class WorkerTiming:
     """One candidate's timing in this worker: started by `TimeStart`, run by `Time`, ended by `TimeEnd`."""
 
     def __init__(self, session: CandidateSession, cmd: TimeStart):
-
         self.session = session
         self.inputs = cuda_ipc.load_inputs(cmd.inputs, cmd.shared, session.device)
         self.calls = TimedCalls(session.models[cmd.key], session.module.__name__)
@@ -46,12 +45,7 @@ class WorkerTiming:
                 else:
                     times = []
         except BaseException as e:
-            status, rule = classify(e)
-            raise Rejected(
-                status,
-                f"while timing: the candidate raised {describe(e, self.session.file)}{exit_note(rule)}",
-                rule,
-            ) from None
+            raise candidate_raised(e, "while timing: the candidate raised ", self.session.file) from None
         return Timed(times_ms=times, tamper=self.session.watch.check())
 
     def end(self, cmd: TimeEnd) -> tuple[TimeEnded, list[Any]]:
@@ -90,10 +84,5 @@ def retune_in_worker(session: CandidateSession, cmd: Retune) -> Retuned:
         with torch.no_grad():
             notes, _ = retune.retune(list(triton_hooks.STATE.autotuners), lambda: model(*inputs), unchecked)
     except BaseException as e:
-        status, rule = classify(e)
-        raise Rejected(
-            status,
-            f"while re-tuning its autotune configs: {describe(e, session.file)}{exit_note(rule)}",
-            rule,
-        ) from None
+        raise candidate_raised(e, "while re-tuning its autotune configs: ", session.file) from None
     return Retuned(notes=notes, chosen=triton_hooks.chosen_configs())
