@@ -2,12 +2,13 @@
 
 python scripts/ipc_probe.py
 
-The judge's process makes a CUDA tensor and its IPC handle (`torch.multiprocessing.reductions.reduce_tensor`);
-a child process opens the handle and sums the tensor, first as a plain child, then inside the worker's
-bwrap box (new PID and IPC namespaces, no capabilities: agent/evaluation/confine.py). Prints one line per
-try: whether the handle opened and the child saw the judge's values, or the error it met. Where it opens
-in the box, tensors could cross without copies; where it does not, they cross as copies through files
-(agent/evaluation/runners.py), which is what the split layout does.
+Two routes, each tried by a plain child process and by one inside the worker's bwrap box (new PID and IPC
+namespaces, no capabilities: agent/evaluation/confine.py), which opens the handle and sums the tensor:
+PyTorch's own (`torch.multiprocessing.reductions.reduce_tensor` / `rebuild_cuda_tensor`), and the project's
+(a `cuMemAlloc` buffer and the driver's handle: agent/evaluation/cuda_ipc.py, what the split layout uses).
+Prints one line per try: whether the handle opened and the child saw the judge's values, or the error it
+met. Where the project's route does not open in the box, tensors cross as copies through files
+(agent/evaluation/runners.py).
 """
 
 from __future__ import annotations
@@ -45,37 +46,35 @@ except Exception as e:
 """
 
 
+def _children(route: str, script: Path, arg: Path, box: Path) -> None:
+    """`script arg` as a plain child, then in the bwrap box (where bwrap is here); one line each."""
+    root = Path(__file__).resolve().parents[1]
+    plain = [sys.executable, str(script), str(arg)]
+    boxed = confine.box_for(plain, box, [root], gpu=True)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for label, argv in (("plain child", plain), ("bwrap box", boxed)):
+        if label == "bwrap box" and boxed == plain:
+            print(f"{route}, bwrap box: not tried (no bwrap here)")
+            break
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=box, env=env)
+        said = (done.stdout.strip() or done.stderr.strip()[-400:]).replace("\n", " | ")
+        print(f"{route}, {label}: rc {done.returncode}: {said}")
+
+
 def main() -> None:
     x = torch.arange(1 << 20, dtype=torch.float32, device="cuda")
-    _, args = reduce_tensor(x)
     box = Path(tempfile.mkdtemp(prefix="ipc_probe_"))
-    handle = box / "handle.pkl"
-    handle.write_bytes(pickle.dumps(args))
-    script = box / "child.py"
-    script.write_text(CHILD)
     print("judge's sum", float(x.sum()), "isolation", confine.isolation().label)
-    plain = [sys.executable, str(script), str(handle)]
-    boxed = confine.box_for(plain, box, [Path(__file__).resolve().parents[1]], gpu=True)
-    for label, argv in (("plain child", plain), ("bwrap box", boxed)):
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=box)
-        said = (done.stdout.strip() or done.stderr.strip()[-400:]).replace("\n", " | ")
-        print(f"{label}: rc {done.returncode}: {said}")
-        if argv is plain and boxed == plain:
-            print("bwrap box: not tried (no bwrap here)")
-            break
-    # the project's own route (agent/evaluation/cuda_ipc.py): a cuMemAlloc buffer, the driver's handle
+    _, args = reduce_tensor(x)
+    (box / "handle.pkl").write_bytes(pickle.dumps(args))
+    (box / "child.py").write_text(CHILD)
+    _children("torch route", box / "child.py", box / "handle.pkl", box)
     exported = cuda_ipc.Exported()
     shared = exported.share(x)
     torch.cuda.synchronize()
     (box / "shared.json").write_text(shared.model_dump_json())
     (box / "driver_child.py").write_text(DRIVER_CHILD)
-    plain = [sys.executable, str(box / "driver_child.py"), str(box / "shared.json")]
-    boxed = confine.box_for(plain, box, [Path(__file__).resolve().parents[1]], gpu=True)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    for label, argv in (("driver route, plain child", plain), ("driver route, bwrap box", boxed)):
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=box, env=env)
-        said = (done.stdout.strip() or done.stderr.strip()[-400:]).replace("\n", " | ")
-        print(f"{label}: rc {done.returncode}: {said}")
+    _children("driver route", box / "driver_child.py", box / "shared.json", box)
     exported.release()
     torch.cuda.synchronize()
 
